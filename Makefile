@@ -1,0 +1,39 @@
+# Plain entry points. `make serve` and `make test` are the README's quick start.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+MODEL ?= ../shared/models/stories260K
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: setup serve test lint unit e2e bench fmt
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+setup: $(VENV)/.installed
+
+serve: setup
+	$(VENV)/bin/pagoda generate --model $(MODEL) --prompt "Once upon a time" --max-tokens 60 --temperature 0
+
+test: lint unit e2e
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+fmt: setup
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+unit: setup
+	$(PY) -m pytest tests -q
+
+e2e: setup
+	@echo "e2e: no control plane yet"
+
+bench: setup
+	$(PY) bench/throughput.py
