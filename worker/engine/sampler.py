@@ -1,0 +1,156 @@
+"""Turns a batch of next-token logits into chosen tokens and the logprobs the API reports.
+
+Order per row: raw logprobs (reported) -> penalties -> temperature -> top-k -> top-p -> min-p ->
+argmax (greedy) or an exponential race (random). The math is vectorised over the batch; only
+the noise of seeded rows is drawn per row, from the row's own generator, so a seeded row picks
+the same token whatever else is in the batch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import torch
+
+from worker.engine.sampling_params import SamplingParams
+
+
+@dataclass
+class SamplingRow:
+    """One sequence in the batch."""
+
+    params: SamplingParams
+    prompt_token_ids: list[int]
+    output_token_ids: list[int]
+    generator: torch.Generator | None  # None: draw from the sampler's shared generator
+
+
+@dataclass
+class SamplerOutput:
+    token_ids: torch.Tensor  # [rows] int64
+    # Present when any row asked for logprobs; all from the raw (unpenalised) distribution.
+    logprobs: torch.Tensor | None  # [rows] float32, of the chosen token
+    top_ids: torch.Tensor | None  # [rows, k] int64, k = the largest `logprobs` asked for
+    top_logprobs: torch.Tensor | None  # [rows, k] float32
+
+
+def make_generator(seed: int, index: int, device: torch.device | str) -> torch.Generator:
+    """The generator of completion `index` of a request with `seed`: completions of one
+    request differ, and the same (seed, index) always gives the same stream."""
+    digest = hashlib.blake2b(f"{seed}/{index}".encode(), digest_size=8).digest()
+    generator = torch.Generator(device=device)
+    generator.manual_seed(int.from_bytes(digest, "little"))
+    return generator
+
+
+class Sampler:
+    def __init__(self, generator: torch.Generator | None = None) -> None:
+        self.generator = generator  # for unseeded rows; None = torch's default generator
+
+    def __call__(self, logits: torch.Tensor, rows: list[SamplingRow]) -> SamplerOutput:
+        if logits.dim() != 2 or logits.shape[0] != len(rows):
+            raise ValueError(
+                f"logits must be [num_rows={len(rows)}, vocab], got {tuple(logits.shape)}"
+            )
+        logits = logits.float()
+        params = [row.params for row in rows]
+        want_logprobs = any(p.logprobs is not None for p in params)
+        raw_logprobs = torch.log_softmax(logits, dim=-1) if want_logprobs else None
+
+        logits = apply_penalties(logits, rows)
+        greedy_ids = logits.argmax(dim=-1)
+        if all(p.greedy for p in params):
+            token_ids = greedy_ids
+        else:
+            probs = filtered_probs(logits, params)
+            sampled = self._exponential_race(probs, rows)
+            greedy = _column([p.greedy for p in params], logits).squeeze(1)
+            token_ids = torch.where(greedy, greedy_ids, sampled)
+
+        if raw_logprobs is None:
+            return SamplerOutput(token_ids, None, None, None)
+        k = max(p.logprobs or 0 for p in params)
+        top_logprobs, top_ids = raw_logprobs.topk(k, dim=-1)
+        chosen = raw_logprobs.gather(1, token_ids.unsqueeze(1)).squeeze(1)
+        return SamplerOutput(token_ids, chosen, top_ids, top_logprobs)
+
+    def _exponential_race(self, probs: torch.Tensor, rows: list[SamplingRow]) -> torch.Tensor:
+        """argmax(p / E) with E ~ Exp(1) per token picks token i with probability p_i."""
+        noise = torch.empty_like(probs)
+        shared = [i for i, row in enumerate(rows) if row.generator is None]
+        if shared:
+            drawn = torch.empty((len(shared), probs.shape[1]), device=probs.device)
+            noise[shared] = drawn.exponential_(generator=self.generator)
+        for i, row in enumerate(rows):
+            if row.generator is not None:
+                noise[i] = torch.empty_like(probs[i]).exponential_(generator=row.generator)
+        # A zero draw would turn a filtered token's 0/0 into NaN, which argmax would pick.
+        noise.clamp_(min=torch.finfo(noise.dtype).tiny)
+        return (probs / noise).argmax(dim=-1)
+
+
+def apply_penalties(logits: torch.Tensor, rows: list[SamplingRow]) -> torch.Tensor:
+    """Repetition penalty (HF: over prompt and output tokens) then OpenAI's frequency and
+    presence penalties (over output tokens only)."""
+    params = [row.params for row in rows]
+    if any(p.repetition_penalty != 1.0 for p in params):
+        seen = token_counts([r.prompt_token_ids + r.output_token_ids for r in rows], logits) > 0
+        penalty = _column([p.repetition_penalty for p in params], logits)
+        penalised = torch.where(logits < 0, logits * penalty, logits / penalty)
+        logits = torch.where(seen, penalised, logits)
+    if any(p.frequency_penalty or p.presence_penalty for p in params):
+        counts = token_counts([r.output_token_ids for r in rows], logits)
+        frequency = _column([p.frequency_penalty for p in params], logits)
+        presence = _column([p.presence_penalty for p in params], logits)
+        logits = logits - frequency * counts - presence * (counts > 0).float()
+    return logits
+
+
+def filtered_probs(logits: torch.Tensor, params: list[SamplingParams]) -> torch.Tensor:
+    """Temperature, top-k, top-p and min-p; filtered tokens get probability 0."""
+    temperature = _column([p.temperature if not p.greedy else 1.0 for p in params], logits)
+    logits = logits / temperature
+    if any(p.top_k for p in params) or any(p.top_p < 1.0 for p in params):
+        logits = apply_top_k_top_p(logits, params)
+    probs = torch.softmax(logits, dim=-1)
+    if any(p.min_p for p in params):
+        min_p = _column([p.min_p for p in params], logits)
+        probs = probs.masked_fill(probs < min_p * probs.amax(dim=-1, keepdim=True), 0.0)
+        probs = probs / probs.sum(dim=-1, keepdim=True)
+    return probs
+
+
+def apply_top_k_top_p(logits: torch.Tensor, params: list[SamplingParams]) -> torch.Tensor:
+    """Keep the k best tokens (ties with the k-th kept, like HF), then the smallest set of
+    best tokens whose probability reaches top_p; the rest get -inf."""
+    vocab = logits.shape[1]
+    ordered, order = logits.sort(dim=-1, descending=True)
+    k = torch.tensor([min(p.top_k or vocab, vocab) for p in params], device=logits.device)
+    kth_best = ordered.gather(1, (k - 1).unsqueeze(1))
+    ordered = ordered.masked_fill(ordered < kth_best, float("-inf"))
+
+    probs = torch.softmax(ordered, dim=-1)
+    mass_before = probs.cumsum(dim=-1) - probs  # of the strictly better tokens
+    top_p = _column([p.top_p for p in params], logits)
+    beyond_p = (mass_before >= top_p) & (top_p < 1.0)  # top_p == 1 must not cut rounding dust
+    ordered = ordered.masked_fill(beyond_p, float("-inf"))
+    return torch.empty_like(logits).scatter_(1, order, ordered)
+
+
+def token_counts(id_lists: list[list[int]], like: torch.Tensor) -> torch.Tensor:
+    """[rows, vocab] float32: how often each token occurs in each row's list."""
+    rows, vocab = like.shape
+    width = max((len(ids) for ids in id_lists), default=0)
+    padded = torch.full((rows, width), vocab, dtype=torch.int64)  # `vocab` = padding column
+    for i, ids in enumerate(id_lists):
+        padded[i, : len(ids)] = torch.tensor(ids, dtype=torch.int64)
+    padded = padded.to(like.device, non_blocking=True)
+    counts = torch.zeros((rows, vocab + 1), device=like.device)
+    counts.scatter_add_(1, padded, torch.ones_like(padded, dtype=counts.dtype))
+    return counts[:, :vocab]
+
+
+def _column(values: list[float] | list[bool], like: torch.Tensor) -> torch.Tensor:
+    """A per-row value as a [rows, 1] tensor on `like`'s device."""
+    return torch.tensor(values, device=like.device).unsqueeze(1)
