@@ -41,7 +41,8 @@ def draw_counts(logits: torch.Tensor, params: SamplingParams, draws: int, seed: 
 
 def chi_square(counts: list[int], expected_probs: list[float]) -> float:
     total = sum(counts)
-    return sum((c - total * p) ** 2 / (total * p) for c, p in zip(counts, expected_probs) if p)
+    pairs = zip(counts, expected_probs, strict=True)
+    return sum((c - total * p) ** 2 / (total * p) for c, p in pairs if p)
 
 
 # Critical value of chi-square with 3 degrees of freedom at p = 0.001.
@@ -253,11 +254,9 @@ def run_steps(target_logits: list[torch.Tensor], seed: int, batch: list[tuple[in
     fill_gen = torch.Generator().manual_seed(99)
     target_gen = make_generator(seed, 0, "cpu")
     tokens = []
-    for logits, (position, fillers) in zip(target_logits, batch):
-        rows = [
-            row(temperature=0.8, top_p=0.9, generator=make_generator(i, 1, "cpu") if i % 2 else None)
-            for i in range(fillers)
-        ]
+    for logits, (position, fillers) in zip(target_logits, batch, strict=True):
+        generators = [make_generator(i, 1, "cpu") if i % 2 else None for i in range(fillers)]
+        rows = [row(temperature=0.8, top_p=0.9, generator=g) for g in generators]
         rows.insert(position, row(temperature=1.0, top_k=20, generator=target_gen))
         other = torch.randn(fillers, VOCAB, generator=fill_gen)
         batch_logits = torch.cat([other[:position], logits, other[position:]])
