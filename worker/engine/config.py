@@ -20,6 +20,7 @@ class EngineConfig:
     # KV cache budget: bytes on CPU, or a fraction of the device's memory on GPU.
     kv_cache_bytes: int = 256 * 2**20
     gpu_memory_utilization: float = 0.90
+    num_kv_blocks: int | None = None  # fixes the KV-cache size, overriding the budgets above
     enforce_eager: bool = False  # no CUDA graphs
     seed: int = 0
 
@@ -33,6 +34,7 @@ class EngineConfig:
             ("max_num_batched_tokens", self.max_num_batched_tokens >= 1),
             ("kv_cache_bytes", self.kv_cache_bytes > 0),
             ("gpu_memory_utilization", 0.0 < self.gpu_memory_utilization <= 1.0),
+            ("num_kv_blocks", self.num_kv_blocks is None or self.num_kv_blocks >= 1),
         ]
         for name, ok in checks:
             if not ok:
@@ -50,6 +52,7 @@ _HELP = {
     "enable_prefix_caching": "reuse KV blocks of shared prompt prefixes",
     "kv_cache_bytes": "KV-cache budget in bytes on CPU",
     "gpu_memory_utilization": "fraction of GPU memory the worker may use (weights + KV cache)",
+    "num_kv_blocks": "KV-cache size in blocks, overriding the memory budget",
     "enforce_eager": "disable CUDA graphs",
     "seed": "seed for requests that bring none",
 }

@@ -1,0 +1,351 @@
+"""The synchronous engine: add requests, call step() in a loop, read outputs.
+
+Only the thread that calls step() touches the model. Everything about *which* tokens run lives
+in the scheduler; this class wires loading, scheduling, running, sampling and detokenizing.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from worker.engine.block_manager import BlockManager
+from worker.engine.config import EngineConfig
+from worker.engine.detokenizer import IncrementalDetokenizer
+from worker.engine.model_runner import ModelRunner, kv_cache_block_bytes
+from worker.engine.outputs import (
+    CompletionOutput,
+    FinishReason,
+    RequestMetrics,
+    RequestOutput,
+    TokenLogprob,
+)
+from worker.engine.sampler import Sampler, SamplerOutput, SamplingRow, make_generator
+from worker.engine.sampling_params import SamplingParams
+from worker.engine.scheduler import Scheduler
+from worker.engine.sequence import Request, Sequence
+from worker.engine.stop_checker import StopChecker
+from worker.layers.backends import select_attention_backend
+from worker.models.loader import (
+    ModelLoadError,
+    load_hf_config,
+    load_model,
+    load_tokenizer,
+    resolve_dtype,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EngineStats:
+    num_running: int
+    num_waiting: int
+    kv_cache_usage: float  # fraction of KV blocks in use
+    num_gpu_blocks: int
+    num_free_blocks: int
+    kv_capacity_tokens: int
+    prefix_cache_queries: int  # tokens looked up, cumulative
+    prefix_cache_hits: int  # tokens found, cumulative
+    num_preemptions: int  # cumulative
+
+
+@dataclass
+class _Delta:
+    """What one sequence gained in one step."""
+
+    token_ids: list[int]
+    text: str
+    logprobs: list[TokenLogprob]
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ModelLoadError(f"device {name!r} was asked for, but CUDA is not available here")
+    return device
+
+
+class LLMEngine:
+    def __init__(self, config: EngineConfig) -> None:
+        self.config = config
+        model_dir = Path(config.model)
+        self.model_name = model_dir.resolve().name
+        self.device = resolve_device(config.device)
+        self.dtype = resolve_dtype(config.dtype, load_hf_config(model_dir))
+        self.model, self.hf_config = load_model(model_dir, self.dtype, self.device)
+        self.tokenizer = load_tokenizer(model_dir)
+        self.max_model_len = self._max_model_len()
+        self.eos_token_ids = self._eos_token_ids()
+
+        backend = select_attention_backend(config.attention_backend, self.device)
+        block_bytes = kv_cache_block_bytes(self.model, config.block_size, self.dtype)
+        num_blocks = config.num_kv_blocks or self._kv_cache_bytes() // block_bytes
+        if num_blocks < 1:
+            raise ModelLoadError(
+                f"the KV-cache budget holds no block of {block_bytes} bytes; raise kv_cache_bytes "
+                "or gpu_memory_utilization"
+            )
+        self.block_manager = BlockManager(num_blocks, config.block_size)
+        self.scheduler = Scheduler(
+            self.block_manager, config.max_num_seqs, config.max_num_batched_tokens
+        )
+        self.runner = ModelRunner(
+            self.model, backend, num_blocks, config.block_size, self.device, self.dtype
+        )
+        self.sampler = Sampler(torch.Generator(self.device).manual_seed(config.seed))
+        self.requests: dict[str, Request] = {}
+        self._aborted: list[Request] = []
+        self._detokenizers: dict[Sequence, IncrementalDetokenizer] = {}
+        self._stop_checkers: dict[Sequence, StopChecker] = {}
+        self._texts: dict[Sequence, str] = {}
+        log.info(
+            "engine ready: %s on %s (%s), KV cache %d blocks x %d tokens = %d tokens",
+            self.model_name, self.device, self.dtype, num_blocks, config.block_size,
+            self.kv_capacity_tokens,
+        )  # fmt: skip
+
+    # -- setup ----------------------------------------------------------------------------
+
+    def _max_model_len(self) -> int:
+        limit = self.model.shape.max_position
+        wanted = self.config.max_model_len or limit
+        if wanted > limit:
+            raise ModelLoadError(
+                f"max_model_len {wanted} exceeds the model's context window of {limit} tokens"
+            )
+        return wanted
+
+    def _eos_token_ids(self) -> set[int]:
+        eos = getattr(self.hf_config, "eos_token_id", None)
+        ids = {eos} if isinstance(eos, int) else set(eos or [])
+        if self.tokenizer.eos_token_id is not None:
+            ids.add(self.tokenizer.eos_token_id)
+        return ids
+
+    def _kv_cache_bytes(self) -> int:
+        if self.device.type != "cuda":
+            return self.config.kv_cache_bytes
+        free, total = torch.cuda.mem_get_info(self.device)
+        in_use_by_others = total - free - torch.cuda.memory_reserved(self.device)
+        ours = torch.cuda.memory_allocated(self.device)
+        activations = self._activation_bytes()
+        return (
+            int(self.config.gpu_memory_utilization * total) - in_use_by_others - ours - activations
+        )
+
+    def _activation_bytes(self) -> int:
+        """Peak activation memory of the largest step, as a generous estimate from the shape."""
+        s = self.model.shape
+        tokens = self.config.max_num_batched_tokens
+        per_token = (3 * s.hidden_size + 2 * s.intermediate_size + s.num_heads * s.head_dim * 2) * 4
+        logits = self.config.max_num_seqs * s.vocab_size * 4 * 3
+        return tokens * per_token + logits
+
+    @property
+    def kv_capacity_tokens(self) -> int:
+        return self.block_manager.num_blocks * self.config.block_size
+
+    # -- requests -------------------------------------------------------------------------
+
+    def add_request(
+        self,
+        prompt_token_ids: list[int],
+        params: SamplingParams,
+        request_id: str | None = None,
+        arrival_time: float | None = None,
+    ) -> str:
+        params.validate()
+        self._check_prompt(prompt_token_ids, params)
+        request_id = request_id or uuid.uuid4().hex
+        if request_id in self.requests:
+            raise ValueError(f"request id {request_id!r} is already in use")
+        salt = b"" if self.config.enable_prefix_caching else request_id.encode()
+        request = Request(
+            request_id=request_id,
+            prompt_token_ids=list(prompt_token_ids),
+            params=params,
+            metrics=RequestMetrics(arrival_time=arrival_time or time.time()),
+            cache_salt=salt,
+        )
+        for index in range(params.n):
+            generator = None
+            if params.seed is not None:
+                generator = make_generator(params.seed, index, self.device)
+            seq = Sequence(request, index, list(prompt_token_ids), generator)
+            request.seqs.append(seq)
+            self._detokenizers[seq] = IncrementalDetokenizer(self.tokenizer, prompt_token_ids)
+            self._stop_checkers[seq] = StopChecker(params, self.eos_token_ids)
+            self._texts[seq] = ""
+            self.scheduler.add(seq)
+        self.requests[request_id] = request
+        return request_id
+
+    def _check_prompt(self, prompt_token_ids: list[int], params: SamplingParams) -> None:
+        if not prompt_token_ids:
+            raise ValueError("prompt: must contain at least one token")
+        vocab = self.model.shape.vocab_size
+        if any(not 0 <= t < vocab for t in prompt_token_ids):
+            raise ValueError(f"prompt: token ids must be in [0, {vocab})")
+        total = len(prompt_token_ids) + params.max_tokens
+        if total > self.max_model_len:
+            raise ValueError(
+                f"max_tokens: prompt ({len(prompt_token_ids)} tokens) + max_tokens "
+                f"({params.max_tokens}) = {total} exceeds the context window of "
+                f"{self.max_model_len} tokens"
+            )
+        if total > self.kv_capacity_tokens:
+            raise ValueError(
+                f"max_tokens: {total} tokens do not fit the KV cache "
+                f"({self.kv_capacity_tokens} tokens)"
+            )
+
+    def abort_request(self, request_id: str) -> None:
+        request = self.requests.pop(request_id, None)
+        if request is None:
+            return
+        for seq in request.seqs:
+            if not seq.is_finished:
+                self._finish(seq, FinishReason.ABORT)
+        self._aborted.append(request)
+
+    def has_unfinished_requests(self) -> bool:
+        return bool(self.requests) or bool(self._aborted)
+
+    def stats(self) -> EngineStats:
+        bm = self.block_manager
+        return EngineStats(
+            num_running=len(self.scheduler.running),
+            num_waiting=len(self.scheduler.waiting),
+            kv_cache_usage=bm.usage,
+            num_gpu_blocks=bm.num_blocks,
+            num_free_blocks=bm.num_free_blocks,
+            kv_capacity_tokens=self.kv_capacity_tokens,
+            prefix_cache_queries=bm.prefix_queries,
+            prefix_cache_hits=bm.prefix_hits,
+            num_preemptions=self.scheduler.num_preemptions,
+        )
+
+    # -- the step -------------------------------------------------------------------------
+
+    def step(self) -> list[RequestOutput]:
+        deltas: dict[Sequence, _Delta] = {}
+        touched = [r for r in self._aborted]
+        self._aborted.clear()
+
+        plan = self.scheduler.schedule()
+        if plan.scheduled:
+            now = time.time()
+            inputs = self.runner.prepare(plan.scheduled)
+            logits = self.runner.execute(inputs)
+            for item in plan.scheduled:
+                item.seq.num_computed_tokens += item.num_new_tokens
+                self.block_manager.commit(item.seq)
+                metrics = item.seq.request.metrics
+                metrics.scheduled_time = metrics.scheduled_time or now
+            if inputs.sampled:
+                seqs = [item.seq for item in inputs.sampled]
+                result = self.sampler(logits, [self._sampling_row(s) for s in seqs])
+                self._append_tokens(seqs, result, deltas)
+            touched += list({item.seq.request: None for item in plan.scheduled})
+
+        outputs = []
+        for request in dict.fromkeys(touched):
+            has_news = any(s in deltas or s.is_finished for s in request.seqs)
+            if has_news:
+                outputs.append(self._request_output(request, deltas))
+            if request.is_finished:
+                self.requests.pop(request.request_id, None)
+                self._forget(request)
+        return outputs
+
+    def _sampling_row(self, seq: Sequence) -> SamplingRow:
+        return SamplingRow(
+            params=seq.params,
+            prompt_token_ids=seq.request.prompt_token_ids,
+            output_token_ids=seq.output_token_ids,
+            generator=seq.generator,
+        )
+
+    def _append_tokens(self, seqs: list[Sequence], result: SamplerOutput, deltas) -> None:
+        token_ids = result.token_ids.tolist()
+        chosen_lp = result.logprobs.tolist() if result.logprobs is not None else None
+        top_ids = result.top_ids.tolist() if result.top_ids is not None else None
+        top_lps = result.top_logprobs.tolist() if result.top_logprobs is not None else None
+        now = time.time()
+        for row, (seq, token) in enumerate(zip(seqs, token_ids, strict=True)):
+            delta = deltas.setdefault(seq, _Delta([], "", []))
+            seq.token_ids.append(token)
+            delta.token_ids.append(token)
+            wanted = seq.params.logprobs
+            if wanted is not None and chosen_lp is not None:
+                top = dict(zip(top_ids[row][:wanted], top_lps[row][:wanted], strict=True))
+                logprob = TokenLogprob(token, chosen_lp[row], top)
+                seq.logprobs.append(logprob)
+                delta.logprobs.append(logprob)
+            metrics = seq.request.metrics
+            metrics.first_token_time = metrics.first_token_time or now
+            metrics.last_token_time = now
+            delta.text += self._advance_text(seq, token)
+
+    def _advance_text(self, seq: Sequence, token: int) -> str:
+        """Detokenize the new token, check every stop condition, return the text safe to emit."""
+        checker = self._stop_checkers[seq]
+        reason = checker.check_token(token, len(seq.output_token_ids))
+        text = ""
+        if reason is not FinishReason.STOP:
+            text, stopped = checker.check_text(self._detokenizers[seq].add_tokens([token]))
+            reason = stopped or reason
+        if reason is None and seq.num_tokens >= self.max_model_len:
+            reason = FinishReason.LENGTH
+        if reason is not None:
+            if reason is not FinishReason.STOP or not checker.stopped_by_string:
+                text += checker.flush()
+            self._finish(seq, reason)
+        self._texts[seq] += text
+        return text
+
+    def _finish(self, seq: Sequence, reason: FinishReason) -> None:
+        seq.finish_reason = reason
+        self.scheduler.remove(seq)
+        if seq.request.is_finished:
+            seq.request.metrics.finished_time = time.time()
+
+    def _request_output(self, request: Request, deltas: dict[Sequence, _Delta]) -> RequestOutput:
+        completions = []
+        for seq in request.seqs:
+            delta = deltas.get(seq) or _Delta([], "", [])
+            wants_logprobs = seq.params.logprobs is not None
+            completions.append(
+                CompletionOutput(
+                    index=seq.index,
+                    token_ids=seq.output_token_ids,
+                    text=self._texts[seq],
+                    new_token_ids=delta.token_ids,
+                    new_text=delta.text,
+                    logprobs=list(seq.logprobs) if wants_logprobs else None,
+                    new_logprobs=delta.logprobs if wants_logprobs else None,
+                    finish_reason=seq.finish_reason,
+                )
+            )
+        return RequestOutput(
+            request_id=request.request_id,
+            prompt_token_ids=request.prompt_token_ids,
+            outputs=completions,
+            finished=request.is_finished,
+            num_cached_tokens=request.seqs[0].num_cached_tokens,
+            metrics=request.metrics,
+        )
+
+    def _forget(self, request: Request) -> None:
+        for seq in request.seqs:
+            self._detokenizers.pop(seq, None)
+            self._stop_checkers.pop(seq, None)
+            self._texts.pop(seq, None)

@@ -1,0 +1,40 @@
+"""The offline API: LLM(model_dir).generate(prompts, params)."""
+
+from __future__ import annotations
+
+from worker.engine.config import EngineConfig
+from worker.engine.engine import LLMEngine
+from worker.engine.outputs import RequestOutput
+from worker.engine.sampling_params import SamplingParams
+
+Prompt = str | list[int]
+
+
+class LLM:
+    def __init__(self, model: str, **engine_settings) -> None:
+        self.engine = LLMEngine(EngineConfig(model=model, **engine_settings))
+        self.tokenizer = self.engine.tokenizer
+
+    def encode(self, prompt: Prompt) -> list[int]:
+        return self.tokenizer.encode(prompt) if isinstance(prompt, str) else list(prompt)
+
+    def generate(
+        self,
+        prompts: Prompt | list[Prompt],
+        params: SamplingParams | list[SamplingParams] | None = None,
+    ) -> list[RequestOutput]:
+        """Run every prompt to completion in one continuous batch; outputs in prompt order."""
+        if isinstance(prompts, str) or (prompts and isinstance(prompts[0], int)):
+            prompts = [prompts]
+        params = params or SamplingParams()
+        per_prompt = params if isinstance(params, list) else [params] * len(prompts)
+        ids = [
+            self.engine.add_request(self.encode(p), sp)
+            for p, sp in zip(prompts, per_prompt, strict=True)
+        ]
+        finished: dict[str, RequestOutput] = {}
+        while len(finished) < len(ids):
+            for output in self.engine.step():
+                if output.finished:
+                    finished[output.request_id] = output
+        return [finished[i] for i in ids]

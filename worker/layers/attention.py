@@ -1,0 +1,98 @@
+"""Attention over the paged KV cache: the metadata every backend reads, and the backend interface.
+
+A step's tokens arrive flattened: sequence b owns query rows
+query_start_loc[b]:query_start_loc[b+1] and, after this step, has seq_lens[b] tokens of context
+whose KV lives in the blocks block_tables[b]. Decodes (one query token) come first in the batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+
+@dataclass
+class AttentionMetadata:
+    slot_mapping: (
+        torch.Tensor
+    )  # [T] int64: cache slot (block * block_size + offset) of each new token
+    query_start_loc: torch.Tensor  # [B + 1] int32
+    seq_lens: torch.Tensor  # [B] int32: context length including this step's tokens
+    block_tables: torch.Tensor  # [B, max_blocks] int32
+    max_query_len: int
+    max_seq_len: int
+    num_decodes: int  # the first num_decodes sequences have exactly one query token
+
+    @property
+    def num_seqs(self) -> int:
+        return self.seq_lens.shape[0]
+
+
+class AttentionBackend(Protocol):
+    """Writes this step's K/V into the layer's cache, then attends causally over the context."""
+
+    def forward(
+        self,
+        q: torch.Tensor,  # [T, Hq, D]
+        k: torch.Tensor,  # [T, Hkv, D]
+        v: torch.Tensor,  # [T, Hkv, D]
+        kv_cache: torch.Tensor,  # [2, num_blocks, block_size, Hkv, D]
+        meta: AttentionMetadata,
+        scale: float,
+    ) -> torch.Tensor:  # [T, Hq, D]
+        ...
+
+
+def write_kv(k: torch.Tensor, v: torch.Tensor, kv_cache: torch.Tensor, slots: torch.Tensor) -> None:
+    num_kv_heads, head_dim = k.shape[1], k.shape[2]
+    kv_cache[0].view(-1, num_kv_heads, head_dim)[slots] = k
+    kv_cache[1].view(-1, num_kv_heads, head_dim)[slots] = v
+
+
+class ReferenceAttention:
+    """Plain PyTorch: gather each sequence's context into a padded batch and run SDPA with a mask.
+
+    Runs on any device; it is the definition the Triton kernels are tested against.
+    """
+
+    def forward(self, q, k, v, kv_cache, meta: AttentionMetadata, scale: float) -> torch.Tensor:
+        write_kv(k, v, kv_cache, meta.slot_mapping)
+        num_seqs, block_size = meta.num_seqs, kv_cache.shape[2]
+        num_heads, head_dim = q.shape[1], q.shape[2]
+        device = q.device
+
+        # Which sequence and which row within it each query token is.
+        starts = meta.query_start_loc.long()
+        query_lens = starts[1:] - starts[:-1]
+        seq_of_token = torch.repeat_interleave(torch.arange(num_seqs, device=device), query_lens)
+        row_of_token = torch.arange(q.shape[0], device=device) - starts[seq_of_token]
+
+        padded_q = q.new_zeros(num_seqs, meta.max_query_len, num_heads, head_dim)
+        padded_q[seq_of_token, row_of_token] = q
+
+        num_blocks = -(-meta.max_seq_len // block_size)
+        tables = meta.block_tables[:, :num_blocks].long()
+        context_len = num_blocks * block_size
+        keys = kv_cache[0][tables].reshape(num_seqs, context_len, -1, head_dim)
+        values = kv_cache[1][tables].reshape(num_seqs, context_len, -1, head_dim)
+
+        # Query row i of sequence b sits at position seq_len - query_len + i and sees keys up to it.
+        seq_lens = meta.seq_lens.long()
+        query_pos = (seq_lens - query_lens)[:, None] + torch.arange(
+            meta.max_query_len, device=device
+        )
+        key_pos = torch.arange(context_len, device=device)
+        mask = key_pos[None, None, :] <= query_pos[:, :, None]
+        mask[:, :, 0] = True  # padding rows see one key instead of none, so they stay finite
+
+        out = torch.nn.functional.scaled_dot_product_attention(
+            padded_q.transpose(1, 2),
+            keys.transpose(1, 2),
+            values.transpose(1, 2),
+            attn_mask=mask[:, None],
+            scale=scale,
+            enable_gqa=True,
+        )
+        return out.transpose(1, 2)[seq_of_token, row_of_token]
