@@ -87,7 +87,7 @@ def test_shared_prefix_reuses_full_blocks_only():
     bm = BlockManager(num_blocks=8, block_size=BLOCK)
     first = make_seq(list(range(10)))
     assert admit(bm, first)
-    second = make_seq(list(range(9)) + [99])
+    second = make_seq([*range(9), 99])
     hits = bm.cached_prefix(second)
     assert hits == first.block_table[:2]  # two full blocks match; the third block is partial
 

@@ -15,9 +15,8 @@ def rope_frequencies(hf_config, head_dim: int) -> tuple[torch.Tensor, float]:
     params = hf_config.rope_parameters
     rope_type = params.get("rope_type", "default")
     if rope_type not in SUPPORTED_ROPE_TYPES:
-        raise ValueError(
-            f"rope_type {rope_type!r} is not supported (supported: {', '.join(SUPPORTED_ROPE_TYPES)})"
-        )
+        supported = ", ".join(SUPPORTED_ROPE_TYPES)
+        raise ValueError(f"rope_type {rope_type!r} is not supported (supported: {supported})")
     if rope_type == "default":
         exponents = torch.arange(0, head_dim, 2, dtype=torch.float) / head_dim
         return 1.0 / (params["rope_theta"] ** exponents), 1.0

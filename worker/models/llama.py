@@ -1,4 +1,4 @@
-"""The Llama family (Llama 2/3/3.1, Mistral, Qwen2/2.5, Qwen3), written once and driven by the config.
+"""The Llama family (Llama 2/3/3.1, Mistral, Qwen2/2.5, Qwen3), written once, config-driven.
 
 Differences between the members are config switches: q/k/v bias (Qwen2), per-head q/k RMSNorm
 (Qwen3), tied embeddings, RoPE variants. Projections are fused (qkv, gate+up) so a layer issues
