@@ -1,0 +1,352 @@
+"""AsyncLLMEngine: the engine on a thread of its own, streams of outputs for asyncio.
+
+The engine thread is the only one that touches the model: it applies queued commands
+(add, abort), runs `step()` and hands the outputs to the event loop with
+`call_soon_threadsafe`. The event loop only ever enqueues commands and reads queues, so
+it never waits on the model. Each loop iteration stamps a heartbeat, also when idle, so a
+wedged engine or device shows up as a stale heartbeat.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from itertools import count
+from typing import Protocol
+
+from worker.engine.outputs import RequestOutput
+from worker.engine.sampling_params import SamplingParams
+
+log = logging.getLogger("pagoda.engine")
+
+
+class EngineDeadError(RuntimeError):
+    """The engine loop failed or stopped; requests can no longer be served."""
+
+
+class QueueFullError(RuntimeError):
+    """The waiting queue is at its bound; the caller should retry later."""
+
+    def __init__(self, num_waiting: int, retry_after_s: int) -> None:
+        super().__init__(f"{num_waiting} requests are already waiting; retry later")
+        self.retry_after_s = retry_after_s
+
+
+class OutputObserver(Protocol):
+    def on_output(self, output: RequestOutput) -> None: ...
+
+
+@dataclass
+class AsyncEngineOptions:
+    max_waiting_requests: int = 1024  # beyond this, new requests are refused
+    request_timeout_s: float | None = 600.0  # a request running longer is aborted
+    idle_wait_s: float = 0.05  # how long an idle loop sleeps between heartbeats
+    heartbeat_timeout_s: float = 30.0  # older heartbeat: unhealthy
+    canary_interval_s: float = 10.0
+    canary_timeout_s: float = 30.0
+    canary_max_age_s: float = 35.0  # older last success: not ready
+    warmup_timeout_s: float = 600.0
+    retry_after_s: int = 1
+
+
+class RequestGroup:
+    """The requests of one API call (one per prompt), streamed together in arrival order."""
+
+    def __init__(self, request_ids: list[str], abort: Callable[[RequestGroup], None]) -> None:
+        self.request_ids = request_ids
+        self.index = {rid: i for i, rid in enumerate(request_ids)}
+        self.unfinished = set(request_ids)
+        self.timed_out = False
+        self._abort = abort
+        self._queue: asyncio.Queue[RequestOutput | BaseException] = asyncio.Queue()
+
+    @property
+    def finished(self) -> bool:
+        return not self.unfinished
+
+    def abort(self) -> None:
+        """Stop generating now; the engine frees the KV blocks of the unfinished requests."""
+        if self.unfinished:
+            self._abort(self)
+
+    def put(self, output: RequestOutput) -> None:
+        if output.finished:
+            self.unfinished.discard(output.request_id)
+        self._queue.put_nowait(output)
+
+    def fail(self, error: BaseException) -> None:
+        self.unfinished.clear()
+        self._queue.put_nowait(error)
+
+    async def __aiter__(self) -> AsyncIterator[tuple[int, RequestOutput]]:
+        """(prompt index, output) until every request has finished; engine errors raise."""
+        while not (self.finished and self._queue.empty()):
+            item = await self._queue.get()
+            if isinstance(item, BaseException):
+                raise item
+            yield self.index[item.request_id], item
+
+
+@dataclass
+class _Add:
+    group: RequestGroup
+    prompts: list[list[int]]
+    params: SamplingParams
+    arrival_time: float  # wall clock, as the engine's RequestMetrics
+    done: asyncio.Future = field(repr=False)
+
+
+@dataclass
+class _Abort:
+    request_ids: list[str]
+
+
+_STOP = object()
+
+
+class AsyncLLMEngine:
+    def __init__(
+        self,
+        engine,
+        options: AsyncEngineOptions | None = None,
+        observer: OutputObserver | None = None,
+    ) -> None:
+        self.engine = engine
+        self.options = options or AsyncEngineOptions()
+        self._observer = observer
+        self._commands: queue.SimpleQueue = queue.SimpleQueue()
+        self._groups: dict[str, RequestGroup] = {}  # unfinished request id -> its group
+        self._internal: set[RequestGroup] = set()  # canaries: kept out of the metrics
+        self._timers: dict[RequestGroup, asyncio.TimerHandle] = {}
+        self._ids = count()
+        self._pending_adds = 0  # prompts enqueued but not yet in the engine's waiting queue
+        self._heartbeat = time.monotonic()
+        self._error: BaseException | None = None
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._canary_task: asyncio.Task | None = None
+        self._canary_prompt = engine.tokenizer.encode("ping")
+        self.stats = engine.stats()  # latest snapshot, written by the engine thread
+        self.warmed_up = False
+        self.last_canary_ok: float | None = None
+
+    # ----- lifecycle (event loop) -----
+
+    async def start(self) -> None:
+        """Start the engine thread, warm up with a real generation, then canary periodically."""
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.Thread(target=self._run, name="engine", daemon=True)
+        self._thread.start()
+        await self._canary(max_tokens=8, timeout_s=self.options.warmup_timeout_s)
+        if self.last_canary_ok is None:
+            raise EngineDeadError(f"warm-up generation failed: {self._error or 'timed out'}")
+        self.warmed_up = True
+        self._canary_task = asyncio.create_task(self._canary_forever(), name="canary")
+
+    async def stop(self) -> None:
+        if self._canary_task:
+            self._canary_task.cancel()
+        self._stopping = True
+        self._commands.put(_STOP)
+        if self._thread:
+            await asyncio.to_thread(self._thread.join, 5.0)
+        self._fail_all(EngineDeadError("the engine was stopped"))
+
+    # ----- health -----
+
+    def heartbeat_age(self) -> float:
+        return time.monotonic() - self._heartbeat
+
+    @property
+    def error(self) -> BaseException | None:
+        return self._error
+
+    def is_healthy(self) -> bool:
+        alive = self._thread is not None and self._thread.is_alive()
+        fresh = self.heartbeat_age() < self.options.heartbeat_timeout_s
+        return alive and fresh and self._error is None
+
+    def canary_age(self) -> float | None:
+        return None if self.last_canary_ok is None else time.monotonic() - self.last_canary_ok
+
+    def not_ready_reasons(self) -> list[str]:
+        reasons = []
+        if not self.is_healthy():
+            reasons.append("engine loop is not healthy")
+        if not self.warmed_up:
+            reasons.append("warming up")
+        age = self.canary_age()
+        if age is None or age > self.options.canary_max_age_s:
+            reasons.append("no recent successful canary generation")
+        return reasons
+
+    # ----- requests (event loop) -----
+
+    async def generate(
+        self,
+        prompts: list[list[int]],
+        params: SamplingParams,
+        *,
+        timeout_s: float | None = None,
+        internal: bool = False,
+    ) -> RequestGroup:
+        """Queue one request per prompt; returns once the engine has taken them.
+
+        Raises EngineDeadError, QueueFullError, or ValueError from the engine (bad prompt).
+        """
+        if self._error is not None or self._stopping:
+            raise EngineDeadError(f"the engine is not running: {self._error or 'stopped'}")
+        num_waiting = self.stats.num_waiting + self._pending_adds
+        if not internal and num_waiting >= self.options.max_waiting_requests:
+            raise QueueFullError(num_waiting, self.options.retry_after_s)
+        batch = next(self._ids)
+        group = RequestGroup([f"req-{batch}-{i}" for i in range(len(prompts))], self._abort)
+        for rid in group.request_ids:
+            self._groups[rid] = group
+        if internal:
+            self._internal.add(group)
+        done = self._loop.create_future()
+        self._pending_adds += len(prompts)
+        self._commands.put(_Add(group, prompts, params, time.time(), done))
+        try:
+            await done
+        except asyncio.CancelledError:
+            group.abort()  # the caller left before the engine took the requests
+            raise
+        finally:
+            self._pending_adds -= len(prompts)
+        timeout_s = self.options.request_timeout_s if timeout_s is None else timeout_s
+        if timeout_s and not group.finished:
+            self._timers[group] = self._loop.call_later(timeout_s, self._expire, group)
+        return group
+
+    def _abort(self, group: RequestGroup) -> None:
+        self._commands.put(_Abort(sorted(group.unfinished)))
+
+    def _expire(self, group: RequestGroup) -> None:
+        self._timers.pop(group, None)
+        group.timed_out = True
+        log.warning("request %s timed out; aborting", group.request_ids[0])
+        group.abort()
+
+    def _deliver(self, outputs: list[RequestOutput]) -> None:
+        for output in outputs:
+            group = self._groups.get(output.request_id)
+            if group is None:
+                continue
+            if output.finished:
+                del self._groups[output.request_id]
+            if self._observer and group not in self._internal:
+                self._observer.on_output(output)
+            group.put(output)
+            if group.finished:
+                self._forget(group)
+
+    def _forget(self, group: RequestGroup) -> None:
+        self._internal.discard(group)
+        timer = self._timers.pop(group, None)
+        if timer:
+            timer.cancel()
+
+    def _fail_group(self, group: RequestGroup, error: BaseException) -> None:
+        for rid in group.request_ids:
+            self._groups.pop(rid, None)
+        self._forget(group)
+        group.fail(error)
+
+    def _fail_all(self, error: BaseException) -> None:
+        """Fail every request, including adds the engine thread will never take."""
+        while True:
+            try:
+                command = self._commands.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(command, _Add) and not command.done.done():
+                command.done.set_exception(error)
+        for group in {*self._groups.values()}:
+            self._fail_group(group, error)
+
+    # ----- canary (event loop) -----
+
+    async def _canary(self, max_tokens: int, timeout_s: float) -> None:
+        params = SamplingParams(max_tokens=max_tokens, temperature=0.0, ignore_eos=True)
+        try:
+            async with asyncio.timeout(timeout_s):
+                group = await self.generate([self._canary_prompt], params, internal=True)
+                finish = [output.outputs[0].finish_reason async for _, output in group]
+            if finish[-1] == "length":
+                self.last_canary_ok = time.monotonic()
+        except (TimeoutError, EngineDeadError, ValueError) as e:
+            log.error("canary generation failed: %r", e)
+
+    async def _canary_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.options.canary_interval_s)
+            await self._canary(max_tokens=1, timeout_s=self.options.canary_timeout_s)
+
+    # ----- the engine thread -----
+
+    def _run(self) -> None:
+        try:
+            while not self._stopping:
+                self._heartbeat = time.monotonic()
+                idle = not self.engine.has_unfinished_requests()
+                self._apply_commands(wait_s=self.options.idle_wait_s if idle else 0)
+                if self.engine.has_unfinished_requests():  # aborted ones too: they report
+                    outputs = self.engine.step()
+                    self.stats = self.engine.stats()
+                    if outputs:
+                        self._loop.call_soon_threadsafe(self._deliver, outputs)
+        except BaseException as e:  # the engine is in an unknown state: stop serving
+            log.exception("engine loop failed")
+            self._error = e
+            dead = EngineDeadError(f"engine failed: {e!r}")
+            self._loop.call_soon_threadsafe(self._fail_all, dead)
+
+    def _apply_commands(self, wait_s: float) -> None:
+        applied = False
+        try:
+            command = self._commands.get(timeout=wait_s) if wait_s else self._commands.get_nowait()
+            while True:
+                applied = True
+                if isinstance(command, _Add):
+                    self._add(command)
+                elif isinstance(command, _Abort):
+                    for rid in command.request_ids:
+                        self.engine.abort_request(rid)
+                command = self._commands.get_nowait()
+        except queue.Empty:
+            pass
+        if applied:  # before the adds resolve, so admission control sees them as waiting
+            self.stats = self.engine.stats()
+
+    def _add(self, command: _Add) -> None:
+        added = []
+        try:
+            for rid, prompt in zip(command.group.request_ids, command.prompts, strict=True):
+                self.engine.add_request(prompt, command.params, rid, command.arrival_time)
+                added.append(rid)
+        except ValueError as e:
+            for rid in added:
+                self.engine.abort_request(rid)
+            self._loop.call_soon_threadsafe(self._reject, command, e)
+            return
+        self._loop.call_soon_threadsafe(_resolve, command.done, None)
+
+    def _reject(self, command: _Add, error: ValueError) -> None:
+        for rid in command.group.request_ids:
+            self._groups.pop(rid, None)
+        self._forget(command.group)
+        if not command.done.done():
+            command.done.set_exception(error)
+
+
+def _resolve(future: asyncio.Future, value) -> None:
+    if not future.done():
+        future.set_result(value)

@@ -1,0 +1,190 @@
+"""Run one API call through the engine and answer it: a whole JSON body, or an SSE stream.
+
+Each prompt is one engine request (its `n` completions share the prompt's KV blocks);
+choice `i * n + j` is completion j of prompt i. However the handler ends (done, client
+gone, error), unfinished requests are aborted so their KV blocks are freed at once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from worker.engine.async_engine import EngineDeadError, QueueFullError, RequestGroup
+from worker.engine.outputs import RequestOutput
+from worker.engine.sampling_params import SamplingParams
+from worker.server.access_log import LOG_FIELDS, REQUEST_ID, REQUEST_ID_HEADER
+from worker.server.errors import APIError, error_body
+from worker.server.responses import Format, usage
+from worker.server.state import LoadedModel, WorkerState
+
+log = logging.getLogger("pagoda.server")
+
+
+@dataclass
+class Generation:
+    endpoint: str
+    prompts: list[list[int]]
+    params: SamplingParams
+    format: Format
+    stream: bool
+    include_usage: bool
+    audit_prompt: str  # what the audit log records as the prompt
+    param_names: dict[str, str]  # engine field -> API field, for the engine's own errors
+
+
+async def respond(request: web.Request, state: WorkerState, gen: Generation) -> web.StreamResponse:
+    model = state.loaded()
+    group = await _submit(model, gen)
+    call = _Call(request, state, model, gen, group)
+    try:
+        return await (call.stream() if gen.stream else call.whole())
+    finally:
+        if not group.finished:
+            group.abort()
+        if group.timed_out:
+            model.metrics.timeout()
+        call.account()
+
+
+async def _submit(model: LoadedModel, gen: Generation) -> RequestGroup:
+    try:
+        return await model.engine.generate(gen.prompts, gen.params)
+    except QueueFullError as e:
+        model.metrics.reject("queue_full")
+        raise APIError(
+            429,
+            str(e),
+            error_type="rate_limit_error",
+            code="queue_full",
+            headers={"Retry-After": str(e.retry_after_s)},
+        ) from e
+    except EngineDeadError as e:
+        raise APIError(503, str(e), error_type="service_unavailable") from e
+    except ValueError as e:  # the engine's own checks: "field: reason"
+        field, _, reason = str(e).partition(": ")
+        param = gen.param_names.get(field, field) if reason else None
+        raise APIError(400, f"{param}: {reason}" if param else str(e), param=param) from e
+
+
+class _Call:
+    def __init__(self, request, state, model, gen, group) -> None:
+        self.request: web.Request = request
+        self.state: WorkerState = state
+        self.model: LoadedModel = model
+        self.gen: Generation = gen
+        self.group: RequestGroup = group
+        self.id = gen.format.id_prefix + uuid.uuid4().hex
+        self.created = int(time.time())
+        self.finals: dict[int, RequestOutput] = {}
+        self.disconnected = False
+
+    def envelope(self, choices: list[dict], chunk: bool) -> dict:
+        fmt = self.gen.format
+        return {
+            "id": self.id,
+            "object": fmt.chunk_object if chunk else fmt.object,
+            "created": self.created,
+            "model": self.model.name,
+            "choices": choices,
+        }
+
+    def choice_index(self, prompt_index: int, completion_index: int) -> int:
+        return prompt_index * self.gen.params.n + completion_index
+
+    def usage(self) -> dict:
+        outputs = self.finals.values()
+        prompt = sum(len(o.prompt_token_ids) for o in outputs)
+        completion = sum(len(c.token_ids) for o in outputs for c in o.outputs)
+        return usage(prompt, completion)
+
+    async def whole(self) -> web.Response:
+        try:
+            async for i, output in self.group:
+                if output.finished:
+                    self.finals[i] = output
+        except EngineDeadError as e:
+            raise APIError(503, str(e), error_type="service_unavailable") from e
+        choices = [
+            self.gen.format.final_choice(self.choice_index(i, c.index), c)
+            for i in sorted(self.finals)
+            for c in self.finals[i].outputs
+        ]
+        body = self.envelope(choices, chunk=False) | {"usage": self.usage()}
+        return web.json_response(body)
+
+    async def stream(self) -> web.StreamResponse:
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": "text/event-stream",
+                "Cache-Control": "no-cache",
+                REQUEST_ID_HEADER: self.request[REQUEST_ID],
+            }
+        )
+        await response.prepare(self.request)
+        fmt, with_usage = self.gen.format, self.gen.include_usage
+
+        async def send(data: dict | str) -> None:
+            if isinstance(data, dict):
+                data = json.dumps(data | ({"usage": None} if with_usage else {}))
+            await response.write(f"data: {data}\n\n".encode())
+
+        try:
+            opening = fmt.opening_choices(len(self.gen.prompts) * self.gen.params.n)
+            if opening:
+                await send(self.envelope(opening, chunk=True))
+            await self._stream_outputs(send)
+            if with_usage:
+                await send(json.dumps(self.envelope([], chunk=True) | {"usage": self.usage()}))
+            await send("[DONE]")
+            await response.write_eof()
+        except ConnectionResetError:
+            self.disconnected = True  # the finally in respond() aborts the requests
+        return response
+
+    async def _stream_outputs(self, send) -> None:
+        reported_finish: set[int] = set()
+        try:
+            async for i, output in self.group:
+                choices = []
+                for completion in output.outputs:
+                    index = self.choice_index(i, completion.index)
+                    if (
+                        completion.new_token_ids
+                        or completion.new_text
+                        or (completion.finished and index not in reported_finish)
+                    ):
+                        choices.append(self.gen.format.delta_choice(index, completion))
+                        if completion.finished:
+                            reported_finish.add(index)
+                if choices:
+                    await send(self.envelope(choices, chunk=True))
+                if output.finished:
+                    self.finals[i] = output
+        except EngineDeadError as e:
+            await send(json.dumps(error_body(str(e), "service_unavailable")))
+
+    def account(self) -> None:
+        """Access-log fields and the audit record, whatever became of the call."""
+        u = self.usage()
+        self.request[LOG_FIELDS].update(
+            model=self.model.name,
+            response_id=self.id,
+            stream=self.gen.stream,
+            prompt_tokens=u["prompt_tokens"],
+            completion_tokens=u["completion_tokens"],
+            finish_reasons=sorted(
+                {str(c.finish_reason) for o in self.finals.values() for c in o.outputs}
+            ),
+            timed_out=self.group.timed_out,
+            disconnected=self.disconnected or not self.group.finished,
+        )
+        completions = [c.text for i in sorted(self.finals) for c in self.finals[i].outputs]
+        self.state.audit.record(
+            self.request[REQUEST_ID], self.gen.endpoint, self.gen.audit_prompt, completions
+        )

@@ -1,0 +1,182 @@
+"""Prometheus metrics under vLLM's names, so vLLM dashboards, KEDA scalers and the Gateway
+API inference extension read Pagoda as they read vLLM; Pagoda's own extras use `pagoda:`.
+
+Request metrics come from the engine's outputs (AsyncLLMEngine calls `on_output` for every
+output of a client request; canaries are left out). Engine gauges are read from the latest
+stats snapshot when Prometheus scrapes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from worker.engine.outputs import RequestOutput
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+_TTFT_BUCKETS = [0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0]
+_TTFT_BUCKETS += [2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0, 160.0, 640.0, 2560.0]
+_ITL_BUCKETS = [0.001, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5]
+_ITL_BUCKETS += [0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0]
+_LATENCY_BUCKETS = [0.01, 0.05, 0.1, 0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0]
+_LATENCY_BUCKETS += [20.0, 30.0, 40.0, 50.0, 60.0, 120.0, 240.0, 480.0, 960.0, 1920.0, 7680.0]
+
+
+def token_buckets(max_model_len: int) -> list[float]:
+    """1, 2, 5, 10, 20, 50, ... up to the context window (as vLLM does)."""
+    buckets, scale = [], 1
+    while True:
+        for step in (1, 2, 5):
+            if step * scale > max_model_len:
+                return buckets
+            buckets.append(float(step * scale))
+        scale *= 10
+
+
+@dataclass
+class WorkerGauges:
+    """What the scrape reads from the worker at that moment."""
+
+    stats: object | None  # EngineStats, None while loading
+    heartbeat_age_s: float | None
+    canary_age_s: float | None
+    ready: bool
+
+
+class ServerMetrics:
+    def __init__(self, model_name: str, max_model_len: int) -> None:
+        self.model_name = model_name
+        self.registry = CollectorRegistry()
+        labels = ["model_name"]
+
+        def counter(name: str, doc: str, extra: tuple[str, ...] = ()) -> Counter:
+            return Counter(name, doc, [*labels, *extra], registry=self.registry)
+
+        def histogram(name: str, doc: str, buckets: list[float]) -> Histogram:
+            return Histogram(name, doc, labels, buckets=buckets, registry=self.registry)
+
+        tokens = token_buckets(max_model_len)
+        self.prompt_tokens = counter("vllm:prompt_tokens", "Prefill tokens processed.")
+        self.generation_tokens = counter("vllm:generation_tokens", "Generation tokens produced.")
+        self.request_success = counter(
+            "vllm:request_success", "Finished sequences, by finish reason.", ("finished_reason",)
+        )
+        self.ttft = histogram(
+            "vllm:time_to_first_token_seconds", "Time to first token.", _TTFT_BUCKETS
+        )
+        self.itl = histogram("vllm:inter_token_latency_seconds", "Between tokens.", _ITL_BUCKETS)
+        self.e2e = histogram(
+            "vllm:e2e_request_latency_seconds", "End-to-end request latency.", _LATENCY_BUCKETS
+        )
+        self.queue_time = histogram(
+            "vllm:request_queue_time_seconds", "Waiting to be scheduled.", _LATENCY_BUCKETS
+        )
+        self.request_prompt_tokens = histogram(
+            "vllm:request_prompt_tokens", "Prompt tokens per request.", tokens
+        )
+        self.request_generation_tokens = histogram(
+            "vllm:request_generation_tokens", "Generated tokens per request.", tokens
+        )
+        self.rejected = counter(
+            "pagoda:requests_rejected", "Requests refused before reaching the engine.", ("reason",)
+        )
+        self.timeouts = counter("pagoda:request_timeouts", "Requests aborted by the timeout.")
+        self._last_token_time: dict[str, float] = {}
+        self._gauges: Callable[[], WorkerGauges] | None = None
+        self.registry.register(_WorkerCollector(self))
+
+    def read_gauges_from(self, gauges: Callable[[], WorkerGauges]) -> None:
+        self._gauges = gauges
+
+    def reject(self, reason: str) -> None:
+        self.rejected.labels(self.model_name, reason).inc()
+
+    def timeout(self) -> None:
+        self.timeouts.labels(self.model_name).inc()
+
+    def on_output(self, output: RequestOutput) -> None:
+        name, times, rid = self.model_name, output.metrics, output.request_id
+        new_tokens = sum(len(c.new_token_ids) for c in output.outputs)
+        if new_tokens:
+            self.generation_tokens.labels(name).inc(new_tokens)
+            previous = self._last_token_time.get(rid)
+            if previous is not None and times.last_token_time is not None:
+                self.itl.labels(name).observe(times.last_token_time - previous)
+            if times.last_token_time is not None:
+                self._last_token_time[rid] = times.last_token_time
+        if not output.finished:
+            return
+        self._last_token_time.pop(rid, None)
+        self.prompt_tokens.labels(name).inc(len(output.prompt_token_ids))
+        self.request_prompt_tokens.labels(name).observe(len(output.prompt_token_ids))
+        for completion in output.outputs:
+            self.request_success.labels(name, str(completion.finish_reason)).inc()
+            self.request_generation_tokens.labels(name).observe(len(completion.token_ids))
+        arrival = times.arrival_time
+        for histogram, at in (
+            (self.queue_time, times.scheduled_time),
+            (self.ttft, times.first_token_time),
+            (self.e2e, times.finished_time),
+        ):
+            if at is not None:
+                histogram.labels(name).observe(at - arrival)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class _WorkerCollector:
+    """Engine gauges and counters, read from the latest snapshot at scrape time."""
+
+    def __init__(self, metrics: ServerMetrics) -> None:
+        self.metrics = metrics
+
+    def collect(self):
+        if self.metrics._gauges is None:
+            return
+        now = self.metrics._gauges()
+        labels = [self.metrics.model_name]
+
+        def gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
+            family = GaugeMetricFamily(name, doc, labels=["model_name"])
+            family.add_metric(labels, value)
+            return family
+
+        def counter(name: str, doc: str, value: float) -> CounterMetricFamily:
+            family = CounterMetricFamily(name, doc, labels=["model_name"])
+            family.add_metric(labels, value)
+            return family
+
+        yield gauge("pagoda:ready", "1 when /ready answers 200.", float(now.ready))
+        if now.heartbeat_age_s is not None:
+            yield gauge(
+                "pagoda:engine_heartbeat_age_seconds",
+                "Seconds since the engine loop last went round.",
+                now.heartbeat_age_s,
+            )
+        if now.canary_age_s is not None:
+            yield gauge(
+                "pagoda:canary_age_seconds",
+                "Seconds since the last successful canary generation.",
+                now.canary_age_s,
+            )
+        stats = now.stats
+        if stats is None:
+            return
+        yield gauge("vllm:num_requests_running", "Requests in the batch.", stats.num_running)
+        yield gauge("vllm:num_requests_waiting", "Requests waiting.", stats.num_waiting)
+        yield gauge("vllm:kv_cache_usage_perc", "KV-cache usage (1 = full).", stats.kv_cache_usage)
+        yield counter(
+            "vllm:prefix_cache_queries", "Prompt tokens looked up.", stats.prefix_cache_queries
+        )
+        yield counter(
+            "vllm:prefix_cache_hits", "Prompt tokens found in the cache.", stats.prefix_cache_hits
+        )
+        yield counter("vllm:num_preemptions", "Preempted sequences.", stats.num_preemptions)
+        yield gauge("pagoda:kv_cache_blocks", "KV-cache blocks in total.", stats.num_gpu_blocks)
+        yield gauge("pagoda:kv_cache_free_blocks", "KV-cache blocks free.", stats.num_free_blocks)
+        yield gauge("pagoda:kv_cache_capacity_tokens", "KV-cache tokens.", stats.kv_capacity_tokens)

@@ -1,0 +1,54 @@
+"""OpenAI request fields -> SamplingParams, with range errors named by their API field."""
+
+from __future__ import annotations
+
+from worker.engine.sampling_params import SamplingParams, SamplingParamsError
+from worker.server.errors import APIError
+from worker.server.protocol import ChatCompletionRequest, CompletionRequest, _Sampling
+
+
+def _or(value, default):
+    return default if value is None else value
+
+
+def _build(
+    request: _Sampling, max_tokens: int, logprobs: int | None, names: dict[str, str]
+) -> SamplingParams:
+    stop = [request.stop] if isinstance(request.stop, str) else (request.stop or [])
+    top_k = _or(request.top_k, 0)
+    try:
+        return SamplingParams(
+            n=_or(request.n, 1),
+            temperature=_or(request.temperature, 1.0),
+            top_p=_or(request.top_p, 1.0),
+            top_k=0 if top_k == -1 else top_k,
+            min_p=_or(request.min_p, 0.0),
+            repetition_penalty=_or(request.repetition_penalty, 1.0),
+            presence_penalty=_or(request.presence_penalty, 0.0),
+            frequency_penalty=_or(request.frequency_penalty, 0.0),
+            seed=request.seed,
+            max_tokens=max_tokens,
+            stop=stop,
+            stop_token_ids=request.stop_token_ids or [],
+            ignore_eos=_or(request.ignore_eos, False),
+            logprobs=logprobs,
+        )
+    except SamplingParamsError as e:
+        param = names.get(e.field, e.field)
+        raise APIError(400, f"{param}: {e.reason}", param=param) from e
+
+
+def completion_sampling(request: CompletionRequest, max_tokens: int) -> SamplingParams:
+    return _build(request, max_tokens, request.logprobs, {})
+
+
+def chat_sampling(request: ChatCompletionRequest, max_tokens: int) -> SamplingParams:
+    if request.top_logprobs is not None and not request.logprobs:
+        raise APIError(400, "top_logprobs requires logprobs to be true", param="top_logprobs")
+    logprobs = _or(request.top_logprobs, 0) if request.logprobs else None
+    names = {"logprobs": "top_logprobs", "max_tokens": chat_max_tokens_param(request)}
+    return _build(request, max_tokens, logprobs, names)
+
+
+def chat_max_tokens_param(request: ChatCompletionRequest) -> str:
+    return "max_tokens" if request.max_completion_tokens is None else "max_completion_tokens"

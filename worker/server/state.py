@@ -1,0 +1,126 @@
+"""What the server knows about itself: its phase, the loaded model, requests in flight.
+
+The server answers probes from the moment it binds: while the model loads, /health is
+alive and /ready is not; the API answers 503 until the model is warm.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from aiohttp import web
+
+from worker.engine.async_engine import AsyncLLMEngine
+from worker.server.audit import AuditLog
+from worker.server.auth import KeyChecker
+from worker.server.errors import APIError
+from worker.server.metrics import ServerMetrics, WorkerGauges
+
+
+class Phase(StrEnum):
+    LOADING = "loading"
+    SERVING = "serving"
+    DRAINING = "draining"
+
+
+class LoadedModel:
+    """The engine and everything that needs it loaded."""
+
+    def __init__(self, engine: AsyncLLMEngine, served_name: str, metrics: ServerMetrics) -> None:
+        self.engine = engine
+        self.name = served_name
+        self.metrics = metrics
+        self.tokenizer = engine.engine.tokenizer
+        self.max_model_len: int = engine.engine.max_model_len
+        self.created = int(time.time())
+        # Tokenizing long prompts takes a while: off the event loop, on one thread.
+        self._tokenizer_thread = ThreadPoolExecutor(1, thread_name_prefix="tokenizer")
+        self.token_text = functools.lru_cache(maxsize=65536)(self._decode_one)
+
+    async def tokenize(self, fn, *args):
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._tokenizer_thread, fn, *args)
+
+    def _decode_one(self, token_id: int) -> str:
+        return self.tokenizer.decode([token_id])
+
+    def close(self) -> None:
+        self._tokenizer_thread.shutdown(wait=False, cancel_futures=True)
+
+
+@dataclass
+class WorkerState:
+    keys: KeyChecker
+    audit: AuditLog
+    max_body_bytes: int
+    phase: Phase = Phase.LOADING
+    model: LoadedModel | None = None
+    in_flight: int = 0
+    _idle: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        self._idle.set()
+
+    def serve(self, model: LoadedModel) -> None:
+        self.model = model
+        model.metrics.read_gauges_from(self.gauges)
+        if self.phase is Phase.LOADING:
+            self.phase = Phase.SERVING
+
+    def loaded(self) -> LoadedModel:
+        if self.model is None:
+            raise APIError(503, "the model is still loading", error_type="service_unavailable")
+        return self.model
+
+    # ----- probes -----
+
+    def is_alive(self) -> bool:
+        return self.model is None or self.model.engine.is_healthy()
+
+    def not_ready_reasons(self) -> list[str]:
+        if self.model is None:
+            return ["the model is loading"]
+        reasons = self.model.engine.not_ready_reasons()
+        if self.phase is Phase.DRAINING:
+            reasons.append("draining")
+        return reasons
+
+    def gauges(self) -> WorkerGauges:
+        engine = self.model.engine if self.model else None
+        return WorkerGauges(
+            stats=engine.stats if engine else None,
+            heartbeat_age_s=engine.heartbeat_age() if engine else None,
+            canary_age_s=engine.canary_age() if engine else None,
+            ready=not self.not_ready_reasons(),
+        )
+
+    # ----- drain -----
+
+    def start_draining(self) -> None:
+        self.phase = Phase.DRAINING
+
+    def request_started(self) -> None:
+        self.in_flight += 1
+        self._idle.clear()
+
+    def request_ended(self) -> None:
+        self.in_flight -= 1
+        if self.in_flight == 0:
+            self._idle.set()
+
+    async def wait_idle(self, timeout_s: float) -> bool:
+        """True when every in-flight request finished within the timeout."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._idle.wait()
+            return True
+        except TimeoutError:
+            return False
+
+
+STATE = web.AppKey("state", WorkerState)
