@@ -33,7 +33,8 @@ unit: setup
 	$(PY) -m pytest tests -q
 
 e2e: setup
-	@echo "e2e: no control plane yet"
+	$(PY) -m e2e.build
+	$(PY) -m pytest e2e -q
 
 bench: setup
 	$(PY) bench/throughput.py
