@@ -1,0 +1,125 @@
+"""When a completion ends, and which of its text may be shown.
+
+A completion stops at EOS (unless ignore_eos) or a stop token id -- that token stays in the token
+ids but its text is left out, as in vLLM -- at max_tokens, or when a stop string appears in its
+text: the stop string and anything after it are cut. Stop strings are matched as if the text
+arrived one character at a time, so the result does not depend on how tokens split it: the stop
+string that is complete first wins, and of those complete at the same character, the longest.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from worker.engine.detokenizer import IncrementalDetokenizer
+from worker.engine.outputs import FinishReason
+from worker.engine.sampling_params import SamplingParams
+
+
+class StopChecker:
+    def __init__(self, params: SamplingParams, eos_token_id: int | None) -> None:
+        stop_ids = set(params.stop_token_ids)
+        if eos_token_id is not None and not params.ignore_eos:
+            stop_ids.add(eos_token_id)
+        self._stop_token_ids = frozenset(stop_ids)
+        self._max_tokens = params.max_tokens
+        self._stop_strings = tuple(params.stop)
+        self._held = ""  # text that might be the start of a stop string
+
+    def check_token(self, token_id: int, num_output_tokens: int) -> FinishReason | None:
+        """`num_output_tokens` counts `token_id`."""
+        if token_id in self._stop_token_ids:
+            return FinishReason.STOP
+        if num_output_tokens >= self._max_tokens:
+            return FinishReason.LENGTH
+        return None
+
+    def check_text(self, text_delta: str) -> tuple[str, FinishReason | None]:
+        """Returns the text that is safe to show now, and STOP once a stop string appeared (the
+        text returned then ends where the stop string began). Text that could still turn out to
+        be the start of a stop string is held back, so shown text never has to be taken back."""
+        if not self._stop_strings:
+            return text_delta, None
+        text = self._held + text_delta
+        stop_at = first_stop(text, self._stop_strings)
+        if stop_at is not None:
+            self._held = ""
+            return text[:stop_at], FinishReason.STOP
+        keep = longest_partial_stop(text, self._stop_strings)
+        self._held = text[len(text) - keep :]
+        return text[: len(text) - keep], None
+
+    def flush(self) -> str:
+        """The held-back text, for a completion that ended for another reason."""
+        held, self._held = self._held, ""
+        return held
+
+
+def first_stop(text: str, stop_strings: tuple[str, ...]) -> int | None:
+    """Where the stop string that is complete first begins (the longest on a tie), if any."""
+    best: tuple[int, int] | None = None  # (end, start)
+    for stop in stop_strings:
+        start = text.find(stop)
+        if start != -1:
+            candidate = (start + len(stop), start)
+            best = candidate if best is None else min(best, candidate)
+    return None if best is None else best[1]
+
+
+def longest_partial_stop(text: str, stop_strings: tuple[str, ...]) -> int:
+    """Length of the longest end of `text` that a stop string starts with (but does not equal)."""
+    longest = 0
+    for stop in stop_strings:
+        tail = text[max(0, len(text) - len(stop) + 1) :]
+        start = tail.find(stop[0])
+        while start != -1 and len(tail) - start > longest:
+            if stop.startswith(tail[start:]):
+                longest = len(tail) - start
+                break
+            start = tail.find(stop[0], start + 1)
+    return longest
+
+
+class CompletionText:
+    """One completion's text pipeline: token ids in; text deltas that are safe to stream (decoded
+    incrementally, stop strings cut) and the finish reason out."""
+
+    def __init__(
+        self,
+        tokenizer: Any,
+        prompt_token_ids: list[int],
+        params: SamplingParams,
+        eos_token_id: int | None,
+        *,
+        prompt_context: bool = False,
+    ) -> None:
+        self._detokenizer = IncrementalDetokenizer(
+            tokenizer, prompt_token_ids, prompt_context=prompt_context
+        )
+        self._stop = StopChecker(params, eos_token_id)
+        self._num_tokens = 0
+        self.text = ""
+
+    def add_token(self, token_id: int) -> tuple[str, FinishReason | None]:
+        """Returns the new text and, when this token ends the completion, why."""
+        self._num_tokens += 1
+        finish = self._stop.check_token(token_id, self._num_tokens)
+        if finish is FinishReason.STOP:  # a stop token's own text is left out
+            text, stopped = "", None
+        else:
+            text, stopped = self._stop.check_text(self._detokenizer.add_tokens([token_id]))
+        if finish is not None and stopped is None:
+            rest, stopped = self._drain()
+            text += rest
+        self.text += text
+        return text, stopped or finish
+
+    def finish(self) -> str:
+        """The held-back text, for a completion the engine ends itself (context window full)."""
+        text, _ = self._drain()
+        self.text += text
+        return text
+
+    def _drain(self) -> tuple[str, FinishReason | None]:
+        text, stopped = self._stop.check_text(self._detokenizer.flush())
+        return (text, stopped) if stopped else (text + self._stop.flush(), None)
