@@ -1,3 +1,4 @@
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -111,7 +112,7 @@ def test_held_text_is_flushed_when_the_completion_ends_otherwise():
 )
 def test_the_result_does_not_depend_on_how_the_text_is_split(text, stops, cuts):
     bounds = sorted({0, len(text), *(min(c, len(text)) for c in cuts)})
-    deltas = [text[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+    deltas = [text[a:b] for a, b in pairwise(bounds)]
     shown, reason = feed(checker(stop=stops), deltas)
     expected, stopped = reference_cut(text, stops)
     assert "".join(shown) == expected
