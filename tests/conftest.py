@@ -8,6 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
+# The test models are tiny: one thread per process beats thread pools fighting over two cores.
+torch.set_num_threads(1)
+
 REPO = Path(__file__).resolve().parents[1]
 STORIES = REPO.parent / "shared" / "models" / "stories260K"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")

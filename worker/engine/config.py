@@ -9,6 +9,7 @@ from dataclasses import dataclass, fields
 @dataclass
 class EngineConfig:
     model: str
+    load_format: str = "safetensors"  # safetensors | dummy (random weights from config.json)
     dtype: str = "auto"  # auto | float32 | bfloat16 | float16
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     attention_backend: str = "auto"  # auto | reference | triton
@@ -26,6 +27,7 @@ class EngineConfig:
 
     def __post_init__(self) -> None:
         checks = [
+            ("load_format", self.load_format in ("safetensors", "dummy")),
             ("dtype", self.dtype in ("auto", "float32", "bfloat16", "float16")),
             ("attention_backend", self.attention_backend in ("auto", "reference", "triton")),
             ("block_size", self.block_size >= 1),
@@ -42,6 +44,7 @@ class EngineConfig:
 
 
 _HELP = {
+    "load_format": "safetensors, or dummy: random weights from config.json (for benchmarks)",
     "dtype": "weights and activations dtype: auto (the model's), float32, bfloat16, float16",
     "device": "auto (cuda when available), cpu, cuda, cuda:N",
     "attention_backend": "auto (triton on CUDA, reference elsewhere), reference, triton",

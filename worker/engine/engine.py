@@ -33,6 +33,7 @@ from worker.engine.stop_checker import StopChecker
 from worker.layers.backends import select_attention_backend
 from worker.models.loader import (
     ModelLoadError,
+    has_tokenizer,
     load_hf_config,
     load_model,
     load_tokenizer,
@@ -80,8 +81,13 @@ class LLMEngine:
         self.model_name = model_dir.resolve().name
         self.device = resolve_device(config.device)
         self.dtype = resolve_dtype(config.dtype, load_hf_config(model_dir))
-        self.model, self.hf_config = load_model(model_dir, self.dtype, self.device)
-        self.tokenizer = load_tokenizer(model_dir)
+        torch.manual_seed(config.seed)  # dummy weights are reproducible
+        self.model, self.hf_config = load_model(
+            model_dir, self.dtype, self.device, config.load_format
+        )
+        # A random-weight model for benchmarks may come without a tokenizer: token ids only.
+        dummy_without_tokenizer = config.load_format == "dummy" and not has_tokenizer(model_dir)
+        self.tokenizer = None if dummy_without_tokenizer else load_tokenizer(model_dir)
         self.max_model_len = self._max_model_len()
         self.eos_token_ids = self._eos_token_ids()
 

@@ -134,22 +134,27 @@ def fuse_checkpoint(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]
     return state
 
 
-def load_model(model_dir: Path, dtype: torch.dtype, device: torch.device):
-    """Returns (model, hf_config) with weights in `dtype` on `device`."""
+def load_model(model_dir: Path, dtype: torch.dtype, device: torch.device, load_format: str):
+    """Returns (model, hf_config) with weights in `dtype` on `device`.
+
+    load_format "dummy" skips the checkpoint: weights are random (seeded by the caller), for
+    benchmarking a model's shape without its files."""
     hf_config = load_hf_config(model_dir)
     arch = architecture_of(hf_config)
     try:
         shape = LlamaShape.from_hf(hf_config, arch.qkv_bias, arch.qk_norm)
     except (AttributeError, TypeError) as exc:
         raise ModelLoadError(f"{model_dir}/config.json lacks a required field: {exc}") from exc
-    state = fuse_checkpoint(read_checkpoint(weight_files(model_dir)))
-    if shape.tie_word_embeddings:
-        state.pop("lm_head.weight", None)
-    # Rotary tables are computed, not loaded: build them on the device first, the rest on meta.
+    # Rotary tables are computed, not loaded: build them on the device first.
     try:
         rotary = RotaryEmbedding(hf_config, shape.head_dim, shape.max_position).to(device)
     except ValueError as exc:
         raise ModelLoadError(f"{model_dir}/config.json: {exc}") from exc
+    if load_format == "dummy":
+        return _random_model(shape, rotary, dtype, device), hf_config
+    state = fuse_checkpoint(read_checkpoint(weight_files(model_dir)))
+    if shape.tie_word_embeddings:
+        state.pop("lm_head.weight", None)
     with torch.device("meta"):
         model = LlamaForCausalLM(shape, rotary)
     expected = {n for n, _ in model.named_parameters()}
@@ -173,6 +178,23 @@ def load_model(model_dir: Path, dtype: torch.dtype, device: torch.device):
     if shape.tie_word_embeddings:  # assign=True replaced the shared parameter: tie again
         model.lm_head.weight = model.model.embed_tokens.weight
     return model.to(device).eval(), hf_config
+
+
+def _random_model(shape, rotary, dtype: torch.dtype, device: torch.device) -> LlamaForCausalLM:
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device(device):
+            return LlamaForCausalLM(shape, rotary).eval()
+    finally:
+        torch.set_default_dtype(default)
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")
+
+
+def has_tokenizer(model_dir: Path) -> bool:
+    return any((model_dir / name).is_file() for name in TOKENIZER_FILES)
 
 
 def load_tokenizer(model_dir: Path):

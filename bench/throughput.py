@@ -1,0 +1,189 @@
+"""Offline throughput: Pagoda's engine against transformers' `generate`, measured in one run.
+
+    python bench/throughput.py                      # CPU: stories260K, a small mixed workload
+    python bench/throughput.py --preset anchor-a    # GPU: Llama-3.1-8B shape, random bf16 weights
+
+Both sides get the same prompts (token ids) and produce the same number of tokens each (EOS
+ignored). The baseline runs `generate` in static, left-padded batches. Printed: total tok/s
+(prompt + output) and output tok/s for both, and the ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from worker.engine.config import EngineConfig  # noqa: E402
+from worker.engine.engine import LLMEngine  # noqa: E402
+from worker.engine.sampling_params import SamplingParams  # noqa: E402
+
+# Architectures by name, for random-weight runs of a real model's shape.
+SHAPES = {
+    "llama-3.1-8b": dict(
+        architectures=["LlamaForCausalLM"], model_type="llama", hidden_size=4096,
+        intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
+        num_key_value_heads=8, vocab_size=128256, max_position_embeddings=131072,
+        rms_norm_eps=1e-5, tie_word_embeddings=False, bos_token_id=128000, eos_token_id=128001,
+        rope_parameters=dict(
+            rope_type="llama3", rope_theta=500000.0, factor=8.0, low_freq_factor=1.0,
+            high_freq_factor=4.0, original_max_position_embeddings=8192,
+        ),
+    ),
+}  # fmt: skip
+
+
+@dataclass
+class Preset:
+    model: str | None  # a model folder, or None for a random-weight shape
+    shape: str | None
+    num_requests: int
+    input_len: tuple[int, int]
+    output_len: int
+    dtype: str
+    baseline_batch: int
+    floor_seconds: float | None = None  # the workload's lower bound on this card, if known
+
+
+PRESETS = {
+    "stories": Preset(
+        model=str(REPO.parent / "shared/models/stories260K"), shape=None, num_requests=64,
+        input_len=(16, 128), output_len=64, dtype="float32", baseline_batch=16,
+    ),
+    # The GPU issue's anchor workload A: 155,627 prompt tokens, 256 outputs each.
+    "anchor-a": Preset(
+        model=None, shape="llama-3.1-8b", num_requests=256, input_len=(128, 1024),
+        output_len=256, dtype="bfloat16", baseline_batch=64, floor_seconds=4.5,
+    ),
+}  # fmt: skip
+
+
+def make_prompts(num: int, input_len: tuple[int, int], vocab: int) -> list[list[int]]:
+    rng = random.Random(0)
+    prompts = []
+    for _ in range(num):
+        length = rng.randint(*input_len)
+        prompts.append([rng.randrange(10, vocab - 10) for _ in range(length)])
+    return prompts
+
+
+def write_shape(shape: str, folder: Path) -> Path:
+    (folder / "config.json").write_text(json.dumps(SHAPES[shape]))
+    return folder
+
+
+def sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def run_engine(model_dir: Path, preset: Preset, prompts, engine_args: dict) -> float:
+    settings = dict(model=str(model_dir), dtype=preset.dtype, **engine_args)
+    if preset.shape:
+        settings["load_format"] = "dummy"
+    engine = LLMEngine(EngineConfig(**settings))
+    params = SamplingParams(temperature=0.0, max_tokens=preset.output_len, ignore_eos=True)
+    engine.add_request(prompts[0][:16], SamplingParams(max_tokens=4, ignore_eos=True))
+    while engine.has_unfinished_requests():  # warm-up
+        engine.step()
+    sync()
+    start = time.perf_counter()
+    for prompt in prompts:
+        engine.add_request(prompt, params)
+    produced = 0
+    while engine.has_unfinished_requests():
+        for out in engine.step():
+            produced += len(out.outputs[0].new_token_ids)
+    sync()
+    elapsed = time.perf_counter() - start
+    assert produced == preset.output_len * len(prompts), "every request must produce all tokens"
+    print(f"engine: KV cache {engine.kv_capacity_tokens} tokens", file=sys.stderr)
+    del engine
+    return elapsed
+
+
+def run_transformers(model_dir: Path, preset: Preset, prompts) -> float:
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    dtype = getattr(torch, preset.dtype)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if preset.shape:
+        torch.manual_seed(0)
+        with torch.device(device):
+            config = AutoConfig.from_pretrained(model_dir)
+            model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(device)
+    model.eval()
+    pad = 0
+    sync()
+    start = time.perf_counter()
+    for i in range(0, len(prompts), preset.baseline_batch):
+        batch = prompts[i : i + preset.baseline_batch]
+        width = max(len(p) for p in batch)
+        ids = torch.tensor([[pad] * (width - len(p)) + p for p in batch], device=device)
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in batch], device=device)
+        with torch.no_grad():
+            out = model.generate(
+                input_ids=ids, attention_mask=mask, max_new_tokens=preset.output_len,
+                min_new_tokens=preset.output_len, do_sample=False, pad_token_id=pad,
+            )  # fmt: skip
+        assert out.shape[1] == width + preset.output_len
+    sync()
+    return time.perf_counter() - start
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="stories")
+    parser.add_argument("--num-requests", type=int)
+    parser.add_argument("--output-len", type=int)
+    parser.add_argument("--skip-baseline", action="store_true")
+    parser.add_argument(
+        "--engine-arg", action="append", default=[], metavar="KEY=VALUE",
+        help="EngineConfig setting for the engine run, e.g. max_num_seqs=256 (JSON values)",
+    )  # fmt: skip
+    args = parser.parse_args()
+    preset = PRESETS[args.preset]
+    preset.num_requests = args.num_requests or preset.num_requests
+    preset.output_len = args.output_len or preset.output_len
+    engine_args = {k: json.loads(v) for k, v in (a.split("=", 1) for a in args.engine_arg)}
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = write_shape(preset.shape, Path(tmp)) if preset.shape else Path(preset.model)
+        vocab = json.loads((model_dir / "config.json").read_text())["vocab_size"]
+        prompts = make_prompts(preset.num_requests, preset.input_len, vocab)
+        prompt_tokens = sum(len(p) for p in prompts)
+        output_tokens = preset.output_len * len(prompts)
+        total = prompt_tokens + output_tokens
+        device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
+        print(f"preset {args.preset} on {device}: {len(prompts)} requests, "
+              f"{prompt_tokens} prompt + {output_tokens} output tokens")  # fmt: skip
+
+        rows = [("pagoda engine", run_engine(model_dir, preset, prompts, engine_args))]
+        if not args.skip_baseline:
+            rows.append(("transformers generate", run_transformers(model_dir, preset, prompts)))
+
+    print(f"{'':24}{'seconds':>10}{'total tok/s':>14}{'output tok/s':>14}")
+    for name, seconds in rows:
+        print(f"{name:24}{seconds:10.2f}{total / seconds:14.0f}{output_tokens / seconds:14.0f}")
+    if len(rows) == 2:
+        print(f"ratio (engine / transformers, total tok/s): {rows[1][1] / rows[0][1]:.2f}x")
+    if preset.floor_seconds:
+        print(f"fraction of the {preset.floor_seconds} s floor: "
+              f"{preset.floor_seconds / rows[0][1]:.1%}")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
