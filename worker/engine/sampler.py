@@ -77,11 +77,8 @@ class Sampler:
 
     def _exponential_race(self, probs: torch.Tensor, rows: list[SamplingRow]) -> torch.Tensor:
         """argmax(p / E) with E ~ Exp(1) per token picks token i with probability p_i."""
-        noise = torch.empty_like(probs)
-        shared = [i for i, row in enumerate(rows) if row.generator is None]
-        if shared:
-            drawn = torch.empty((len(shared), probs.shape[1]), device=probs.device)
-            noise[shared] = drawn.exponential_(generator=self.generator)
+        # Every row gets shared noise first (one kernel); seeded rows then overwrite theirs.
+        noise = torch.empty_like(probs).exponential_(generator=self.generator)
         for i, row in enumerate(rows):
             if row.generator is not None:
                 noise[i] = torch.empty_like(probs[i]).exponential_(generator=row.generator)
@@ -94,13 +91,20 @@ def apply_penalties(logits: torch.Tensor, rows: list[SamplingRow]) -> torch.Tens
     """Repetition penalty (HF: over prompt and output tokens) then OpenAI's frequency and
     presence penalties (over output tokens only)."""
     params = [row.params for row in rows]
-    if any(p.repetition_penalty != 1.0 for p in params):
-        seen = token_counts([r.prompt_token_ids + r.output_token_ids for r in rows], logits) > 0
+    repeats = [p.repetition_penalty != 1.0 for p in params]
+    if any(repeats):
+        histories = [
+            r.prompt_token_ids + r.output_token_ids if on else []
+            for r, on in zip(rows, repeats, strict=True)
+        ]
+        seen = token_counts(histories, logits) > 0
         penalty = _column([p.repetition_penalty for p in params], logits)
         penalised = torch.where(logits < 0, logits * penalty, logits / penalty)
         logits = torch.where(seen, penalised, logits)
-    if any(p.frequency_penalty or p.presence_penalty for p in params):
-        counts = token_counts([r.output_token_ids for r in rows], logits)
+    counted = [bool(p.frequency_penalty or p.presence_penalty) for p in params]
+    if any(counted):
+        outputs = [r.output_token_ids if on else [] for r, on in zip(rows, counted, strict=True)]
+        counts = token_counts(outputs, logits)
         frequency = _column([p.frequency_penalty for p in params], logits)
         presence = _column([p.presence_penalty for p in params], logits)
         logits = logits - frequency * counts - presence * (counts > 0).float()
@@ -126,8 +130,8 @@ def apply_top_k_top_p(logits: torch.Tensor, params: list[SamplingParams]) -> tor
     best tokens whose probability reaches top_p; the rest get -inf."""
     vocab = logits.shape[1]
     ordered, order = logits.sort(dim=-1, descending=True)
-    k = torch.tensor([min(p.top_k or vocab, vocab) for p in params], device=logits.device)
-    kth_best = ordered.gather(1, (k - 1).unsqueeze(1))
+    k = _to_device([[min(p.top_k or vocab, vocab) - 1] for p in params], torch.int64, logits)
+    kth_best = ordered.gather(1, k)
     ordered = ordered.masked_fill(ordered < kth_best, float("-inf"))
 
     probs = torch.softmax(ordered, dim=-1)
@@ -141,16 +145,20 @@ def apply_top_k_top_p(logits: torch.Tensor, params: list[SamplingParams]) -> tor
 def token_counts(id_lists: list[list[int]], like: torch.Tensor) -> torch.Tensor:
     """[rows, vocab] float32: how often each token occurs in each row's list."""
     rows, vocab = like.shape
-    width = max((len(ids) for ids in id_lists), default=0)
-    padded = torch.full((rows, width), vocab, dtype=torch.int64)  # `vocab` = padding column
-    for i, ids in enumerate(id_lists):
-        padded[i, : len(ids)] = torch.tensor(ids, dtype=torch.int64)
-    padded = padded.to(like.device, non_blocking=True)
-    counts = torch.zeros((rows, vocab + 1), device=like.device)
+    width = max(len(ids) for ids in id_lists)
+    padded = _to_device([ids + [vocab] * (width - len(ids)) for ids in id_lists], torch.int64, like)
+    counts = torch.zeros((rows, vocab + 1), device=like.device)  # column `vocab` takes the padding
     counts.scatter_add_(1, padded, torch.ones_like(padded, dtype=counts.dtype))
     return counts[:, :vocab]
 
 
 def _column(values: list[float] | list[bool], like: torch.Tensor) -> torch.Tensor:
     """A per-row value as a [rows, 1] tensor on `like`'s device."""
-    return torch.tensor(values, device=like.device).unsqueeze(1)
+    return _to_device([[v] for v in values], None, like)
+
+
+def _to_device(data: list, dtype: torch.dtype | None, like: torch.Tensor) -> torch.Tensor:
+    """Host lists to `like`'s device; through pinned memory on CUDA so the host need not wait."""
+    if like.device.type != "cuda":
+        return torch.tensor(data, dtype=dtype)
+    return torch.tensor(data, dtype=dtype, pin_memory=True).to(like.device, non_blocking=True)
