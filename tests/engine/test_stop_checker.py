@@ -47,7 +47,17 @@ def reference_cut(text: str, stops: list[str]) -> tuple[str, bool]:
 def test_eos_stops_unless_ignored():
     assert checker().check_token(EOS, 1) is FinishReason.STOP
     assert checker(ignore_eos=True).check_token(EOS, 1) is None
-    assert StopChecker(SamplingParams(), eos_token_id=None).check_token(EOS, 1) is None
+    assert StopChecker(SamplingParams(), None).check_token(EOS, 1) is None
+
+
+def test_any_of_several_eos_ids_stops():
+    stop_checker = StopChecker(SamplingParams(), {EOS, 9})
+    assert stop_checker.check_token(9, 1) is FinishReason.STOP
+    assert stop_checker.check_token(EOS, 1) is FinishReason.STOP
+    assert stop_checker.check_token(8, 1) is None
+    ignoring = StopChecker(SamplingParams(ignore_eos=True, stop_token_ids=[8]), {EOS, 9})
+    assert ignoring.check_token(9, 1) is None
+    assert ignoring.check_token(8, 1) is FinishReason.STOP
 
 
 def test_stop_token_ids_stop_even_when_eos_is_ignored():
@@ -67,9 +77,12 @@ def test_text_passes_through_without_stop_strings():
 
 
 def test_a_stop_string_spanning_several_deltas_is_cut():
-    shown, reason = feed(checker(stop=["world"]), ["hello wo", "r", "ld and more"])
+    stop_checker = checker(stop=["world"])
+    shown, reason = feed(stop_checker, ["hello wo", "r", "ld and more"])
     assert shown == ["hello ", "", ""]
     assert reason is FinishReason.STOP
+    assert stop_checker.stopped_by_string
+    assert stop_checker.flush() == ""
 
 
 def test_text_that_cannot_start_a_stop_string_is_shown_at_once():
@@ -101,7 +114,9 @@ def test_any_of_several_stop_strings_stops():
 
 
 def test_held_text_is_flushed_when_the_completion_ends_otherwise():
-    assert feed(checker(stop=["world"]), ["hello wor"]) == (["hello ", "wor"], None)
+    stop_checker = checker(stop=["world"])
+    assert feed(stop_checker, ["hello wor"]) == (["hello ", "wor"], None)
+    assert not stop_checker.stopped_by_string
 
 
 @settings(max_examples=300, deadline=None)

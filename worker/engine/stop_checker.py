@@ -9,22 +9,26 @@ string that is complete first wins, and of those complete at the same character,
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 from worker.engine.detokenizer import IncrementalDetokenizer
 from worker.engine.outputs import FinishReason
 from worker.engine.sampling_params import SamplingParams
 
+EosIds = int | Collection[int] | None  # some models (Llama 3) end turns with several tokens
+
 
 class StopChecker:
-    def __init__(self, params: SamplingParams, eos_token_id: int | None) -> None:
+    def __init__(self, params: SamplingParams, eos_token_ids: EosIds) -> None:
         stop_ids = set(params.stop_token_ids)
-        if eos_token_id is not None and not params.ignore_eos:
-            stop_ids.add(eos_token_id)
+        if not params.ignore_eos:
+            stop_ids.update(_as_set(eos_token_ids))
         self._stop_token_ids = frozenset(stop_ids)
         self._max_tokens = params.max_tokens
         self._stop_strings = tuple(params.stop)
         self._held = ""  # text that might be the start of a stop string
+        self.stopped_by_string = False
 
     def check_token(self, token_id: int, num_output_tokens: int) -> FinishReason | None:
         """`num_output_tokens` counts `token_id`."""
@@ -44,6 +48,7 @@ class StopChecker:
         stop_at = first_stop(text, self._stop_strings)
         if stop_at is not None:
             self._held = ""
+            self.stopped_by_string = True
             return text[:stop_at], FinishReason.STOP
         keep = longest_partial_stop(text, self._stop_strings)
         self._held = text[len(text) - keep :]
@@ -53,6 +58,12 @@ class StopChecker:
         """The held-back text, for a completion that ended for another reason."""
         held, self._held = self._held, ""
         return held
+
+
+def _as_set(ids: EosIds) -> set[int]:
+    if ids is None:
+        return set()
+    return {ids} if isinstance(ids, int) else set(ids)
 
 
 def first_stop(text: str, stop_strings: tuple[str, ...]) -> int | None:
@@ -89,14 +100,14 @@ class CompletionText:
         tokenizer: Any,
         prompt_token_ids: list[int],
         params: SamplingParams,
-        eos_token_id: int | None,
+        eos_token_ids: EosIds,
         *,
         prompt_context: bool = False,
     ) -> None:
         self._detokenizer = IncrementalDetokenizer(
             tokenizer, prompt_token_ids, prompt_context=prompt_context
         )
-        self._stop = StopChecker(params, eos_token_id)
+        self._stop = StopChecker(params, eos_token_ids)
         self._num_tokens = 0
         self.text = ""
 
