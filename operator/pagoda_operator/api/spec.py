@@ -1,0 +1,335 @@
+"""The LLMDeployment spec: the one definition behind the CRD schema and the operator's parsing.
+
+Field docstrings become the CRD's descriptions (so `kubectl explain` shows them); pydantic bounds
+become OpenAPI bounds; `x-kubernetes-validations` hold CEL rules the apiserver enforces.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.alias_generators import to_camel
+
+DEFAULT_IMAGE = "pagoda-worker:0.1.0"
+QUANTITY = r"^([+]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$"
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+
+
+def cel(rule: str, message: str, field_path: str | None = None) -> dict:
+    """One CEL rule; `message` may be a CEL string expression when it starts with "'"."""
+    entry = {"rule": rule}
+    entry["messageExpression" if message.startswith("'") else "message"] = message
+    if field_path:
+        entry["fieldPath"] = field_path
+    return entry
+
+
+def validations(*rules: dict) -> dict:
+    return {"x-kubernetes-validations": list(rules)}
+
+
+class ApiModel(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        use_attribute_docstrings=True,
+        frozen=True,
+    )
+
+
+class PvcSource(ApiModel):
+    """Weights already on a PersistentVolumeClaim in the LLMDeployment's namespace."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel(
+                "!self.path.startsWith('/') && !self.path.split('/').exists(p, p == '..')",
+                "path must be relative to the volume and must not contain '..'",
+                ".path",
+            )
+        )
+    )
+
+    claim_name: str = Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN)
+    """Name of the PersistentVolumeClaim. It is mounted read-only."""
+    path: str = Field("", max_length=1024)
+    """Folder inside the volume that holds the Hugging Face-format model (config.json,
+    *.safetensors, tokenizer files). Empty means the volume's root."""
+
+
+class HfTokenSecret(ApiModel):
+    """A Secret key holding a Hugging Face access token."""
+
+    name: str = Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN)
+    """Name of the Secret in the LLMDeployment's namespace."""
+    key: str = Field("token", min_length=1, max_length=253)
+    """Key inside the Secret whose value is the token."""
+
+
+class HuggingFaceSource(ApiModel):
+    """A Hugging Face Hub repository, downloaded by an init container into an emptyDir."""
+
+    repo: str = Field(max_length=200, pattern=r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+    """Repository id, `owner/name`, e.g. `Qwen/Qwen2.5-0.5B-Instruct`."""
+    revision: str = Field("main", min_length=1, max_length=255, pattern=r"^[\w./-]+$")
+    """Branch, tag or commit to download. Pin a commit for reproducible rollouts."""
+    token_secret: HfTokenSecret | None = None
+    """Secret with an access token, for gated or private repositories."""
+
+
+class ModelSource(ApiModel):
+    """Where the weights come from: exactly one of pvc, hf or uri."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel(
+                "[has(self.pvc), has(self.hf), has(self.uri)].filter(x, x).size() == 1",
+                "exactly one model source must be set: pvc, hf or uri",
+            )
+        )
+    )
+
+    pvc: PvcSource | None = None
+    """Use a model folder on a PersistentVolumeClaim."""
+    hf: HuggingFaceSource | None = None
+    """Download a Hugging Face Hub repository at pod start."""
+    uri: str | None = Field(None, max_length=2048, pattern=r"^https?://\S+\.(tar|tar\.gz|tgz)$")
+    """Download and unpack a tar archive (.tar, .tar.gz or .tgz) over HTTP(S) at pod start. The
+    archive's top level must be the model folder's contents."""
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> ModelSource:
+        if [self.pvc, self.hf, self.uri].count(None) != 2:
+            raise ValueError("exactly one model source must be set: pvc, hf or uri")
+        return self
+
+
+class ModelSpec(ApiModel):
+    """The primary model: its public name and its weights."""
+
+    name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][\w.:/-]*$")
+    """Name clients send as `model` in OpenAI API requests (the server's served model name)."""
+    source: ModelSource
+    """Where the weights come from."""
+
+
+class FallbackModelSpec(ApiModel):
+    """The fallback model's weights; it is served under the primary model's name, so clients
+    need no change when traffic moves to it."""
+
+    source: ModelSource
+    """Where the fallback weights come from."""
+
+
+class EngineSpec(ApiModel):
+    """Engine settings, passed to the worker as /etc/pagoda/engine.json. Changing any of them
+    rolls the pods."""
+
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    """Weights and activations dtype; `auto` keeps the checkpoint's."""
+    max_model_len: int | None = Field(None, ge=1, le=1048576)
+    """Context window in tokens; unset means the model's own."""
+    max_num_seqs: int = Field(256, ge=1, le=4096)
+    """Most sequences batched in one engine step."""
+    max_num_batched_tokens: int = Field(8192, ge=1, le=1048576)
+    """Token budget of one engine step (prefill chunks plus decodes)."""
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
+    """Fraction of GPU memory the worker may use for weights and KV cache."""
+    block_size: int = Field(16, ge=1, le=256)
+    """Tokens per paged KV-cache block."""
+    prefix_caching: bool = True
+    """Reuse KV-cache blocks of shared prompt prefixes."""
+    enforce_eager: bool = False
+    """Disable CUDA graphs (slower decode, faster start)."""
+    attention_backend: Literal["auto", "reference", "triton"] = "auto"
+    """Attention kernels: `auto` picks Triton on GPUs and the PyTorch reference elsewhere."""
+    tensor_parallel_size: int = Field(1, ge=1, le=8)
+    """GPUs one model replica is split across. Reserved: the engine has no tensor parallelism
+    yet and the worker refuses values above 1; it must divide resources.gpus."""
+
+    def engine_json(self) -> dict:
+        """The worker's engine.json: EngineConfig field names, unset values left out."""
+        settings = {
+            "dtype": self.dtype,
+            "max_model_len": self.max_model_len,
+            "max_num_seqs": self.max_num_seqs,
+            "max_num_batched_tokens": self.max_num_batched_tokens,
+            "gpu_memory_utilization": self.gpu_memory_utilization,
+            "block_size": self.block_size,
+            "enable_prefix_caching": self.prefix_caching,
+            "enforce_eager": self.enforce_eager,
+            "attention_backend": self.attention_backend,
+        }
+        return {key: value for key, value in settings.items() if value is not None}
+
+
+class Toleration(ApiModel):
+    """A pod toleration, as in the core Pod API."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel(
+                "self.operator != 'Exists' || self.value == ''",
+                "a toleration with operator Exists must not set a value",
+            )
+        )
+    )
+
+    key: str = Field("", max_length=316)
+    """Taint key to tolerate; empty with operator Exists tolerates every taint."""
+    operator: Literal["Exists", "Equal"] = "Equal"
+    """Equal matches key and value; Exists matches the key alone."""
+    value: str = Field("", max_length=63)
+    """Taint value to match when operator is Equal."""
+    effect: Literal["", "NoSchedule", "PreferNoSchedule", "NoExecute"] = ""
+    """Taint effect to match; empty matches every effect."""
+    toleration_seconds: int | None = Field(None, ge=0)
+    """For NoExecute: how long the pod stays bound after the taint appears."""
+
+
+class ResourcesSpec(ApiModel):
+    """What each worker pod asks for, and where it may run."""
+
+    gpus: int = Field(1, ge=0, le=16)
+    """GPUs (nvidia.com/gpu) per pod; 0 runs the engine on CPU."""
+    cpu: str = Field("2", max_length=32, pattern=QUANTITY)
+    """CPU request per pod (a Kubernetes quantity)."""
+    memory: str = Field("16Gi", max_length=32, pattern=QUANTITY)
+    """Memory request and limit per pod (a Kubernetes quantity). Pods that exceed it are
+    OOMKilled, which status reports."""
+    node_selector: dict[str, str] = Field(default_factory=dict, max_length=32)
+    """Node labels a worker pod's node must have."""
+    tolerations: list[Toleration] = Field(default_factory=list, max_length=32)
+    """Taints worker pods tolerate, e.g. the GPU nodes' taint."""
+
+
+class RolloutSpec(ApiModel):
+    """How a change of model, engine, image or resources replaces pods. A new pod counts only
+    once it passes readiness (model loaded, canary generation passed)."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel(
+                "self.maxSurge > 0 || self.maxUnavailable > 0",
+                "rollout.maxSurge and rollout.maxUnavailable cannot both be 0: no pod could ever"
+                " be replaced",
+            )
+        )
+    )
+
+    max_surge: int = Field(1, ge=0, le=64)
+    """Extra pods allowed above replicas during a rollout. Dropped to 0 (with maxUnavailable at
+    least 1) when the surge would exceed the namespace's GPU quota; status says so."""
+    max_unavailable: int = Field(0, ge=0, le=64)
+    """Pods that may be unready during a rollout."""
+    progress_deadline_seconds: int = Field(1800, ge=5, le=86400)
+    """How long a rollout may go without progress before it is rolled back to the last revision
+    that became Ready. Leave room for image pulls and model loading."""
+
+
+class ApiKeySecret(ApiModel):
+    """A Secret key holding the API key clients must send as a bearer token."""
+
+    name: str = Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN)
+    """Name of the Secret in the LLMDeployment's namespace."""
+    key: str = Field("key", min_length=1, max_length=253)
+    """Key inside the Secret whose value is the API key."""
+
+
+class ServingSpec(ApiModel):
+    """How the worker serves traffic and how its lifecycle is timed."""
+
+    port: int = Field(8000, ge=1024, le=65535)
+    """Port of the OpenAI-compatible HTTP server, in the pod and on the Service."""
+    api_key_secret: ApiKeySecret | None = None
+    """Require this API key on every request; unset serves without authentication."""
+    startup_timeout_seconds: int = Field(1800, ge=10, le=86400)
+    """How long a starting worker may take to load the model before it is restarted."""
+    termination_grace_period_seconds: int = Field(60, ge=5, le=3600)
+    """How long a stopping worker may drain in-flight requests before it is killed."""
+
+
+class FallbackSpec(ApiModel):
+    """A second, usually smaller, tier that takes the traffic while the primary cannot."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel(
+                "self.demoteAfterSeconds >= self.promoteAfterSeconds",
+                "'fallback.demoteAfterSeconds (' + string(self.demoteAfterSeconds) + ') must be at"
+                " least fallback.promoteAfterSeconds (' + string(self.promoteAfterSeconds) + '),"
+                " or traffic would flap between tiers'",
+            ),
+            cel(
+                "self.resources.gpus == 0 ? self.engine.tensorParallelSize == 1"
+                " : self.resources.gpus % self.engine.tensorParallelSize == 0",
+                "'fallback.engine.tensorParallelSize (' + string(self.engine.tensorParallelSize) +"
+                " ') must divide fallback.resources.gpus (' + string(self.resources.gpus) + ')'",
+            ),
+        )
+    )
+
+    model: FallbackModelSpec
+    """The fallback model's weights."""
+    replicas: int = Field(1, ge=1, le=64)
+    """Fallback pods while the fallback tier runs."""
+    engine: EngineSpec = Field(default_factory=EngineSpec)
+    """Engine settings of the fallback tier."""
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    """Resources of each fallback pod."""
+    image: str | None = Field(None, min_length=1, max_length=512)
+    """Worker image of the fallback tier; unset uses spec.image."""
+    warm: bool = True
+    """Keep the fallback pods running at all times (fast switch, costs GPUs); false starts them
+    only when a promotion begins."""
+    promote_after_seconds: int = Field(30, ge=1, le=86400)
+    """How long the primary must stay below minPrimaryReady ready pods before traffic moves to
+    the fallback."""
+    demote_after_seconds: int = Field(120, ge=1, le=86400)
+    """How long the primary must stay healthy before traffic moves back to it."""
+    min_primary_ready: int = Field(1, ge=1, le=64)
+    """Ready primary pods below which the primary counts as failing."""
+
+
+class LLMDeploymentSpec(ApiModel):
+    """A served model: worker pods, their rollout, health, fallback and GPU accounting."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel(
+                "self.resources.gpus == 0 ? self.engine.tensorParallelSize == 1"
+                " : self.resources.gpus % self.engine.tensorParallelSize == 0",
+                "'engine.tensorParallelSize (' + string(self.engine.tensorParallelSize) + ') must"
+                " divide resources.gpus (' + string(self.resources.gpus) + ')'",
+            ),
+            cel(
+                "!has(self.fallback) || self.fallback.minPrimaryReady <= self.replicas",
+                "'fallback.minPrimaryReady (' + string(self.fallback.minPrimaryReady) + ') cannot"
+                " exceed replicas (' + string(self.replicas) + '): the fallback would never"
+                " hand traffic back'",
+            ),
+        )
+    )
+
+    model: ModelSpec
+    """The model to serve."""
+    replicas: int = Field(1, ge=0, le=64)
+    """Worker pods of the primary tier."""
+    image: str = Field(DEFAULT_IMAGE, min_length=1, max_length=512)
+    """Worker container image (docker/worker.Dockerfile)."""
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    """When the kubelet pulls the worker image."""
+    engine: EngineSpec = Field(default_factory=EngineSpec)
+    """Engine settings of the primary tier."""
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    """Resources of each primary pod."""
+    rollout: RolloutSpec = Field(default_factory=RolloutSpec)
+    """How changes roll out, and when they are rolled back."""
+    serving: ServingSpec = Field(default_factory=ServingSpec)
+    """Port, authentication and lifecycle timing, shared by both tiers."""
+    fallback: FallbackSpec | None = None
+    """Optional fallback tier; unset means the primary alone serves."""
+    pod_annotations: dict[str, str] = Field(default_factory=dict, max_length=64)
+    """Extra annotations on every worker pod (both tiers), e.g. for scrapers or meshes."""

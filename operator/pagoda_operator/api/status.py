@@ -1,0 +1,116 @@
+"""The LLMDeployment status: everything the operator computes, nothing the user writes."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import Field
+
+from .spec import ApiModel
+
+Tier = Literal["primary", "fallback"]
+Phase = Literal["Pending", "Progressing", "Ready", "Degraded"]
+CONDITION_TYPES = (
+    "Ready",
+    "Progressing",
+    "Degraded",
+    "FallbackActive",
+    "QuotaExceeded",
+    "RolledBack",
+)
+
+
+class Condition(ApiModel):
+    """One observation about the LLMDeployment, in the Kubernetes condition convention."""
+
+    type: str = Field(max_length=64)
+    """Ready, Progressing, Degraded, FallbackActive, QuotaExceeded or RolledBack."""
+    status: Literal["True", "False", "Unknown"]
+    """Whether the condition holds."""
+    reason: str = Field(max_length=64)
+    """A CamelCase word for machines and dashboards."""
+    message: str = Field(max_length=4096)
+    """What is going on and what to do about it, for people."""
+    last_transition_time: datetime
+    """When status last changed."""
+    observed_generation: int = Field(ge=0)
+    """The spec generation this condition was computed from."""
+
+
+class GpuAccounting(ApiModel):
+    """GPUs (nvidia.com/gpu) this LLMDeployment asks for, against the namespace's quota."""
+
+    requested: int = Field(0, ge=0)
+    """Peak GPUs requested: primary + rollout surge + fallback."""
+    primary: int = Field(0, ge=0)
+    """GPUs of the primary replicas."""
+    surge: int = Field(0, ge=0)
+    """GPUs of the extra pods a rollout may add (0 when rolling without surge)."""
+    fallback: int = Field(0, ge=0)
+    """GPUs of the fallback replicas that run (warm, or promoted)."""
+    quota: int | None = None
+    """The namespace's tightest ResourceQuota on requests.nvidia.com/gpu; unset when none."""
+    used_by_others: int | None = None
+    """GPUs that other pods of the namespace hold against that quota."""
+    headroom: int | None = None
+    """quota - usedByOthers - requested; negative means the quota is exceeded."""
+
+
+class Revisions(ApiModel):
+    """Content hashes of the primary tier's pod configuration (model, engine, image, resources)."""
+
+    desired: str | None = None
+    """The revision the spec asks for."""
+    current: str | None = None
+    """The revision the primary Deployment runs or rolls towards."""
+    last_ready: str | None = None
+    """The newest revision whose rollout completed with every pod ready; rollbacks return here."""
+    rolled_back_from: str | None = None
+    """A revision that missed its progress deadline; it stays rolled back until the spec changes."""
+
+
+class TierClock(ApiModel):
+    """When the primary tier's health last changed, for promote/demote deadlines."""
+
+    primary_unavailable_since: datetime | None = None
+    """Since when the primary has had fewer than fallback.minPrimaryReady ready pods."""
+    primary_recovered_since: datetime | None = None
+    """Since when the primary has been healthy again while the fallback serves."""
+
+
+class LLMDeploymentStatus(ApiModel):
+    """What the operator observed and decided."""
+
+    phase: Phase = "Pending"
+    """Pending (nothing ready yet), Progressing (rolling out), Ready, or Degraded (serving, but
+    see the Degraded condition)."""
+    observed_generation: int = Field(0, ge=0)
+    """The spec generation this status was computed from."""
+    replicas: int = Field(0, ge=0)
+    """Primary pods that exist (all revisions)."""
+    ready_replicas: int = Field(0, ge=0)
+    """Primary pods that pass readiness."""
+    updated_replicas: int = Field(0, ge=0)
+    """Primary pods of the current revision."""
+    fallback_replicas: int = Field(0, ge=0)
+    """Fallback pods that exist."""
+    fallback_ready_replicas: int = Field(0, ge=0)
+    """Fallback pods that pass readiness."""
+    active_tier: Tier = "primary"
+    """The tier the Service sends traffic to."""
+    endpoint: str = ""
+    """In-cluster base URL of the OpenAI-compatible API."""
+    selector: str = ""
+    """Label selector of the primary pods (for the scale subresource and autoscalers)."""
+    gpus: GpuAccounting = Field(default_factory=GpuAccounting)
+    """GPU requests against the namespace quota."""
+    revisions: Revisions = Field(default_factory=Revisions)
+    """Primary tier revisions: desired, current, last ready, rolled back from."""
+    tier_clock: TierClock = Field(default_factory=TierClock)
+    """Timestamps behind the fallback promote/demote decisions."""
+    conditions: list[Condition] = Field(default_factory=list, max_length=16)
+    """Ready, Progressing, Degraded, FallbackActive, QuotaExceeded, RolledBack."""
+
+    def condition(self, kind: str) -> Condition | None:
+        return next((c for c in self.conditions if c.type == kind), None)

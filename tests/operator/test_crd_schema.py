@@ -1,0 +1,101 @@
+"""The CRD is generated from the pydantic models and stays structural and self-documenting."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+from pagoda_operator.crd import CRD_PATH, build_crd, main, render_crd
+
+
+def _schema() -> dict:
+    return build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+
+
+def _walk(node: dict, path: str = ""):
+    yield path, node
+    for name, child in node.get("properties", {}).items():
+        yield from _walk(child, f"{path}.{name}")
+    if isinstance(node.get("items"), dict):
+        yield from _walk(node["items"], f"{path}[]")
+    if isinstance(node.get("additionalProperties"), dict):
+        yield from _walk(node["additionalProperties"], f"{path}{{}}")
+
+
+def test_committed_crd_matches_the_models():
+    assert CRD_PATH.read_text() == render_crd(), "run: python -m pagoda_operator.crd"
+    assert main(["--check"]) == 0
+
+
+def test_check_fails_on_a_stale_file(tmp_path, monkeypatch):
+    stale = tmp_path / "crd.yaml"
+    stale.write_text(render_crd().replace("maxSurge", "maxSurges"))
+    monkeypatch.setattr("pagoda_operator.crd.CRD_PATH", stale)
+    assert main(["--check"]) == 1
+
+
+def test_schema_is_structural():
+    for path, node in _walk(_schema()):
+        assert "type" in node, f"{path} has no type"
+        for banned in ("$ref", "anyOf", "oneOf", "allOf", "title", "$defs"):
+            assert banned not in node, f"{path} has {banned}"
+        for bound in ("exclusiveMinimum", "exclusiveMaximum"):
+            assert node.get(bound, True) is True, f"{path}: {bound} must be boolean in OpenAPI v3"
+
+
+def test_every_spec_and_status_field_is_described():
+    root = _schema()
+    for top in ("spec", "status"):
+        for path, node in _walk(root["properties"][top], top):
+            if not path.endswith("{}"):  # map values are described by their map
+                assert node.get("description"), f"{path} has no description (kubectl explain)"
+
+
+def test_nested_objects_default_to_empty_so_the_apiserver_fills_their_defaults():
+    spec = _schema()["properties"]["spec"]["properties"]
+    for name in ("engine", "resources", "rollout", "serving"):
+        assert spec[name]["default"] == {}
+    assert "default" not in spec["fallback"]  # optional: absent means no fallback tier
+    assert spec["rollout"]["properties"]["maxSurge"]["default"] == 1
+    utilization = spec["engine"]["properties"]["gpuMemoryUtilization"]
+    assert utilization["minimum"] == 0 and utilization["exclusiveMinimum"] is True
+
+
+@pytest.mark.parametrize(
+    ("path", "fragment"),
+    [
+        ("", "self.metadata.name"),
+        (".spec", "tensorParallelSize"),
+        (".spec", "minPrimaryReady"),
+        (".spec.rollout", "self.maxSurge > 0 || self.maxUnavailable > 0"),
+        (".spec.model.source", "has(self.pvc), has(self.hf), has(self.uri)"),
+        (".spec.fallback", "demoteAfterSeconds >= self.promoteAfterSeconds"),
+        (".spec.fallback.model.source", "has(self.pvc), has(self.hf), has(self.uri)"),
+    ],
+)
+def test_cross_field_rules_are_cel(path, fragment):
+    nodes = dict(_walk(_schema()))
+    rules = [rule["rule"] for rule in nodes[path].get("x-kubernetes-validations", [])]
+    assert any(fragment in rule for rule in rules), rules
+
+
+def test_printer_columns_and_subresources():
+    version = build_crd()["spec"]["versions"][0]
+    columns = {c["name"]: c["jsonPath"] for c in version["additionalPrinterColumns"]}
+    assert {"Ready", "Tier", "Model", "GPUs", "Age"} <= columns.keys()
+    assert columns["Tier"] == ".status.activeTier"
+    scale = version["subresources"]["scale"]
+    assert scale["specReplicasPath"] == ".spec.replicas"
+    assert scale["labelSelectorPath"] == ".status.selector"
+    assert version["subresources"]["status"] == {}
+
+
+def test_conditions_merge_by_type():
+    conditions = _schema()["properties"]["status"]["properties"]["conditions"]
+    assert conditions["x-kubernetes-list-type"] == "map"
+    assert conditions["x-kubernetes-list-map-keys"] == ["type"]
+
+
+def test_yaml_has_no_anchors():
+    text = CRD_PATH.read_text()
+    assert "&id" not in text and "*id" not in text
+    assert yaml.safe_load(text)["metadata"]["name"] == "llmdeployments.pagoda.dev"
