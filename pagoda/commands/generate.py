@@ -17,7 +17,6 @@ def add_parser(subparsers, help_text: str) -> None:
     parser.add_argument("--top-p", type=float, default=1.0)
     parser.add_argument("--top-k", type=int, default=0)
     parser.add_argument("--min-p", type=float, default=0.0)
-    parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
     parser.add_argument("--ignore-eos", action="store_true")
     add_engine_args(parser)
@@ -36,7 +35,6 @@ def run(args: argparse.Namespace) -> int:
             top_p=args.top_p,
             top_k=args.top_k,
             min_p=args.min_p,
-            seed=args.seed,
             stop=args.stop,
             ignore_eos=args.ignore_eos,
         )

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from transformers import GenerationConfig
 
 from worker.engine.block_manager import BlockManager
 from worker.engine.config import EngineConfig
-from worker.engine.detokenizer import IncrementalDetokenizer
 from worker.engine.model_runner import ModelRunner, kv_cache_block_bytes
 from worker.engine.outputs import (
     CompletionOutput,
@@ -29,7 +29,7 @@ from worker.engine.sampler import Sampler, SamplerOutput, SamplingRow, make_gene
 from worker.engine.sampling_params import SamplingParams
 from worker.engine.scheduler import Scheduler
 from worker.engine.sequence import Request, Sequence
-from worker.engine.stop_checker import StopChecker
+from worker.engine.stop_checker import CompletionText
 from worker.layers.backends import select_attention_backend
 from worker.models.loader import (
     ModelLoadError,
@@ -109,9 +109,7 @@ class LLMEngine:
         self.sampler = Sampler(torch.Generator(self.device).manual_seed(config.seed))
         self.requests: dict[str, Request] = {}
         self._aborted: list[Request] = []
-        self._detokenizers: dict[Sequence, IncrementalDetokenizer] = {}
-        self._stop_checkers: dict[Sequence, StopChecker] = {}
-        self._texts: dict[Sequence, str] = {}
+        self._texts: dict[Sequence, CompletionText] = {}
         log.info(
             "engine ready: %s on %s (%s), KV cache %d blocks x %d tokens = %d tokens",
             self.model_name, self.device, self.dtype, num_blocks, config.block_size,
@@ -130,10 +128,16 @@ class LLMEngine:
         return wanted
 
     def _eos_token_ids(self) -> set[int]:
-        eos = getattr(self.hf_config, "eos_token_id", None)
-        ids = {eos} if isinstance(eos, int) else set(eos or [])
-        if self.tokenizer.eos_token_id is not None:
-            ids.add(self.tokenizer.eos_token_id)
+        """EOS ids from the config, the generation config (chat models add their turn-end
+        tokens there) and the tokenizer."""
+        sources = [getattr(self.hf_config, "eos_token_id", None)]
+        if (Path(self.config.model) / "generation_config.json").is_file():
+            sources.append(GenerationConfig.from_pretrained(self.config.model).eos_token_id)
+        if self.tokenizer is not None:
+            sources.append(self.tokenizer.eos_token_id)
+        ids: set[int] = set()
+        for eos in sources:
+            ids.update([eos] if isinstance(eos, int) else eos or [])
         return ids
 
     def _kv_cache_bytes(self) -> int:
@@ -187,14 +191,17 @@ class LLMEngine:
                 generator = make_generator(params.seed, index, self.device)
             seq = Sequence(request, index, list(prompt_token_ids), generator)
             request.seqs.append(seq)
-            self._detokenizers[seq] = IncrementalDetokenizer(self.tokenizer, prompt_token_ids)
-            self._stop_checkers[seq] = StopChecker(params, self.eos_token_ids)
-            self._texts[seq] = ""
+            # Decoded as the prompt's continuation, so a leading space survives (as in vLLM).
+            self._texts[seq] = CompletionText(
+                self.tokenizer, prompt_token_ids, params, self.eos_token_ids, prompt_context=True
+            )
             self.scheduler.add(seq)
         self.requests[request_id] = request
         return request_id
 
     def _check_prompt(self, prompt_token_ids: list[int], params: SamplingParams) -> None:
+        if params.stop and self.tokenizer is None:
+            raise ValueError("stop: stop strings need a tokenizer; this model has none")
         if not prompt_token_ids:
             raise ValueError("prompt: must contain at least one token")
         vocab = self.model.shape.vocab_size
@@ -303,19 +310,13 @@ class LLMEngine:
 
     def _advance_text(self, seq: Sequence, token: int) -> str:
         """Detokenize the new token, check every stop condition, return the text safe to emit."""
-        checker = self._stop_checkers[seq]
-        reason = checker.check_token(token, len(seq.output_token_ids))
-        text = ""
-        if reason is not FinishReason.STOP:
-            text, stopped = checker.check_text(self._detokenizers[seq].add_tokens([token]))
-            reason = stopped or reason
+        completion = self._texts[seq]
+        text, reason = completion.add_token(token)
         if reason is None and seq.num_tokens >= self.max_model_len:
+            text += completion.finish()
             reason = FinishReason.LENGTH
         if reason is not None:
-            if reason is not FinishReason.STOP or not checker.stopped_by_string:
-                text += checker.flush()
             self._finish(seq, reason)
-        self._texts[seq] += text
         return text
 
     def _finish(self, seq: Sequence, reason: FinishReason) -> None:
@@ -333,7 +334,7 @@ class LLMEngine:
                 CompletionOutput(
                     index=seq.index,
                     token_ids=seq.output_token_ids,
-                    text=self._texts[seq],
+                    text=self._texts[seq].text,
                     new_token_ids=delta.token_ids,
                     new_text=delta.text,
                     logprobs=list(seq.logprobs) if wants_logprobs else None,
@@ -352,6 +353,4 @@ class LLMEngine:
 
     def _forget(self, request: Request) -> None:
         for seq in request.seqs:
-            self._detokenizers.pop(seq, None)
-            self._stop_checkers.pop(seq, None)
             self._texts.pop(seq, None)

@@ -104,8 +104,11 @@ class CompletionText:
         *,
         prompt_context: bool = False,
     ) -> None:
-        self._detokenizer = IncrementalDetokenizer(
-            tokenizer, prompt_token_ids, prompt_context=prompt_context
+        # No tokenizer (a random-weight benchmark model): token ids only, the text stays empty.
+        self._detokenizer = (
+            IncrementalDetokenizer(tokenizer, prompt_token_ids, prompt_context=prompt_context)
+            if tokenizer is not None
+            else None
         )
         self._stop = StopChecker(params, eos_token_ids)
         self._num_tokens = 0
@@ -118,7 +121,8 @@ class CompletionText:
         if finish is FinishReason.STOP:  # a stop token's own text is left out
             text, stopped = "", None
         else:
-            text, stopped = self._stop.check_text(self._detokenizer.add_tokens([token_id]))
+            new_text = self._detokenizer.add_tokens([token_id]) if self._detokenizer else ""
+            text, stopped = self._stop.check_text(new_text)
         if finish is not None and stopped is None:
             rest, stopped = self._drain()
             text += rest
@@ -132,5 +136,6 @@ class CompletionText:
         return text
 
     def _drain(self) -> tuple[str, FinishReason | None]:
-        text, stopped = self._stop.check_text(self._detokenizer.flush())
+        held = self._detokenizer.flush() if self._detokenizer else ""
+        text, stopped = self._stop.check_text(held)
         return (text, stopped) if stopped else (text + self._stop.flush(), None)
