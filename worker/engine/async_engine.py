@@ -125,6 +125,7 @@ class AsyncLLMEngine:
         self._timers: dict[RequestGroup, asyncio.TimerHandle] = {}
         self._ids = count()
         self._pending_adds = 0  # prompts enqueued but not yet in the engine's waiting queue
+        self._add_futures: set[asyncio.Future] = set()  # adds the engine has yet to answer
         self._heartbeat = time.monotonic()
         self._error: BaseException | None = None
         self._stopping = False
@@ -213,6 +214,7 @@ class AsyncLLMEngine:
             self._internal.add(group)
         done = self._loop.create_future()
         self._pending_adds += len(prompts)
+        self._add_futures.add(done)
         self._commands.put(_Add(group, prompts, params, time.time(), done))
         try:
             await done
@@ -221,6 +223,7 @@ class AsyncLLMEngine:
             raise
         finally:
             self._pending_adds -= len(prompts)
+            self._add_futures.discard(done)
         timeout_s = self.options.request_timeout_s if timeout_s is None else timeout_s
         if timeout_s and not group.finished:
             self._timers[group] = self._loop.call_later(timeout_s, self._expire, group)
@@ -261,14 +264,10 @@ class AsyncLLMEngine:
         group.fail(error)
 
     def _fail_all(self, error: BaseException) -> None:
-        """Fail every request, including adds the engine thread will never take."""
-        while True:
-            try:
-                command = self._commands.get_nowait()
-            except queue.Empty:
-                break
-            if isinstance(command, _Add) and not command.done.done():
-                command.done.set_exception(error)
+        """Fail every request, including adds the engine thread will never answer."""
+        for done in self._add_futures:
+            if not done.done():
+                done.set_exception(error)
         for group in {*self._groups.values()}:
             self._fail_group(group, error)
 
@@ -286,7 +285,7 @@ class AsyncLLMEngine:
             log.error("canary generation failed: %r", e)
 
     async def _canary_forever(self) -> None:
-        while True:
+        while self._error is None:
             await asyncio.sleep(self.options.canary_interval_s)
             await self._canary(max_tokens=1, timeout_s=self.options.canary_timeout_s)
 

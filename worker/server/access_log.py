@@ -16,8 +16,8 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
 REQUEST_ID_HEADER = "X-Request-Id"
-REQUEST_ID = "pagoda.request_id"
-LOG_FIELDS = "pagoda.log_fields"
+REQUEST_ID = web.RequestKey("request_id", str)
+LOG_FIELDS = web.RequestKey("log_fields", dict)
 _CLIENT_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 

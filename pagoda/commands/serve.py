@@ -1,0 +1,191 @@
+"""`pagoda serve`: the worker pod's main process, an OpenAI-compatible server.
+
+Engine settings come from EngineConfig's defaults, then `--config engine.json` (the operator
+mounts one from a ConfigMap; its keys are EngineConfig field names), then engine flags given
+on the command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+import time
+from dataclasses import fields
+from pathlib import Path
+
+from worker.engine.config import EngineConfig, add_engine_args
+
+DEFAULT_MODEL = "../shared/models/stories260K"
+ENGINE_FIELDS = [f.name for f in fields(EngineConfig)]
+
+
+class UsageError(Exception):
+    """Something about the command line or the config file; the message says what to do."""
+
+
+def add_parser(subparsers, help_text: str) -> None:
+    parser = subparsers.add_parser(
+        "serve",
+        help=help_text,
+        description=help_text,
+        epilog="Engine flags given here override the keys of --config.",
+    )
+    parser.add_argument(
+        "--model", help=f"Hugging Face model folder (default: {DEFAULT_MODEL}, when present)"
+    )
+    parser.add_argument("--served-model-name", help="the name clients ask for (default: folder)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument("--port", type=int, default=8000, help="port to listen on (0: any free)")
+    parser.add_argument("--config", help="JSON file of engine settings (EngineConfig field names)")
+    parser.add_argument(
+        "--api-key-file",
+        help="file of API keys, one per line; $PAGODA_API_KEY adds keys (comma-separated)",
+    )
+    server = parser.add_argument_group("server")
+    server.add_argument(
+        "--max-waiting-requests",
+        type=int,
+        default=1024,
+        help="requests allowed to wait; beyond them: 429 (default: 1024)",
+    )
+    server.add_argument(
+        "--request-timeout",
+        type=float,
+        default=600.0,
+        help="seconds before a request is aborted; 0 disables (default: 600)",
+    )
+    server.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=25.0,
+        help="seconds in-flight requests get after SIGTERM (default: 25)",
+    )
+    server.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=4 * 2**20,
+        help="largest request body; beyond it: 413 (default: 4 MiB)",
+    )
+    server.add_argument(
+        "--heartbeat-timeout",
+        type=float,
+        default=30.0,
+        help="engine loop silence after which /health fails (default: 30)",
+    )
+    server.add_argument(
+        "--canary-interval",
+        type=float,
+        default=10.0,
+        help="seconds between canary generations behind /ready (default: 10)",
+    )
+    server.add_argument(
+        "--audit-log",
+        action="store_true",
+        help="log prompts and completions (redacted) to the pagoda.audit logger",
+    )
+    server.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
+    add_engine_args(parser)
+    # None marks an engine flag as not given, so that it does not override --config.
+    parser.set_defaults(**{name: None for name in ENGINE_FIELDS if name != "model"})  # fmt: skip
+
+
+def read_config_file(path: str) -> dict:
+    try:
+        values = json.loads(Path(path).read_text())
+    except OSError as e:
+        raise UsageError(f"cannot read --config {path}: {e.strerror}") from e
+    except json.JSONDecodeError as e:
+        raise UsageError(f"--config {path} is not valid JSON: {e}") from e
+    if not isinstance(values, dict):
+        raise UsageError(f"--config {path} must hold a JSON object of engine settings")
+    unknown = sorted(set(values) - set(ENGINE_FIELDS))
+    if unknown:
+        raise UsageError(
+            f"--config {path} has unknown keys: {', '.join(unknown)}; "
+            f"known keys: {', '.join(ENGINE_FIELDS)}"
+        )
+    return values
+
+
+def engine_config(args: argparse.Namespace) -> EngineConfig:
+    import pydantic
+
+    values = read_config_file(args.config) if args.config else {}
+    given = {name: getattr(args, name) for name in ENGINE_FIELDS if name != "model"}
+    values |= {name: value for name, value in given.items() if value is not None}
+    values["model"] = args.model or values.get("model") or _default_model()
+    try:
+        return pydantic.TypeAdapter(EngineConfig).validate_json(json.dumps(values), strict=True)
+    except pydantic.ValidationError as e:
+        problem = e.errors(include_url=False)[0]
+        where = ".".join(map(str, problem["loc"])) or "engine settings"
+        raise UsageError(f"{where}: {problem['msg']}") from e
+
+
+def _default_model() -> str:
+    if Path(DEFAULT_MODEL).is_dir():
+        return DEFAULT_MODEL
+    raise UsageError(
+        f"no model given, and the default {DEFAULT_MODEL} is not here; pass a Hugging Face "
+        "model folder: pagoda serve --model /path/to/model"
+    )
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    for name in ("pagoda.access", "pagoda.audit"):  # already JSON lines
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger = logging.getLogger(name)
+        logger.addHandler(handler)
+        logger.propagate = False
+
+
+def run(args: argparse.Namespace) -> int:
+    from worker.engine.async_engine import AsyncEngineOptions
+    from worker.models.loader import ModelLoadError
+    from worker.server.auth import APIKeyError, load_api_keys
+    from worker.server.runner import Server, ServerSettings, serve_until_signalled
+
+    started = time.monotonic()
+
+    def progress(message: str) -> None:
+        print(f"[{time.monotonic() - started:6.1f}s] {message}", file=sys.stderr, flush=True)
+
+    try:
+        config = engine_config(args)
+        keys = load_api_keys(args.api_key_file)
+    except (UsageError, APIKeyError) as e:
+        print(f"pagoda serve: {e}", file=sys.stderr)
+        return 2
+    _configure_logging(args.log_level)
+    if keys:
+        progress(f"API keys required on /v1 ({len(keys)} configured)")
+    settings = ServerSettings(
+        host=args.host,
+        port=args.port,
+        served_model_name=args.served_model_name,
+        api_keys=keys,
+        max_body_bytes=args.max_body_bytes,
+        drain_timeout_s=args.drain_timeout,
+        audit_log=args.audit_log,
+        engine=AsyncEngineOptions(
+            max_waiting_requests=args.max_waiting_requests,
+            request_timeout_s=args.request_timeout or None,
+            heartbeat_timeout_s=args.heartbeat_timeout,
+            canary_interval_s=args.canary_interval,
+            canary_max_age_s=3 * args.canary_interval + 5,
+        ),
+    )
+    try:
+        asyncio.run(serve_until_signalled(Server(settings), config, progress))
+    except (ModelLoadError, OSError) as e:
+        print(f"pagoda serve: {e}", file=sys.stderr)
+        return 1
+    progress("stopped")
+    return 0

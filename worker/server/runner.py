@@ -1,0 +1,128 @@
+"""The server's life: bind, load the model, serve, drain on SIGTERM, stop.
+
+It binds before loading so that probes answer from the start (/health alive, /ready not
+yet); the model loads on a worker thread while the event loop keeps answering.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiohttp import web
+
+from worker.engine.async_engine import AsyncEngineOptions, AsyncLLMEngine
+from worker.engine.config import EngineConfig
+from worker.server.access_log import JsonAccessLogger
+from worker.server.app import build_app
+from worker.server.audit import AuditLog
+from worker.server.auth import KeyChecker
+from worker.server.metrics import ServerMetrics
+from worker.server.state import LoadedModel, WorkerState
+
+log = logging.getLogger("pagoda.server")
+
+
+@dataclass
+class ServerSettings:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    served_model_name: str | None = None  # defaults to the model folder's name
+    api_keys: list[str] = field(default_factory=list)
+    max_body_bytes: int = 4 * 2**20
+    drain_timeout_s: float = 25.0  # under Kubernetes' default 30 s grace period
+    audit_log: bool = False
+    engine: AsyncEngineOptions = field(default_factory=AsyncEngineOptions)
+
+
+class Server:
+    def __init__(self, settings: ServerSettings) -> None:
+        self.settings = settings
+        self.state = WorkerState(
+            keys=KeyChecker(settings.api_keys),
+            audit=AuditLog(settings.audit_log),
+            max_body_bytes=settings.max_body_bytes,
+        )
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+
+    async def bind(self) -> str:
+        self._runner = web.AppRunner(
+            build_app(self.state),
+            access_log_class=JsonAccessLogger,
+            access_log=logging.getLogger("pagoda.access"),
+            handler_cancellation=True,  # a client that leaves cancels its handler
+            shutdown_timeout=1.0,  # cleanup comes after the drain: no more waiting then
+        )
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.settings.host, self.settings.port)
+        await site.start()
+        host, port = self._runner.addresses[0][:2]
+        self.url = f"http://{host}:{port}"
+        return self.url
+
+    async def load(self, config: EngineConfig, progress: Callable[[str], None]) -> LoadedModel:
+        from worker.engine.engine import LLMEngine  # torch and the model code: only here
+
+        progress(f"loading {config.model}")
+        engine = await asyncio.to_thread(LLMEngine, config)
+        name = self.settings.served_model_name or Path(config.model).resolve().name
+        metrics = ServerMetrics(name, engine.max_model_len)
+        async_engine = AsyncLLMEngine(engine, self.settings.engine, observer=metrics)
+        progress(f"warming up ({engine.max_model_len}-token context, KV cache "
+                 f"{engine.kv_capacity_tokens} tokens)")  # fmt: skip
+        model = LoadedModel(async_engine, name, metrics)
+        await async_engine.start()
+        self.state.serve(model)
+        return model
+
+    async def drain(self) -> bool:
+        """Refuse new work, let in-flight requests finish (up to the deadline), stop."""
+        self.state.start_draining()
+        in_flight = self.state.in_flight
+        finished = await self.state.wait_idle(self.settings.drain_timeout_s)
+        log.info(
+            "drain: %d requests were in flight; %s",
+            in_flight,
+            "all finished" if finished else "deadline passed, aborting the rest",
+        )
+        await self.stop()
+        return finished
+
+    async def stop(self) -> None:
+        if self._runner:
+            await self._runner.cleanup()
+        if self.state.model:
+            await self.state.model.engine.stop()
+            self.state.model.close()
+
+
+async def serve_until_signalled(
+    server: Server, config: EngineConfig, progress: Callable[[str], None]
+) -> None:
+    """The main job of `pagoda serve`: returns after SIGTERM or SIGINT and a drain."""
+    loop = asyncio.get_running_loop()
+    signalled = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        # Not ready at once, before anything else runs: the load balancer must stop sending.
+        loop.add_signal_handler(sig, lambda: (server.state.start_draining(), signalled.set()))
+    url = await server.bind()
+    progress(f"probes answer on {url}/health and {url}/ready")
+    loading = asyncio.create_task(server.load(config, progress))
+    waiting = asyncio.create_task(signalled.wait())
+    await asyncio.wait([loading, waiting], return_when=asyncio.FIRST_COMPLETED)
+    if loading.done():
+        if loading.exception():
+            await server.stop()
+            raise loading.exception()
+        model = loading.result()
+        progress(f"ready: serving {model.name!r} at {url}/v1")
+        await waiting
+    else:
+        loading.cancel()
+    progress("shutting down: draining in-flight requests")
+    await server.drain()
