@@ -1,0 +1,56 @@
+"""kopf glue: watch events in, keys onto the work queue. No logic here.
+
+Only `on.event` handlers: kopf then writes nothing to the LLMDeployment (no finalizer, no
+progress annotations), so deleting one never waits for the operator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import kopf
+from prometheus_client import start_http_server
+
+from .api import GROUP, PLURAL, VERSION
+from .naming import LABEL_DEPLOYMENT, LABEL_MANAGED_BY, MANAGED_BY
+
+OURS = {LABEL_MANAGED_BY: MANAGED_BY, LABEL_DEPLOYMENT: kopf.PRESENT}
+
+
+@kopf.on.startup()
+async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.Logger, **_):
+    settings.posting.enabled = False  # our own Events say what changed and why
+    settings.scanning.disabled = True  # no need to watch CRDs: fewer permissions
+    settings.peering.lifetime = memo.peering_lifetime
+    settings.peering.stealth = True
+    if memo.metrics_port:
+        start_http_server(memo.metrics_port, addr=memo.bind)
+        logger.info("metrics on http://%s:%d/metrics", memo.bind, memo.metrics_port)
+    memo.runtime.start()
+
+
+@kopf.on.cleanup()
+async def stop(memo: kopf.Memo, **_):
+    await memo.runtime.stop()
+
+
+@kopf.on.probe(id="active")
+async def active(memo: kopf.Memo, **_) -> bool:
+    return await asyncio.to_thread(memo.runtime.gate.active)
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL)
+async def llmdeployment_event(type: str, namespace: str, name: str, memo: kopf.Memo, **_):
+    memo.runtime.llmdeployment_changed(namespace, name, deleted=type == "DELETED")
+
+
+@kopf.on.event("apps", "v1", "deployments", labels=OURS)
+@kopf.on.event("v1", "pods", labels=OURS)
+async def child_event(namespace: str, labels: dict, memo: kopf.Memo, **_):
+    memo.runtime.child_changed(namespace, labels[LABEL_DEPLOYMENT])
+
+
+@kopf.on.event("v1", "resourcequotas")
+async def quota_event(namespace: str, memo: kopf.Memo, **_):
+    memo.runtime.namespace_changed(namespace)

@@ -1,0 +1,114 @@
+"""All the operator's Kubernetes API calls, for one LLMDeployment at a time. No decisions here."""
+
+from __future__ import annotations
+
+import contextlib
+from datetime import UTC, datetime
+
+from kubernetes import client
+from kubernetes.dynamic import DynamicClient
+from kubernetes.dynamic.exceptions import ConflictError, NotFoundError
+
+from .api import API_VERSION, KIND
+from .conditions import Transition
+from .naming import FIELD_MANAGER, LABEL_DEPLOYMENT, deployment_name
+from .plan import World
+
+
+class StatusConflict(Exception):
+    """The LLMDeployment changed while it was being reconciled; reconcile it again."""
+
+
+class Cluster:
+    def __init__(self, api_client: client.ApiClient, reporter: str):
+        self.reporter = reporter  # this operator replica, named in the Events it posts
+        self.dynamic = DynamicClient(api_client)
+        self.core = client.CoreV1Api(api_client)
+        self._resources = {}
+
+    def resource(self, api_version: str, kind: str):
+        key = (api_version, kind)
+        if key not in self._resources:
+            self._resources[key] = self.dynamic.resources.get(api_version=api_version, kind=kind)
+        return self._resources[key]
+
+    def read_world(self, namespace: str, name: str) -> World | None:
+        """The LLMDeployment and everything it owns, or None if it is gone."""
+        found = self._get(API_VERSION, KIND, namespace, name)
+        if found is None:
+            return None
+        selector = f"{LABEL_DEPLOYMENT}={name}"
+        deployments = {
+            tier: obj
+            for tier in ("primary", "fallback")
+            if (obj := self._get("apps/v1", "Deployment", namespace, deployment_name(name, tier)))
+        }
+        return World(
+            resource=found,
+            deployments=deployments,
+            pods=self._list("v1", "Pod", namespace, selector),
+            quotas=self._list("v1", "ResourceQuota", namespace),
+            config_maps=self._list("v1", "ConfigMap", namespace, selector),
+            now=datetime.now(UTC),
+        )
+
+    def apply(self, obj: dict) -> None:
+        """Server-side apply as the operator's field manager; unchanged objects stay untouched."""
+        self.dynamic.server_side_apply(
+            self.resource(obj["apiVersion"], obj["kind"]),
+            body=obj,
+            field_manager=FIELD_MANAGER,
+            force_conflicts=True,
+        )
+
+    def delete(self, namespace: str, ref: dict) -> None:
+        with contextlib.suppress(NotFoundError):  # already gone
+            self.resource(ref["apiVersion"], ref["kind"]).delete(
+                name=ref["name"], namespace=namespace, propagation_policy="Background"
+            )
+
+    def write_status(self, resource: dict, status: dict) -> None:
+        """Replace the status subresource, guarded by resourceVersion: a concurrent change of
+        the object makes this fail rather than overwrite what someone else just did."""
+        body = {**resource, "status": status}
+        try:
+            self.resource(API_VERSION, KIND).status.replace(body=body)
+        except (ConflictError, NotFoundError) as error:
+            raise StatusConflict(str(error)) from error
+
+    def post_event(self, resource: dict, transition: Transition) -> None:
+        meta = resource["metadata"]
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        self.core.create_namespaced_event(
+            meta["namespace"],
+            {
+                "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+                "involvedObject": {
+                    "apiVersion": API_VERSION,
+                    "kind": KIND,
+                    "name": meta["name"],
+                    "namespace": meta["namespace"],
+                    "uid": meta["uid"],
+                    "resourceVersion": meta.get("resourceVersion"),
+                },
+                "type": "Warning" if transition.warning else "Normal",
+                "reason": transition.reason,
+                "message": f"{transition.type}={transition.status}: {transition.message}"[:1024],
+                "source": {"component": FIELD_MANAGER},
+                "reportingComponent": f"pagoda.dev/{FIELD_MANAGER}",
+                "reportingInstance": self.reporter[:128],
+                "firstTimestamp": now,
+                "lastTimestamp": now,
+                "count": 1,
+            },
+        )
+
+    def _get(self, api_version: str, kind: str, namespace: str, name: str) -> dict | None:
+        try:
+            return self.resource(api_version, kind).get(name=name, namespace=namespace).to_dict()
+        except NotFoundError:
+            return None
+
+    def _list(self, api_version: str, kind: str, namespace: str, selector: str | None = None):
+        found = self.resource(api_version, kind).get(namespace=namespace, label_selector=selector)
+        return [item.to_dict() for item in found.items]

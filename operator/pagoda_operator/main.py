@@ -1,0 +1,95 @@
+"""Start the operator: Kubernetes clients, peering, the runtime, then kopf's event loop."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import random
+import socket
+from dataclasses import dataclass
+
+import kopf
+from kubernetes import client, config
+from kubernetes.dynamic.exceptions import ConflictError, ResourceNotFoundError
+
+from .kube import Cluster
+from .peering import PeeringGate, Peers
+from .runtime import Runtime
+
+log = logging.getLogger(__name__)
+PEERING_API = "kopf.dev/v1"
+
+
+@dataclass(frozen=True)
+class OperatorOptions:
+    kubeconfig: str | None = None
+    namespaces: tuple[str, ...] = ()  # empty: every namespace
+    peering: str | None = "pagoda"  # None: standalone, no peers
+    priority: int | None = None  # None: random, so two replicas never tie
+    peering_lifetime: int = 30
+    bind: str = "0.0.0.0"
+    liveness_port: int = 8080
+    metrics_port: int = 9090  # 0: no metrics endpoint
+    workers: int = 4
+    resync_seconds: float = 300.0
+    verbose: bool = False
+
+
+def run_operator(options: OperatorOptions) -> int:
+    if options.kubeconfig:
+        os.environ["KUBECONFIG"] = options.kubeconfig  # kopf's own login reads it too
+    config.load_config()
+    identity = os.environ.get("POD_ID") or f"{socket.gethostname()}-{os.getpid()}"
+    priority = options.priority if options.priority is not None else random.randint(1, 2**30)
+    cluster = Cluster(client.ApiClient(), reporter=identity)
+    read_peers = None
+    if options.peering:
+        read_peers = _peering(cluster, options.peering, options.namespaces)
+    gate = PeeringGate(read_peers, identity, priority)
+    memo = kopf.Memo(
+        runtime=Runtime(cluster, gate, options.workers, options.resync_seconds),
+        bind=options.bind,
+        metrics_port=options.metrics_port,
+        peering_lifetime=options.peering_lifetime,
+    )
+    from . import handlers  # noqa: F401  (registers the kopf handlers)
+
+    kopf.configure(verbose=options.verbose)
+    log.info("operator %s starting (peering %s, priority %d)", identity, options.peering, priority)
+    kopf.run(
+        clusterwide=not options.namespaces,
+        namespaces=list(options.namespaces),
+        standalone=options.peering is None,
+        peering_name=options.peering,
+        priority=priority,
+        identity=identity,
+        liveness_endpoint=f"http://{options.bind}:{options.liveness_port}/healthz",
+        memo=memo,
+    )
+    return 0
+
+
+def _peering(cluster: Cluster, name: str, namespaces: tuple[str, ...]):
+    """Make sure the peering objects exist (kopf only joins them), and return how to read them."""
+    kind = "KopfPeering" if namespaces else "ClusterKopfPeering"
+    try:
+        resource = cluster.resource(PEERING_API, kind)
+    except ResourceNotFoundError as error:
+        raise SystemExit(
+            f"the {kind} CRD ({PEERING_API}) is not installed: apply manifests/ or run with"
+            " --standalone"
+        ) from error
+    scopes = list(namespaces) or [None]
+    for namespace in scopes:
+        body = {"apiVersion": PEERING_API, "kind": kind, "metadata": {"name": name}}
+        with contextlib.suppress(ConflictError):  # another replica made it
+            resource.create(body=body, namespace=namespace)
+
+    def read() -> list[Peers]:
+        return [
+            (resource.get(name=name, namespace=namespace).to_dict().get("status") or {})
+            for namespace in scopes
+        ]
+
+    return read

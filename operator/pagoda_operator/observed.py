@@ -1,0 +1,89 @@
+"""What the operator reads back from Kubernetes, reduced to the facts its decisions use."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .naming import GPU, LABEL_REVISION, LABEL_TIER
+
+
+@dataclass(frozen=True)
+class DeploymentState:
+    """A worker Deployment as its controller reports it."""
+
+    revision: str | None
+    wanted: int
+    synced: bool  # the controller has seen the latest spec
+    replicas: int
+    ready: int
+    updated: int
+    available: int
+    deadline_exceeded: bool
+    replica_failure: str | None  # why pods could not be created (e.g. quota), if so
+
+    @property
+    def complete(self) -> bool:
+        """Every pod runs the template and is available, and no old pod is left."""
+        return self.synced and self.wanted == self.updated == self.replicas == self.available
+
+    @classmethod
+    def from_object(cls, obj: dict) -> DeploymentState:
+        meta, spec, status = obj["metadata"], obj.get("spec", {}), obj.get("status") or {}
+        labels = spec.get("template", {}).get("metadata", {}).get("labels", {})
+        conditions = {c["type"]: c for c in status.get("conditions") or []}
+        progressing = conditions.get("Progressing", {})
+        failure = conditions.get("ReplicaFailure", {})
+        return cls(
+            revision=labels.get(LABEL_REVISION),
+            wanted=spec.get("replicas", 1),
+            synced=status.get("observedGeneration", 0) >= meta.get("generation", 0),
+            replicas=status.get("replicas", 0),
+            ready=status.get("readyReplicas", 0),
+            updated=status.get("updatedReplicas", 0),
+            available=status.get("availableReplicas", 0),
+            deadline_exceeded=progressing.get("status") == "False"
+            and progressing.get("reason") == "ProgressDeadlineExceeded",
+            replica_failure=failure.get("message") if failure.get("status") == "True" else None,
+        )
+
+
+@dataclass(frozen=True)
+class GpuQuota:
+    """The tightest ResourceQuota on requests.nvidia.com/gpu in a namespace."""
+
+    name: str
+    hard: int
+    used: int
+
+    @classmethod
+    def tightest(cls, quotas: list[dict]) -> GpuQuota | None:
+        key = f"requests.{GPU}"
+        found = [
+            cls(
+                name=q["metadata"]["name"],
+                hard=_count(q["spec"]["hard"][key]),
+                used=_count(((q.get("status") or {}).get("used") or {}).get(key, "0")),
+            )
+            for q in quotas
+            if key in (q.get("spec") or {}).get("hard", {})
+        ]
+        return min(found, key=lambda q: q.hard - q.used, default=None)
+
+
+def pod_tier(pod: dict) -> str | None:
+    return pod["metadata"].get("labels", {}).get(LABEL_TIER)
+
+
+def pod_gpus(pod: dict) -> int:
+    """GPUs a pod holds against quota: requests of its app containers, unless it has ended."""
+    if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+        return 0
+    containers = pod.get("spec", {}).get("containers", [])
+    return sum(
+        _count(((c.get("resources") or {}).get("requests") or {}).get(GPU, "0")) for c in containers
+    )
+
+
+def _count(quantity: str | int) -> int:
+    """A whole-number quantity such as GPUs ("2"); extended resources cannot be fractional."""
+    return int(str(quantity))

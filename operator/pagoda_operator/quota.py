@@ -1,0 +1,84 @@
+"""GPU accounting against the namespace's ResourceQuota, and what it means for the rollout."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .api.spec import LLMDeploymentSpec
+from .api.status import GpuAccounting
+from .naming import GPU
+from .observed import GpuQuota
+from .verdict import Verdict
+from .workload import Strategy
+
+
+@dataclass(frozen=True)
+class GpuPlan:
+    accounting: GpuAccounting
+    strategy: Strategy
+    verdict: Verdict  # the QuotaExceeded condition
+    surge_note: str  # why the rollout runs without surge; empty when it may surge
+
+
+def plan_gpus(
+    spec: LLMDeploymentSpec,
+    fallback_replicas: int,
+    namespace: str,
+    quota: GpuQuota | None,
+    ours: int,
+) -> GpuPlan:
+    """`ours`: GPUs this LLMDeployment's pods hold now (they are part of the quota's usage)."""
+    per_pod = spec.resources.gpus
+    primary = spec.replicas * per_pod
+    fallback = fallback_replicas * (spec.fallback.resources.gpus if spec.fallback else 0)
+    steady = primary + fallback
+    wanted_surge = spec.rollout.max_surge * per_pod
+    rollout = spec.rollout
+
+    if quota is None:
+        accounting = GpuAccounting(
+            requested=steady + wanted_surge, primary=primary, surge=wanted_surge, fallback=fallback
+        )
+        verdict = Verdict(
+            False, "NoQuota", f"namespace {namespace} has no ResourceQuota on requests.{GPU}"
+        )
+        strategy = Strategy(rollout.max_surge, rollout.max_unavailable)
+        return GpuPlan(accounting, strategy, verdict, "")
+
+    others = max(0, quota.used - ours)
+    available = quota.hard - others
+    may_surge = wanted_surge == 0 or steady + wanted_surge <= available
+    surge = wanted_surge if may_surge else 0
+    accounting = GpuAccounting(
+        requested=steady + surge,
+        primary=primary,
+        surge=surge,
+        fallback=fallback,
+        quota=quota.hard,
+        used_by_others=others,
+        headroom=available - steady - surge,
+    )
+    numbers = (
+        f"ResourceQuota {quota.name} allows {quota.hard} GPUs in namespace {namespace} and other"
+        f" pods use {others}, leaving {available}"
+    )
+    if steady > available:
+        breakdown = f"{spec.replicas} primary x {per_pod}"
+        if spec.fallback:
+            breakdown += f" + {fallback_replicas} fallback x {spec.fallback.resources.gpus}"
+        verdict = Verdict(
+            True,
+            "GPUQuotaExceeded",
+            f"needs {steady} GPUs ({breakdown}) but {numbers}: raise requests.{GPU} of"
+            f" {quota.name} to at least {others + steady}, or lower replicas or resources.gpus",
+        )
+    else:
+        verdict = Verdict(False, "WithinQuota", f"requests {steady + surge} GPUs; {numbers}")
+    if may_surge:
+        strategy = Strategy(rollout.max_surge, rollout.max_unavailable)
+        return GpuPlan(accounting, strategy, verdict, "")
+    note = (
+        f"rolling without surge: {rollout.max_surge} extra pods would need {wanted_surge} more"
+        f" GPUs than the {max(0, available - steady)} the quota leaves"
+    )
+    return GpuPlan(accounting, Strategy(0, max(1, rollout.max_unavailable)), verdict, note)

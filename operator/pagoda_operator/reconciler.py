@@ -1,0 +1,49 @@
+"""One reconciliation: read the world, plan, act. Blocking calls; the operator runs it in a
+thread per key."""
+
+from __future__ import annotations
+
+import logging
+
+from . import metrics
+from .kube import Cluster
+from .plan import plan
+
+log = logging.getLogger(__name__)
+
+
+def reconcile(cluster: Cluster, namespace: str, name: str) -> float | None:
+    """Bring one LLMDeployment's children and status in line with its spec. Returns when it
+    must be looked at again even if nothing changes (a fallback deadline), or None."""
+    with metrics.RECONCILE_SECONDS.time():
+        world = cluster.read_world(namespace, name)
+        if world is None:
+            metrics.forget(namespace, name)
+            return None
+        if world.resource["metadata"].get("deletionTimestamp"):
+            return None  # being deleted: the garbage collector takes the children
+        result = plan(world)
+        for obj in result.apply:
+            cluster.apply(obj)
+            metrics.APPLIES.labels(obj["kind"]).inc()
+        for ref in result.delete:
+            log.info("deleting %s %s/%s", ref["kind"], namespace, ref["name"])
+            cluster.delete(namespace, ref)
+        if result.status_changed(world.resource.get("status")):
+            cluster.write_status(world.resource, result.status)
+            metrics.STATUS_WRITES.inc()
+        # Only after the status is stored: a conflict above recomputes the same transitions.
+        for transition in result.transitions:
+            cluster.post_event(world.resource, transition)
+            metrics.EVENTS.labels("Warning" if transition.warning else "Normal").inc()
+            log.info(
+                "%s/%s %s=%s %s: %s",
+                namespace,
+                name,
+                transition.type,
+                transition.status,
+                transition.reason,
+                transition.message,
+            )
+        metrics.record_status(namespace, name, result.status)
+        return result.requeue_after

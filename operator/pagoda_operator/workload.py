@@ -1,0 +1,249 @@
+"""Worker pods and the Deployments that run them, as plain Kubernetes objects."""
+
+from __future__ import annotations
+
+import json
+import math
+import posixpath
+from dataclasses import dataclass
+
+from .api.spec import ModelSource
+from .naming import (
+    GPU,
+    LABEL_REVISION,
+    Owner,
+    common_labels,
+    config_map_name,
+    deployment_name,
+    tier_selector,
+)
+from .revision import TierConfig
+
+CONFIG_DIR = "/etc/pagoda"
+ENGINE_FILE = "engine.json"
+API_KEY_DIR = f"{CONFIG_DIR}/api-key"
+MODELS_DIR = "/models"
+DOWNLOAD_DIR = f"{MODELS_DIR}/model"
+# Before SIGTERM, give Service endpoints time to drop the pod, so no new request reaches a
+# server that has begun draining.
+PRESTOP_SECONDS = 5
+STARTUP_PERIOD_SECONDS = 10
+WORKER_UID = 1000
+
+
+@dataclass(frozen=True)
+class Strategy:
+    max_surge: int
+    max_unavailable: int
+
+
+def engine_config_map(owner: Owner, config: TierConfig) -> dict:
+    """The revision's engine.json, plus the whole TierConfig so a rollback can re-render it.
+    Content-addressed by name, hence immutable."""
+    engine = json.dumps(config.engine.engine_json(), indent=2, sort_keys=True) + "\n"
+    revision = config.model_dump_json(by_alias=True, indent=2) + "\n"
+    name = config_map_name(owner.name, config.tier, config.revision)
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": owner.metadata(name, config.tier, **{LABEL_REVISION: config.revision}),
+        "immutable": True,
+        "data": {ENGINE_FILE: engine, "revision.json": revision},
+    }
+
+
+def deployment(
+    owner: Owner, config: TierConfig, replicas: int, strategy: Strategy, progress_deadline: int
+) -> dict:
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": owner.metadata(deployment_name(owner.name, config.tier), config.tier),
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": tier_selector(owner.name, config.tier)},
+            "strategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": {
+                    "maxSurge": strategy.max_surge,
+                    "maxUnavailable": strategy.max_unavailable,
+                },
+            },
+            "progressDeadlineSeconds": progress_deadline,
+            "revisionHistoryLimit": 3,
+            "template": pod_template(owner, config),
+        },
+    }
+
+
+def pod_template(owner: Owner, config: TierConfig) -> dict:
+    model_dir, model_volume, fetch = _model(config.source, config.image)
+    volumes = [
+        model_volume,
+        {
+            "name": "engine-config",
+            "configMap": {"name": config_map_name(owner.name, config.tier, config.revision)},
+        },
+        {"name": "tmp", "emptyDir": {}},
+    ]
+    mounts = [
+        {"name": "model", "mountPath": MODELS_DIR, "readOnly": True},
+        {
+            "name": "engine-config",
+            "mountPath": f"{CONFIG_DIR}/{ENGINE_FILE}",
+            "subPath": ENGINE_FILE,
+            "readOnly": True,
+        },
+        {"name": "tmp", "mountPath": "/tmp"},
+    ]
+    command = [
+        "pagoda", "serve",
+        "--model", model_dir,
+        "--served-model-name", config.served_name,
+        "--host", "0.0.0.0",
+        "--port", str(config.serving.port),
+        "--config", f"{CONFIG_DIR}/{ENGINE_FILE}",
+    ]  # fmt: skip
+    api_key = config.serving.api_key_secret
+    if api_key is not None:
+        volumes.append(
+            {
+                "name": "api-key",
+                "secret": {
+                    "secretName": api_key.name,
+                    "items": [{"key": api_key.key, "path": "key"}],
+                    "defaultMode": 0o440,
+                },
+            }
+        )
+        mounts.append({"name": "api-key", "mountPath": API_KEY_DIR, "readOnly": True})
+        command += ["--api-key-file", f"{API_KEY_DIR}/key"]
+
+    worker = {
+        "name": "worker",
+        "image": config.image,
+        "imagePullPolicy": config.image_pull_policy,
+        "command": command,
+        "ports": [{"name": "http", "containerPort": config.serving.port, "protocol": "TCP"}],
+        "env": _scratch_env(),
+        "resources": _resources(config),
+        "startupProbe": _probe(
+            "/health",
+            period=STARTUP_PERIOD_SECONDS,
+            failures=math.ceil(config.serving.startup_timeout_seconds / STARTUP_PERIOD_SECONDS),
+        ),
+        "readinessProbe": _probe("/ready", period=5, failures=3),
+        "livenessProbe": _probe("/health", period=10, failures=3),
+        "lifecycle": {"preStop": {"sleep": {"seconds": PRESTOP_SECONDS}}},
+        "volumeMounts": mounts,
+        "securityContext": _container_security(),
+    }
+    spec = {
+        "containers": [worker],
+        "volumes": volumes,
+        "terminationGracePeriodSeconds": (
+            PRESTOP_SECONDS + config.serving.termination_grace_period_seconds
+        ),
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": WORKER_UID,
+            "runAsGroup": WORKER_UID,
+            "fsGroup": WORKER_UID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+    }
+    if fetch is not None:
+        spec["initContainers"] = [fetch]
+    if config.resources.node_selector:
+        spec["nodeSelector"] = dict(config.resources.node_selector)
+    if config.resources.tolerations:
+        spec["tolerations"] = [
+            {k: v for k, v in t.model_dump(by_alias=True).items() if v not in ("", None)}
+            for t in config.resources.tolerations
+        ]
+    labels = {
+        **common_labels(owner.name, config.tier),
+        **tier_selector(owner.name, config.tier),
+        LABEL_REVISION: config.revision,
+    }
+    metadata: dict = {"labels": labels}
+    if config.pod_annotations:
+        metadata["annotations"] = dict(config.pod_annotations)
+    return {"metadata": metadata, "spec": spec}
+
+
+def _model(source: ModelSource, image: str) -> tuple[str, dict, dict | None]:
+    """Where the worker finds the model, the volume holding it, and the init container (if
+    any) that downloads it."""
+    if source.pvc is not None:
+        volume = {
+            "name": "model",
+            "persistentVolumeClaim": {"claimName": source.pvc.claim_name, "readOnly": True},
+        }
+        return posixpath.join(MODELS_DIR, source.pvc.path).rstrip("/"), volume, None
+    volume = {"name": "model", "emptyDir": {}}
+    if source.hf is not None:
+        command = [
+            "hf", "download", source.hf.repo,
+            "--revision", source.hf.revision,
+            "--local-dir", DOWNLOAD_DIR,
+        ]  # fmt: skip
+        env = _scratch_env()
+        if source.hf.token_secret is not None:
+            secret = {"name": source.hf.token_secret.name, "key": source.hf.token_secret.key}
+            env.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": secret}})
+    else:
+        script = (
+            'mkdir -p "$TARGET" && curl -fsSL --retry 5 -o /tmp/model.tar "$MODEL_URI"'
+            ' && tar -xf /tmp/model.tar -C "$TARGET" && rm /tmp/model.tar'
+        )
+        command = ["sh", "-ec", script]
+        env = [
+            *_scratch_env(),
+            {"name": "MODEL_URI", "value": source.uri},
+            {"name": "TARGET", "value": DOWNLOAD_DIR},
+        ]
+    fetch = {
+        "name": "fetch-model",
+        "image": image,
+        "command": command,
+        "env": env,
+        "volumeMounts": [
+            {"name": "model", "mountPath": MODELS_DIR},
+            {"name": "tmp", "mountPath": "/tmp"},
+        ],
+        "securityContext": _container_security(),
+    }
+    return DOWNLOAD_DIR, volume, fetch
+
+
+def _resources(config: TierConfig) -> dict:
+    requests = {"cpu": config.resources.cpu, "memory": config.resources.memory}
+    limits = {"memory": config.resources.memory}
+    if config.resources.gpus:
+        requests[GPU] = limits[GPU] = str(config.resources.gpus)
+    return {"requests": requests, "limits": limits}
+
+
+def _probe(path: str, period: int, failures: int) -> dict:
+    return {
+        "httpGet": {"path": path, "port": "http"},
+        "periodSeconds": period,
+        "timeoutSeconds": 5,
+        "failureThreshold": failures,
+    }
+
+
+def _scratch_env() -> list[dict]:
+    # The root filesystem is read-only: caches (Hugging Face, Triton, torch) live in /tmp.
+    return [{"name": "HOME", "value": "/tmp"}, {"name": "HF_HOME", "value": "/tmp/hf"}]
+
+
+def _container_security() -> dict:
+    return {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+    }

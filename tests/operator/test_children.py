@@ -1,0 +1,218 @@
+"""Desired children: ConfigMap, Deployments and their pods, Service, PodDisruptionBudget."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from operator_world import PVC_SOURCE
+from pagoda_operator.api.spec import LLMDeploymentSpec
+from pagoda_operator.naming import Owner
+from pagoda_operator.network import disruption_budget, service
+from pagoda_operator.revision import TierConfig, fallback_config, primary_config
+from pagoda_operator.workload import Strategy, deployment, engine_config_map, pod_template
+
+OWNER = Owner("team", "demo", "uid-1")
+
+
+def spec(**changes) -> LLMDeploymentSpec:
+    body = {"model": {"name": "stories", "source": PVC_SOURCE}, "replicas": 2} | changes
+    return LLMDeploymentSpec.model_validate(body)
+
+
+def worker(template: dict) -> dict:
+    return template["spec"]["containers"][0]
+
+
+def test_worker_pod_follows_the_worker_contract():
+    template = pod_template(OWNER, primary_config(spec(resources={"gpus": 2, "memory": "24Gi"})))
+    container = worker(template)
+    assert container["command"] == [
+        "pagoda", "serve",
+        "--model", "/models/stories260K",
+        "--served-model-name", "stories",
+        "--host", "0.0.0.0",
+        "--port", "8000",
+        "--config", "/etc/pagoda/engine.json",
+    ]  # fmt: skip
+    resources = container["resources"]
+    assert resources["requests"]["nvidia.com/gpu"] == resources["limits"]["nvidia.com/gpu"] == "2"
+    assert resources["limits"]["memory"] == "24Gi"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/ready"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/health"
+    startup = container["startupProbe"]
+    assert startup["httpGet"]["path"] == "/health"
+    budget = startup["periodSeconds"] * startup["failureThreshold"]
+    assert budget >= 1800, "the default startup budget covers a 30-minute model load"
+    assert container["lifecycle"]["preStop"]["sleep"]["seconds"] > 0
+    grace = template["spec"]["terminationGracePeriodSeconds"]
+    assert grace >= 60 + container["lifecycle"]["preStop"]["sleep"]["seconds"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert template["spec"]["securityContext"]["runAsNonRoot"] is True
+
+
+def test_startup_budget_follows_the_spec():
+    config = primary_config(spec(serving={"startupTimeoutSeconds": 3600}))
+    startup = worker(pod_template(OWNER, config))["startupProbe"]
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 3600
+
+
+def test_cpu_pods_request_no_gpu():
+    resources = worker(pod_template(OWNER, primary_config(spec(resources={"gpus": 0}))))[
+        "resources"
+    ]
+    assert "nvidia.com/gpu" not in resources["requests"]
+    assert "nvidia.com/gpu" not in resources["limits"]
+
+
+@pytest.mark.parametrize(
+    ("change", "rolls"),
+    [
+        ({"engine": {"maxNumSeqs": 64}}, True),
+        ({"engine": {"dtype": "bfloat16"}}, True),
+        ({"model": {"name": "other", "source": PVC_SOURCE}}, True),
+        ({"model": {"name": "stories", "source": {"hf": {"repo": "org/m"}}}}, True),
+        ({"image": "pagoda-worker:0.2.0"}, True),
+        ({"resources": {"gpus": 2}}, True),
+        ({"podAnnotations": {"a": "b"}}, True),
+        ({"replicas": 5}, False),
+        ({"rollout": {"maxSurge": 3}}, False),
+        ({"fallback": {"model": {"source": PVC_SOURCE}}}, False),
+    ],
+)
+def test_config_hash_in_the_pod_template_rolls_exactly_on_pod_changes(change, rolls):
+    before, after = primary_config(spec()), primary_config(spec(**change))
+    label = "pagoda.dev/revision"
+    template_before = pod_template(OWNER, before)
+    template_after = pod_template(OWNER, after)
+    assert (
+        template_before["metadata"]["labels"][label] != template_after["metadata"]["labels"][label]
+    ) is rolls
+    assert (template_before != template_after) is rolls
+
+
+def test_engine_config_map_holds_engine_json_and_the_revision():
+    config = primary_config(spec(engine={"maxModelLen": 4096, "prefixCaching": False}))
+    cm = engine_config_map(OWNER, config)
+    assert cm["metadata"]["name"] == f"demo-primary-{config.revision}"
+    assert cm["immutable"] is True
+    engine = json.loads(cm["data"]["engine.json"])
+    assert engine == {
+        "attention_backend": "auto",
+        "block_size": 16,
+        "dtype": "auto",
+        "enable_prefix_caching": False,
+        "enforce_eager": False,
+        "gpu_memory_utilization": 0.9,
+        "max_model_len": 4096,
+        "max_num_batched_tokens": 8192,
+        "max_num_seqs": 256,
+    }
+    assert TierConfig.model_validate_json(cm["data"]["revision.json"]) == config
+    volume = next(
+        v for v in pod_template(OWNER, config)["spec"]["volumes"] if v["name"] == "engine-config"
+    )
+    assert volume["configMap"]["name"] == cm["metadata"]["name"]
+
+
+def test_engine_json_keys_are_engine_config_fields():
+    from dataclasses import fields
+
+    from worker.engine.config import EngineConfig
+
+    known = {f.name for f in fields(EngineConfig)}
+    assert set(spec().engine.engine_json()) <= known
+
+
+def test_hugging_face_source_downloads_in_an_init_container():
+    source = {"hf": {"repo": "Qwen/Qwen2.5-0.5B", "revision": "abc123",
+                     "tokenSecret": {"name": "hf"}}}  # fmt: skip
+    template = pod_template(OWNER, primary_config(spec(model={"name": "qwen", "source": source})))
+    fetch = template["spec"]["initContainers"][0]
+    assert fetch["command"][:3] == ["hf", "download", "Qwen/Qwen2.5-0.5B"]
+    assert fetch["command"][fetch["command"].index("--revision") + 1] == "abc123"
+    token = next(e for e in fetch["env"] if e["name"] == "HF_TOKEN")
+    assert token["valueFrom"]["secretKeyRef"] == {"name": "hf", "key": "token"}
+    model = next(v for v in template["spec"]["volumes"] if v["name"] == "model")
+    assert model == {"name": "model", "emptyDir": {}}
+    assert worker(template)["command"][3] == "/models/model"
+
+
+def test_uri_source_downloads_and_unpacks_an_archive():
+    source = {"uri": "https://models.example/llama.tar.gz"}
+    template = pod_template(OWNER, primary_config(spec(model={"name": "m", "source": source})))
+    fetch = template["spec"]["initContainers"][0]
+    env = {e["name"]: e.get("value") for e in fetch["env"]}
+    assert env["MODEL_URI"] == source["uri"]
+    assert "tar -xf" in fetch["command"][-1]
+
+
+def test_pvc_source_is_mounted_read_only_without_init_container():
+    template = pod_template(OWNER, primary_config(spec()))
+    assert "initContainers" not in template["spec"]
+    model = next(v for v in template["spec"]["volumes"] if v["name"] == "model")
+    assert model["persistentVolumeClaim"] == {"claimName": "models", "readOnly": True}
+
+
+def test_api_key_secret_is_mounted_and_passed():
+    config = primary_config(spec(serving={"apiKeySecret": {"name": "keys", "key": "k"}}))
+    template = pod_template(OWNER, config)
+    assert worker(template)["command"][-2:] == ["--api-key-file", "/etc/pagoda/api-key/key"]
+    secret = next(v for v in template["spec"]["volumes"] if v["name"] == "api-key")["secret"]
+    assert secret["secretName"] == "keys"
+    assert secret["items"] == [{"key": "k", "path": "key"}]
+
+
+def test_scheduling_constraints_reach_the_pod():
+    resources = {
+        "nodeSelector": {"gpu": "h100"},
+        "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+    }
+    template = pod_template(OWNER, primary_config(spec(resources=resources)))
+    assert template["spec"]["nodeSelector"] == {"gpu": "h100"}
+    assert template["spec"]["tolerations"] == [
+        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+    ]
+
+
+def test_deployment_rolls_with_the_given_strategy_and_deadline():
+    config = primary_config(spec())
+    obj = deployment(OWNER, config, 3, Strategy(0, 1), 900)
+    assert obj["metadata"]["name"] == "demo-primary"
+    assert obj["spec"]["replicas"] == 3
+    assert obj["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 0, "maxUnavailable": 1}
+    assert obj["spec"]["progressDeadlineSeconds"] == 900
+    assert obj["spec"]["selector"]["matchLabels"] == {
+        "pagoda.dev/deployment": "demo",
+        "pagoda.dev/tier": "primary",
+    }
+    reference = obj["metadata"]["ownerReferences"][0]
+    assert reference["uid"] == "uid-1" and reference["controller"] is True
+
+
+def test_fallback_serves_under_the_primary_name_with_its_own_model():
+    fallback = {
+        "model": {"source": {"hf": {"repo": "org/small"}}},
+        "resources": {"gpus": 0, "memory": "4Gi"},
+    }
+    config = fallback_config(spec(fallback=fallback))
+    assert config.tier == "fallback"
+    assert config.served_name == "stories"
+    assert config.image == spec().image
+    template = pod_template(OWNER, config)
+    assert template["metadata"]["labels"]["pagoda.dev/tier"] == "fallback"
+    assert "nvidia.com/gpu" not in worker(template)["resources"]["requests"]
+    assert fallback_config(spec()) is None
+
+
+@pytest.mark.parametrize("tier", ["primary", "fallback"])
+def test_service_selects_the_active_tier(tier):
+    obj = service(OWNER, 8000, tier)
+    assert obj["spec"]["selector"] == {"pagoda.dev/deployment": "demo", "pagoda.dev/tier": tier}
+    assert obj["spec"]["ports"][0]["targetPort"] == "http"
+
+
+def test_disruption_budget_covers_both_tiers_one_pod_at_a_time():
+    pdb = disruption_budget(OWNER)
+    assert pdb["spec"]["selector"]["matchLabels"] == {"pagoda.dev/deployment": "demo"}
+    assert pdb["spec"]["maxUnavailable"] == 1

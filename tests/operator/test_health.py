@@ -1,0 +1,83 @@
+"""Pod problems, one row per signal the kubelet or scheduler reports."""
+
+from __future__ import annotations
+
+import pytest
+from operator_world import pod
+from pagoda_operator.health import pod_problem
+
+
+@pytest.mark.parametrize(
+    ("case", "observed", "reason", "says"),
+    [
+        ("ready", pod(), None, None),
+        ("still loading the model", pod(ready=False, started=False), None, None),
+        ("pending, not yet scheduled", pod(phase="Pending", ready=False, started=None), None, None),
+        ("terminating", pod(ready=False, waiting="CrashLoopBackOff", deleting=True), None, None),
+        (
+            "no node has the GPUs",
+            pod(phase="Pending", ready=False, unschedulable="0/2: Insufficient nvidia.com/gpu"),
+            "Unschedulable",
+            "Insufficient nvidia.com/gpu",
+        ),
+        (
+            "crash loop",
+            pod(ready=False, started=False, waiting="CrashLoopBackOff", last_terminated="Error",
+                restarts=4),
+            "CrashLoopBackOff",
+            "4 restarts, last exit code 1",
+        ),
+        (
+            "OOM-killed",
+            pod(ready=False, started=False, waiting="CrashLoopBackOff",
+                last_terminated="OOMKilled", exit_code=137, restarts=2),
+            "OOMKilled",
+            "raise resources.memory",
+        ),
+        (
+            "OOM-killed once, fine since",
+            pod(ready=True, last_terminated="OOMKilled", exit_code=137, restarts=1),
+            None,
+            None,
+        ),
+        (
+            "image cannot be pulled",
+            pod(phase="Pending", ready=False, started=False, waiting="ImagePullBackOff"),
+            "ImagePullBackOff",
+            "check spec.image",
+        ),
+        (
+            "ErrImagePull counts the same",
+            pod(phase="Pending", ready=False, started=False, waiting="ErrImagePull"),
+            "ImagePullBackOff",
+            "cannot pull the image",
+        ),
+        (
+            "a Secret is missing",
+            pod(phase="Pending", ready=False, started=False, waiting="CreateContainerConfigError"),
+            "ConfigError",
+            "check the Secrets",
+        ),
+        ("readiness failing", pod(ready=False), "ReadinessFailing", "GET /ready fails"),
+        ("readiness failing, no started field", pod(ready=False, started=None), "ReadinessFailing",
+         "not ready"),
+    ],
+)  # fmt: skip
+def test_pod_problem(case, observed, reason, says):
+    problem = pod_problem(observed)
+    if reason is None:
+        assert problem is None, case
+        return
+    assert problem is not None, case
+    assert problem.reason == reason, case
+    assert problem.pod == "demo-primary-abc"
+    assert "demo-primary-abc" in problem.message, "the message names the pod"
+    assert says in problem.message, problem.message
+
+
+def test_the_worst_container_problem_wins():
+    observed = pod(ready=False, started=False, waiting="CrashLoopBackOff")
+    observed["status"]["initContainerStatuses"] = [
+        {"name": "fetch-model", "ready": False, "state": {"waiting": {"reason": "ErrImagePull"}}}
+    ]
+    assert pod_problem(observed).reason == "ImagePullBackOff"

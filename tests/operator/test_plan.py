@@ -1,0 +1,225 @@
+"""The whole reconciliation as a pure function, over a few realistic worlds."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from operator_world import PVC_SOURCE, T0, deployment, llmd, pod, quota
+from pagoda_operator.api.spec import LLMDeploymentSpec
+from pagoda_operator.naming import Owner
+from pagoda_operator.plan import World, plan
+from pagoda_operator.revision import primary_config
+from pagoda_operator.workload import engine_config_map
+
+FALLBACK = {
+    "model": {"source": {"hf": {"repo": "org/small"}}},
+    "resources": {"gpus": 0},
+    "promoteAfterSeconds": 10,
+    "demoteAfterSeconds": 20,
+}
+
+
+def revision_of(resource: dict) -> str:
+    return primary_config(LLMDeploymentSpec.model_validate(resource["spec"])).revision
+
+
+def settle(world: World) -> tuple[dict, object]:
+    """Plan once, store the status as the operator would, and plan again."""
+    first = plan(world)
+    stored = {**world.resource, "status": first.status}
+    return stored, plan(World(**{**world.__dict__, "resource": stored}))
+
+
+def conditions(status: dict) -> dict[str, tuple[str, str]]:
+    return {c["type"]: (c["status"], c["reason"]) for c in status["conditions"]}
+
+
+def kinds(result) -> list[str]:
+    return [f"{o['kind']}/{o['metadata']['name']}" for o in result.apply]
+
+
+def test_a_new_llmdeployment_gets_its_children_and_a_pending_status():
+    result = plan(World(llmd(), now=T0))
+    revision = revision_of(llmd())
+    assert kinds(result) == [
+        f"ConfigMap/demo-primary-{revision}",
+        "Deployment/demo-primary",
+        "Service/demo",
+        "PodDisruptionBudget/demo",
+    ]
+    status = result.status
+    assert status["phase"] == "Pending"
+    assert status["observedGeneration"] == 1
+    assert status["endpoint"] == "http://demo.team.svc:8000/v1"
+    assert status["selector"] == "pagoda.dev/deployment=demo,pagoda.dev/tier=primary"
+    assert conditions(status)["Ready"] == ("False", "NoReadyPods")
+    assert conditions(status)["Progressing"] == ("True", "NewRevision")
+    assert [t.reason for t in result.transitions] == ["NewRevision"]
+    assert result.delete == []
+
+
+def test_all_ready_means_ready_and_a_second_pass_changes_nothing():
+    resource = llmd()
+    revision = revision_of(resource)
+    world = World(
+        resource,
+        deployments={"primary": deployment(revision=revision)},
+        pods=[pod("p1"), pod("p2")],
+        now=T0,
+    )
+    stored, again = settle(world)
+    assert stored["status"]["phase"] == "Ready"
+    assert conditions(stored["status"])["Ready"] == ("True", "Serving")
+    assert stored["status"]["revisions"]["lastReady"] == revision
+    assert not again.status_changed(stored["status"]), "reconciling twice writes nothing"
+    assert again.transitions == []
+    assert again.apply == plan(world).apply
+
+
+def test_status_does_not_churn_as_time_passes():
+    resource = llmd(fallback=FALLBACK)
+    world = World(
+        resource, deployments={"primary": deployment(revision=revision_of(resource))}, now=T0
+    )
+    stored, _ = settle(world)
+    later = plan(World(**{**world.__dict__, "resource": stored, "now": T0 + timedelta(seconds=3)}))
+    assert not later.status_changed(stored["status"])
+
+
+def test_pod_problems_make_degraded_with_pod_names():
+    resource = llmd()
+    world = World(
+        resource,
+        deployments={"primary": deployment(revision=revision_of(resource), ready=1)},
+        pods=[
+            pod("p1"),
+            pod(
+                "p2",
+                ready=False,
+                started=False,
+                waiting="CrashLoopBackOff",
+                last_terminated="OOMKilled",
+                exit_code=137,
+            ),
+        ],
+        now=T0,
+    )
+    result = plan(world)
+    assert conditions(result.status)["Degraded"] == ("True", "OOMKilled")
+    degraded = next(c for c in result.status["conditions"] if c["type"] == "Degraded")
+    assert "[primary]" in degraded["message"] and "p2" in degraded["message"]
+    assert result.status["phase"] == "Degraded"
+
+
+def test_quota_failures_surface_as_degraded_and_quota_exceeded():
+    resource = llmd(replicas=3, resources={"gpus": 2})
+    message = 'pods "x" is forbidden: exceeded quota: gpus'
+    world = World(
+        resource,
+        deployments={
+            "primary": deployment(
+                revision=revision_of(resource), wanted=3, ready=2, replica_failure=message
+            )
+        },
+        pods=[pod("p1", gpus=2), pod("p2", gpus=2)],
+        quotas=[quota(4, 4)],
+        now=T0,
+    )
+    status = plan(world).status
+    assert conditions(status)["QuotaExceeded"] == ("True", "GPUQuotaExceeded")
+    assert conditions(status)["Degraded"] == ("True", "FailedCreate")
+    assert status["gpus"] == {
+        "requested": 6,
+        "primary": 6,
+        "surge": 0,
+        "fallback": 0,
+        "quota": 4,
+        "usedByOthers": 0,
+        "headroom": -2,
+    }
+
+
+def test_fallback_promotion_switches_the_service_then_demotion_switches_back():
+    resource = llmd(fallback=FALLBACK)
+    revision = revision_of(resource)
+    down = {
+        "primary": deployment(revision=revision, ready=0),
+        "fallback": deployment("fallback", revision="f", wanted=1, ready=1),
+    }
+    up = {**down, "primary": deployment(revision=revision)}
+
+    def step(resource: dict, deployments: dict, second: int):
+        result = plan(World(resource, deployments=deployments, now=T0 + timedelta(seconds=second)))
+        service = next(o for o in result.apply if o["kind"] == "Service")
+        return {**resource, "status": result.status}, result, service["spec"]["selector"]
+
+    resource, result, selector = step(resource, down, 0)
+    assert selector["pagoda.dev/tier"] == "primary"
+    assert result.requeue_after == 10, "wake up at the promotion deadline"
+    resource, result, selector = step(resource, down, 10)
+    assert selector["pagoda.dev/tier"] == "fallback"
+    assert resource["status"]["activeTier"] == "fallback"
+    assert conditions(resource["status"])["FallbackActive"] == ("True", "PrimaryUnavailable")
+    assert conditions(resource["status"])["Ready"] == ("True", "Serving")
+    assert resource["status"]["phase"] == "Degraded"
+    resource, result, selector = step(resource, up, 15)
+    assert selector["pagoda.dev/tier"] == "fallback"
+    assert result.requeue_after == 20
+    resource, result, selector = step(resource, up, 35)
+    assert selector["pagoda.dev/tier"] == "primary"
+    assert [(t.type, t.status) for t in result.transitions] == [("FallbackActive", False)]
+
+
+def test_removing_the_fallback_deletes_its_deployment():
+    resource = llmd()
+    world = World(resource, deployments={"fallback": deployment("fallback")}, now=T0)
+    assert {"apiVersion": "apps/v1", "kind": "Deployment", "name": "demo-fallback"} in plan(
+        world
+    ).delete
+
+
+def test_old_revision_config_maps_are_deleted_but_the_last_ready_one_is_kept():
+    owner = Owner("team", "demo", "uid-1")
+
+    def config_map(model: str) -> dict:
+        spec = LLMDeploymentSpec.model_validate({"model": {"name": model, "source": PVC_SOURCE}})
+        return engine_config_map(owner, primary_config(spec))
+
+    ready, stale = config_map("ready-one"), config_map("stale-one")
+    last_ready = ready["metadata"]["labels"]["pagoda.dev/revision"]
+    resource = llmd(status={"revisions": {"lastReady": last_ready}})
+    result = plan(World(resource, config_maps=[ready, stale], now=T0))
+    deleted = [ref["name"] for ref in result.delete]
+    assert deleted == [stale["metadata"]["name"]]
+
+
+def test_rollback_renders_the_last_ready_revision_from_its_config_map():
+    owner = Owner("team", "demo", "uid-1")
+    old_spec = LLMDeploymentSpec.model_validate({"model": {"name": "old", "source": PVC_SOURCE}})
+    old = primary_config(old_spec)
+    resource = llmd(
+        model={"name": "new", "source": PVC_SOURCE},
+        status={"revisions": {"lastReady": old.revision}},
+    )
+    new_revision = revision_of(resource)
+    stalled = deployment(revision=new_revision, updated=1, replicas=3, deadline_exceeded=True)
+    world = World(
+        resource,
+        deployments={"primary": stalled},
+        config_maps=[engine_config_map(owner, old)],
+        now=T0,
+    )
+    result = plan(world)
+    primary = next(o for o in result.apply if o["kind"] == "Deployment")
+    assert primary["spec"]["template"]["metadata"]["labels"]["pagoda.dev/revision"] == old.revision
+    assert result.status["revisions"]["rolledBackFrom"] == new_revision
+    assert conditions(result.status)["RolledBack"] == ("True", "ProgressDeadlineExceeded")
+    assert any(t.type == "RolledBack" and t.warning for t in result.transitions)
+
+
+@pytest.mark.parametrize("replicas", [0, 1, 3])
+def test_primary_replicas_follow_the_spec(replicas):
+    result = plan(World(llmd(replicas=replicas), now=T0))
+    primary = next(o for o in result.apply if o["kind"] == "Deployment")
+    assert primary["spec"]["replicas"] == replicas

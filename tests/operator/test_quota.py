@@ -1,0 +1,68 @@
+"""GPU accounting against the namespace quota, and surge that the quota cannot fit."""
+
+from __future__ import annotations
+
+import pytest
+from operator_world import PVC_SOURCE, quota
+from pagoda_operator.api.spec import LLMDeploymentSpec
+from pagoda_operator.observed import GpuQuota
+from pagoda_operator.quota import plan_gpus
+
+
+def spec(replicas=2, gpus=2, surge=1, unavailable=0, fallback_gpus=None):
+    body = {
+        "model": {"name": "m", "source": PVC_SOURCE},
+        "replicas": replicas,
+        "resources": {"gpus": gpus},
+        "rollout": {"maxSurge": surge, "maxUnavailable": unavailable},
+    }
+    if fallback_gpus is not None:
+        body["fallback"] = {"model": {"source": PVC_SOURCE}, "resources": {"gpus": fallback_gpus}}
+    return LLMDeploymentSpec.model_validate(body)
+
+
+@pytest.mark.parametrize(
+    ("case", "spec", "fallback_replicas", "quota", "ours",
+     "requested", "headroom", "strategy", "exceeded", "reason"),
+    [
+        ("no quota: surge as asked", spec(), 0, None, 0, 6, None, (1, 0), False, "NoQuota"),
+        ("plenty of quota", spec(), 0, quota(16, 4), 4, 6, 10, (1, 0), False, "WithinQuota"),
+        ("others hold GPUs too", spec(), 0, quota(8, 6), 4, 6, 0, (1, 0), False, "WithinQuota"),
+        ("surge does not fit: roll without it", spec(), 0, quota(5, 4), 4, 4, 1, (0, 1), False,
+         "WithinQuota"),
+        ("surge does not fit, maxUnavailable kept when larger", spec(unavailable=2, surge=1), 0,
+         quota(4, 0), 0, 4, 0, (0, 2), False, "WithinQuota"),
+        ("warm fallback counts", spec(fallback_gpus=1), 1, quota(8, 0), 0, 7, 1, (1, 0), False,
+         "WithinQuota"),
+        ("the pods alone exceed the quota", spec(replicas=3), 0, quota(4, 0), 0, 6, -2, (0, 1),
+         True, "GPUQuotaExceeded"),
+        ("CPU-only pods never touch the GPU quota", spec(gpus=0), 0, quota(0, 0), 0, 0, 0,
+         (1, 0), False, "WithinQuota"),
+    ],
+)  # fmt: skip
+def test_plan_gpus(case, spec, fallback_replicas, quota, ours, requested, headroom, strategy,
+                   exceeded, reason):  # fmt: skip
+    plan = plan_gpus(
+        spec, fallback_replicas, "team", GpuQuota.tightest([quota] if quota else []), ours
+    )
+    assert plan.accounting.requested == requested, case
+    assert plan.accounting.headroom == headroom, case
+    assert (plan.strategy.max_surge, plan.strategy.max_unavailable) == strategy, case
+    assert plan.verdict.status is exceeded, case
+    assert plan.verdict.reason == reason, case
+    assert bool(plan.surge_note) == (strategy[0] == 0 and spec.rollout.max_surge > 0), case
+
+
+def test_exceeded_message_has_the_numbers():
+    plan = plan_gpus(spec(replicas=3), 0, "team", GpuQuota.tightest([quota(4, 1)]), ours=0)
+    message = plan.verdict.message
+    for fact in ("needs 6 GPUs", "3 primary x 2", "allows 4", "other pods use 1", "leaving 3",
+                 "at least 7", "ResourceQuota gpus", "namespace team"):  # fmt: skip
+        assert fact in message, (fact, message)
+
+
+def test_tightest_quota_wins_and_others_are_ignored():
+    cpu_only = {"metadata": {"name": "cpu"}, "spec": {"hard": {"requests.cpu": "10"}}}
+    found = GpuQuota.tightest([cpu_only, quota(10, 2, "big"), quota(4, 1, "small")])
+    assert (found.name, found.hard, found.used) == ("small", 4, 1)
+    assert GpuQuota.tightest([cpu_only]) is None
