@@ -1,0 +1,141 @@
+"""Every kind of bad request gets its status and an OpenAI error body naming the field."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytestmark = pytest.mark.timeout(60)
+
+COMPLETIONS = "/v1/completions"
+CHAT = "/v1/chat/completions"
+HELLO = [{"role": "user", "content": "Hello"}]
+
+
+def too_many_tokens(n: int) -> list[int]:
+    return [1] + [300] * (n - 1)
+
+
+def bad(case: str, path: str, body, param: str | None, status: int = 400):
+    return pytest.param(path, body, status, param, id=case)
+
+
+# The body is a dict to send as JSON, or raw bytes.
+CASES = [
+    bad("malformed-json", COMPLETIONS, b'{"prompt": "x",', None),
+    bad("body-not-an-object", COMPLETIONS, b"[1, 2]", None),
+    bad("missing-prompt", COMPLETIONS, {"max_tokens": 3}, "prompt"),
+    bad("prompt-wrong-type", COMPLETIONS, {"prompt": 5}, "prompt"),
+    bad("prompt-bools", COMPLETIONS, {"prompt": [True, False]}, "prompt"),
+    bad(
+        "temperature-wrong-type", COMPLETIONS, {"prompt": "x", "temperature": "hot"}, "temperature"
+    ),
+    bad("max-tokens-float", COMPLETIONS, {"prompt": "x", "max_tokens": 2.5}, "max_tokens"),
+    bad("stream-not-bool", COMPLETIONS, {"prompt": "x", "stream": "yes"}, "stream"),
+    bad("unknown-field", COMPLETIONS, {"prompt": "x", "best_of": 2}, "best_of"),
+    bad("unknown-model", COMPLETIONS, {"prompt": "x", "model": "gpt-4"}, "model"),
+    bad("empty-prompt-list", COMPLETIONS, {"prompt": []}, "prompt"),
+    bad("empty-token-list", COMPLETIONS, {"prompt": [[1, 2], []]}, "prompt"),
+    bad("token-outside-vocab", COMPLETIONS, {"prompt": [1, 99999]}, "prompt"),
+    bad("prompt-beyond-context", COMPLETIONS, {"prompt": too_many_tokens(600)}, "prompt"),
+    bad("prompt-plus-max-tokens", COMPLETIONS, {"prompt": "x", "max_tokens": 600}, "max_tokens"),
+    bad("max-tokens-zero", COMPLETIONS, {"prompt": "x", "max_tokens": 0}, "max_tokens"),
+    bad("max-tokens-negative", COMPLETIONS, {"prompt": "x", "max_tokens": -3}, "max_tokens"),
+    bad("temperature-negative", COMPLETIONS, {"prompt": "x", "temperature": -0.5}, "temperature"),
+    bad("top-p-zero", COMPLETIONS, {"prompt": "x", "top_p": 0}, "top_p"),
+    bad("top-p-above-one", COMPLETIONS, {"prompt": "x", "top_p": 1.5}, "top_p"),
+    bad(
+        "too-many-stops", COMPLETIONS, {"prompt": "x", "stop": [f"s{i}" for i in range(17)]}, "stop"
+    ),
+    bad("n-zero", COMPLETIONS, {"prompt": "x", "n": 0}, "n"),
+    bad("logprobs-too-many", COMPLETIONS, {"prompt": "x", "logprobs": 21}, "logprobs"),
+    bad(
+        "penalty-out-of-range",
+        COMPLETIONS,
+        {"prompt": "x", "presence_penalty": 3},
+        "presence_penalty",
+    ),
+    bad("chat-missing-messages", CHAT, {"max_tokens": 3}, "messages"),
+    bad("chat-empty-messages", CHAT, {"messages": []}, "messages"),
+    bad("chat-messages-wrong-type", CHAT, {"messages": "Hello"}, "messages"),
+    bad(
+        "chat-bad-role", CHAT, {"messages": [{"role": "robot", "content": "x"}]}, "messages[0].role"
+    ),
+    bad("chat-unknown-model", CHAT, {"messages": HELLO, "model": "gpt-4"}, "model"),
+    bad("chat-beyond-context", CHAT, {"messages": HELLO, "max_tokens": 600}, "max_tokens"),
+    bad(
+        "chat-max-tokens-zero",
+        CHAT,
+        {"messages": HELLO, "max_completion_tokens": 0},
+        "max_completion_tokens",
+    ),
+    bad("chat-top-p", CHAT, {"messages": HELLO, "top_p": 2}, "top_p"),
+    bad("chat-top-logprobs-alone", CHAT, {"messages": HELLO, "top_logprobs": 2}, "top_logprobs"),
+    bad(
+        "chat-top-logprobs-too-many",
+        CHAT,
+        {"messages": HELLO, "logprobs": True, "top_logprobs": 30},
+        "top_logprobs",
+    ),
+    bad("chat-too-many-stops", CHAT, {"messages": HELLO, "stop": ["a"] * 17}, "stop"),
+    bad(
+        "body-too-large",
+        COMPLETIONS,
+        b'{"prompt": "' + b"x" * (4 * 2**20) + b'"}',
+        None,
+        status=413,
+    ),
+    bad(
+        "chat-completion-tokens-beyond-context",
+        CHAT,
+        {"messages": HELLO, "max_completion_tokens": 600},
+        "max_completion_tokens",
+    ),
+]
+
+
+@pytest.mark.parametrize(("path", "body", "status", "param"), CASES)
+async def test_bad_request_gets_status_and_error_body(server, path, body, status, param):
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    reply = await server.fetch("POST", path, data=raw, headers={"Content-Type": "application/json"})
+    assert reply.status == status
+    error = reply.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert error["type"] == "invalid_request_error"
+    assert error["param"] == param
+    assert error["message"]
+    if param:
+        assert param.split("[")[0] in error["message"]
+
+
+async def test_context_errors_say_how_long_the_context_is(server):
+    reply = await server.fetch("POST", COMPLETIONS, json={"prompt": "x", "max_tokens": 600})
+    error = reply.json()["error"]
+    assert error["code"] == "context_length_exceeded"
+    assert "512" in error["message"]
+
+
+async def test_unknown_model_has_the_openai_code(server):
+    reply = await server.fetch("POST", COMPLETIONS, json={"prompt": "x", "model": "gpt-4"})
+    assert reply.json()["error"]["code"] == "model_not_found"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [("GET", "/v1/nothing", 404), ("GET", COMPLETIONS, 405), ("DELETE", "/v1/models", 405)],
+)
+async def test_unknown_routes_and_methods_get_error_bodies(server, method, path, status):
+    reply = await server.fetch(method, path)
+    assert reply.status == status
+    assert reply.json()["error"]["type"] == "invalid_request_error"
+
+
+async def test_the_server_still_serves_after_all_that(server):
+    for path, body, _, _ in (case.values for case in CASES):
+        raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+        await server.fetch("POST", path, data=raw)
+    reply = await server.fetch("POST", COMPLETIONS, json={"prompt": "Once", "max_tokens": 3})
+    assert reply.status == 200
+    assert server.state.model.engine.stats.num_running == 0
+    assert server.state.in_flight == 0

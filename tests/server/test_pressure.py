@@ -1,0 +1,154 @@
+"""Behaviour under pressure: clients that leave, a full queue, timeouts, a wedged or failing
+engine."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import openai
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+pytestmark = pytest.mark.timeout(120)
+
+LONG = {"prompt": "Once upon a time", "max_tokens": 480, "extra_body": {"ignore_eos": True}}
+
+
+async def scrape(server) -> dict[tuple[str, tuple], float]:
+    """{(sample name, sorted labels without model_name): value}"""
+    reply = await server.fetch("GET", "/metrics")
+    samples = {}
+    for family in text_string_to_metric_families(reply.body.decode()):
+        for s in family.samples:
+            labels = tuple(sorted((k, v) for k, v in s.labels.items() if k != "model_name"))
+            samples[(s.name, labels)] = s.value
+    return samples
+
+
+async def aborted(server) -> float:
+    return (await scrape(server)).get(
+        ("vllm:request_success_total", (("finished_reason", "abort"),)), 0
+    )
+
+
+async def wait_until_idle(server, timeout_s: float = 10.0) -> dict:
+    """Running gauge and KV usage back to zero (canaries are short; they come and go)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        m = await scrape(server)
+        if m[("vllm:num_requests_running", ())] == 0 and m[("vllm:kv_cache_usage_perc", ())] == 0:
+            return m
+        assert time.monotonic() < deadline, "the server did not return to idle"
+        await asyncio.sleep(0.02)
+
+
+async def test_disconnect_mid_stream_aborts_and_frees_blocks(server):
+    before = await aborted(server)
+    stream = await server.async_client().completions.create(
+        model="stories260K", stream=True, **LONG
+    )
+    chunks = 0
+    async for _ in stream:
+        chunks += 1
+        if chunks == 3:
+            break
+    assert (await scrape(server))[("vllm:num_requests_running", ())] >= 1
+    await stream.close()
+    await wait_until_idle(server)
+    assert await aborted(server) == before + 1  # aborted, not run to its 480 tokens
+    stats = server.state.model.engine.stats
+    assert stats.num_free_blocks == stats.num_gpu_blocks
+
+
+async def test_client_timeout_on_a_whole_response_aborts_too(server):
+    before = await aborted(server)
+    client = server.async_client(timeout=0.15)
+    with pytest.raises(openai.APITimeoutError):
+        await client.completions.create(model="stories260K", **LONG)
+    await wait_until_idle(server)
+    assert await aborted(server) == before + 1
+
+
+async def test_full_queue_answers_429_with_retry_after(make_server):
+    busy = make_server(engine_config={"max_num_seqs": 1}, engine={"max_waiting_requests": 1})
+    client = busy.async_client()
+    running = await client.completions.create(model="stories260K", stream=True, **LONG)
+    await running.__anext__()  # the first request holds the only batch slot
+    waiting = asyncio.create_task(client.completions.create(model="stories260K", **LONG))
+    while busy.state.model.engine.stats.num_waiting < 1:
+        await asyncio.sleep(0.005)
+    reply = await busy.fetch("POST", "/v1/completions", json={"prompt": "x", "max_tokens": 2})
+    assert reply.status == 429
+    assert int(reply.headers["Retry-After"]) >= 1
+    assert reply.json()["error"]["code"] == "queue_full"
+    assert (await scrape(busy))[
+        ("pagoda:requests_rejected_total", (("reason", "queue_full"),))
+    ] == 1
+    await running.close()
+    waiting.cancel()
+
+
+async def test_request_timeout_aborts_the_request(make_server):
+    impatient = make_server(engine={"request_timeout_s": 0.2})
+    response = await impatient.async_client().completions.create(model="stories260K", **LONG)
+    choice = response.choices[0]
+    assert choice.finish_reason == "abort"
+    assert response.usage.completion_tokens < 480
+    assert (await scrape(impatient))[("pagoda:request_timeouts_total", ())] == 1
+
+
+async def test_a_wedged_engine_fails_health_and_recovers(make_server):
+    server = make_server(engine={"heartbeat_timeout_s": 0.3})
+    engine = server.engine
+    real_step, release = engine.step, threading.Event()
+
+    def wedged_step():
+        release.wait(30)
+        return real_step()
+
+    assert (await server.fetch("GET", "/health")).status == 200
+    engine.step = wedged_step  # the next step hangs, as on a stuck device
+    request = asyncio.create_task(server.fetch("POST", "/v1/completions", json={"prompt": "x"}))
+    await asyncio.sleep(0.6)
+    health = await server.fetch("GET", "/health")
+    assert health.status == 503 and health.json()["status"] == "unhealthy"
+    assert (await server.fetch("GET", "/ready")).status == 503
+    engine.step = real_step
+    release.set()
+    assert (await request).status == 200
+    assert (await server.fetch("GET", "/health")).status == 200
+
+
+async def test_a_failing_engine_fails_requests_and_health(make_server):
+    server = make_server()
+
+    def broken_step():
+        raise RuntimeError("device lost")
+
+    server.engine.step = broken_step
+    reply = await server.fetch("POST", "/v1/completions", json={"prompt": "x", "max_tokens": 4})
+    assert reply.status == 503
+    assert "device lost" in reply.json()["error"]["message"]
+    health = await server.fetch("GET", "/health")
+    assert health.status == 503 and "device lost" in health.json()["error"]
+    assert (await server.fetch("GET", "/ready")).status == 503
+    again = await server.fetch("POST", "/v1/completions", json={"prompt": "x"})
+    assert again.status == 503
+
+
+async def test_a_failing_engine_ends_streams_with_an_error_event(make_server):
+    server = make_server()
+    stream = await server.async_client().completions.create(
+        model="stories260K", stream=True, **LONG
+    )
+    await stream.__anext__()
+
+    def broken_step():
+        raise RuntimeError("device lost")
+
+    server.engine.step = broken_step
+    with pytest.raises(openai.APIError, match="device lost"):
+        async for _ in stream:
+            pass
