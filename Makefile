@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 setup: $(VENV)/.installed
 
 serve: setup
-	$(VENV)/bin/pagoda generate --model $(MODEL) --prompt "Once upon a time" --max-tokens 60 --temperature 0
+	$(VENV)/bin/pagoda serve --model $(MODEL) --host $(HOST) --port $(PORT)
 
 test: lint unit e2e
 
