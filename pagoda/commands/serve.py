@@ -134,16 +134,19 @@ def _default_model() -> str:
     )
 
 
+class _LogFormatter(logging.Formatter):
+    """Access and audit records are JSON lines already; the rest get time, level, logger."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        if record.name in ("pagoda.access", "pagoda.audit"):
+            return record.getMessage()
+        return super().format(record)
+
+
 def _configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    for name in ("pagoda.access", "pagoda.audit"):  # already JSON lines
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        logger = logging.getLogger(name)
-        logger.addHandler(handler)
-        logger.propagate = False
+    handler = logging.StreamHandler()
+    handler.setFormatter(_LogFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level.upper(), handlers=[handler])
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,0 +1,142 @@
+"""`pagoda serve` as an operator runs it: settings from --config and flags, a clear word when
+something is wrong, and a SIGTERM drain that lets in-flight streams finish."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import openai
+import pytest
+
+from pagoda.cli import build_parser, main
+from pagoda.commands.serve import UsageError, engine_config
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def parse(*argv: str):
+    argv = ["serve", *argv]
+    return build_parser(argv).parse_args(argv)
+
+
+def test_config_file_then_explicit_flags(tmp_path, stories_dir):
+    config = tmp_path / "engine.json"
+    config.write_text(json.dumps({"block_size": 32, "max_num_seqs": 8, "enforce_eager": True}))
+    args = parse("--model", str(stories_dir), "--config", str(config), "--max-num-seqs", "4")
+    settings = engine_config(args)
+    assert settings.block_size == 32  # from the file
+    assert settings.max_num_seqs == 4  # the flag wins
+    assert settings.enforce_eager is True
+    assert settings.max_num_batched_tokens == 8192  # the default
+    assert settings.model == str(stories_dir)
+
+
+def test_a_flag_equal_to_the_default_still_overrides_the_file(tmp_path, stories_dir):
+    config = tmp_path / "engine.json"
+    config.write_text(json.dumps({"block_size": 32, "enable_prefix_caching": False}))
+    args = parse("--model", str(stories_dir), "--config", str(config), "--block-size", "16")
+    assert engine_config(args).block_size == 16
+    args = parse("--config", str(config), "--model", "m", "--enable-prefix-caching")
+    assert engine_config(args).enable_prefix_caching is True
+
+
+def test_the_config_file_may_name_the_model(tmp_path, stories_dir):
+    config = tmp_path / "engine.json"
+    config.write_text(json.dumps({"model": str(stories_dir)}))
+    assert engine_config(parse("--config", str(config))).model == str(stories_dir)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ({"block_size": 16, "max_batch": 4, "colour": "red"}, "unknown keys: colour, max_batch"),
+        ({"block_size": "16"}, "block_size: Input should be a valid integer"),
+        ({"block_size": 0}, "invalid engine setting block_size=0"),
+        ([1, 2], "must hold a JSON object"),
+        ("{not json", "is not valid JSON"),
+    ],
+)
+def test_bad_config_files_are_refused_clearly(tmp_path, content, message):
+    config = tmp_path / "engine.json"
+    config.write_text(content if isinstance(content, str) else json.dumps(content))
+    with pytest.raises(UsageError, match=re.escape(message)):
+        engine_config(parse("--model", "m", "--config", str(config)))
+
+
+def test_no_model_and_no_default_says_how_to_pass_one(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["serve"]) == 2
+    assert "pagoda serve --model" in capsys.readouterr().err
+
+
+def test_a_model_that_does_not_load_exits_1(tmp_path, capsys):
+    assert main(["serve", "--model", str(tmp_path / "nothing"), "--port", "0"]) == 1
+    assert str(tmp_path / "nothing") in capsys.readouterr().err
+
+
+def get(url: str) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def start_serve(*argv: str) -> tuple[subprocess.Popen, str]:
+    """Start `pagoda serve` on a free port; its log keeps being read so it never blocks."""
+    command = [sys.executable, "-m", "pagoda.cli", "serve", "--port", "0", *argv]
+    proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    for line in proc.stderr:
+        if found := re.search(r"probes answer on (http://[\d.]+:\d+)/health", line):
+            threading.Thread(target=proc.stderr.read, daemon=True).start()
+            return proc, found.group(1)
+    raise AssertionError(f"pagoda serve did not start (exit {proc.wait()})")
+
+
+def test_sigterm_drains_in_flight_streams_then_exits_0(stories_dir):
+    proc, url = start_serve("--model", str(stories_dir), "--drain-timeout", "60")
+    try:
+        deadline = time.monotonic() + 60
+        while get(url + "/ready")[0] != 200:
+            assert time.monotonic() < deadline, "never became ready"
+            time.sleep(0.1)
+        client = openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0, timeout=60)
+        stream = client.completions.create(
+            model="stories260K",
+            prompt="Once upon a time",
+            max_tokens=480,
+            stream=True,
+            stream_options={"include_usage": True},
+            extra_body={"ignore_eos": True},
+        )
+        text = next(stream).choices[0].text
+
+        proc.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        while (ready := get(url + "/ready"))[0] == 200:
+            assert time.monotonic() - signalled < 0.5, "/ready stayed true after SIGTERM"
+        assert ready == (503, {"ready": False, "reasons": ["draining"]})
+        with pytest.raises(openai.InternalServerError) as refused:
+            client.completions.create(model="stories260K", prompt="Once", max_tokens=2)
+        assert refused.value.status_code == 503
+        assert refused.value.body["code"] == "draining"
+        assert proc.poll() is None  # still serving the stream
+
+        chunks = list(stream)
+        text += "".join(c.choices[0].text for c in chunks if c.choices)
+        assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "length"
+        assert chunks[-1].usage.completion_tokens == 480
+        assert text
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
