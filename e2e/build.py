@@ -105,21 +105,33 @@ def ensure_binaries(versions: Versions | None = None, log: Log = print) -> Path:
     """Return the folder holding all BINARIES, building what the cache lacks."""
     versions = versions or load_versions()
     target = bin_dir(versions)
-    if all((target / name).exists() for name in (*BINARIES, KWOK_STAGES_DIR)):
+    steps = {
+        "kubernetes": (KUBE_COMMANDS, build_kubernetes),
+        "etcd": (("etcd",), build_etcd),
+        "kwok": (("kwok", KWOK_STAGES_DIR), build_kwok),
+    }
+    missing = {
+        what: step
+        for what, step in steps.items()
+        if not all((target / name).exists() for name in step[0])
+    }
+    if not missing:
         return target
-    log(f"e2e: building the control plane into {target} (cold build: tens of minutes)")
+    log(f"e2e: building {', '.join(missing)} into {target} (cold: tens of minutes)")
     started = time.monotonic()
     target.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent) as staging:
-        out = Path(staging)
-        _timed(log, "kubernetes", lambda: build_kubernetes(versions, out))
-        _timed(log, "etcd", lambda: build_etcd(versions, out))
-        _timed(log, "kwok", lambda: build_kwok(versions, out))
-        # Move in only complete binaries so an interrupted build never looks cached.
-        for name in (*BINARIES, KWOK_STAGES_DIR):
-            shutil.rmtree(target / name, ignore_errors=True)
-            (out / name).replace(target / name)
-    log(f"e2e: cold build took {time.monotonic() - started:.0f} s")
+    for what, (outputs, build_step) in missing.items():
+        with tempfile.TemporaryDirectory(dir=target.parent) as staging:
+            out = Path(staging)
+            step_started = time.monotonic()
+            log(f"e2e: building {what} ...")
+            build_step(versions, out)
+            log(f"e2e: built {what} in {time.monotonic() - step_started:.0f} s")
+            # Move in only a finished step's outputs so an interrupted build never looks cached.
+            for name in outputs:
+                shutil.rmtree(target / name, ignore_errors=True)
+                (out / name).replace(target / name)
+    log(f"e2e: build took {time.monotonic() - started:.0f} s")
     return target
 
 
@@ -133,8 +145,10 @@ def build_kubernetes(versions: Versions, out: Path) -> None:
         "gitVersion": versions.kubernetes,
         "gitMajor": major,
         "gitMinor": minor,
-        # Built from the module zip, not a git checkout: hack/lib/version.sh says so for tarballs.
+        # Built from the module zip, not a git checkout: hack/lib/version.sh says so for tarballs,
+        # and the zip carries no commit id (left empty rather than the "$Format:%H$" default).
         "gitTreeState": "archive",
+        "gitCommit": "",
         "buildDate": _module_time("k8s.io/kubernetes", versions.kubernetes),
     }
     ldflags = ["-s", "-w"] + [
@@ -143,7 +157,7 @@ def build_kubernetes(versions: Versions, out: Path) -> None:
         for key, value in stamp.items()
     ]
     packages = [f"k8s.io/kubernetes/cmd/{name}" for name in KUBE_COMMANDS]
-    _go_build(module, out, packages, ldflags, tags=KUBE_TAGS)
+    _go_build(module, f"{out}/", packages, ldflags, tags=KUBE_TAGS)
 
 
 def build_etcd(versions: Versions, out: Path) -> None:
@@ -152,8 +166,7 @@ def build_etcd(versions: Versions, out: Path) -> None:
     sync_wrapper(
         module, etcd_wrapper(versions, release), {"go.etcd.io/etcd/server/v3": versions.etcd}
     )
-    _go_build(module, out, ["go.etcd.io/etcd/server/v3"], ["-s", "-w"])
-    (out / "v3").rename(out / "etcd")  # go build names the binary after the last path element
+    _go_build(module, str(out / "etcd"), ["go.etcd.io/etcd/server/v3"], ["-s", "-w"])
 
 
 def build_kwok(versions: Versions, out: Path) -> None:
@@ -256,15 +269,16 @@ def _module_time(path: str, version: str) -> str:
 
 
 def _go_build(
-    module: Path, out: Path, packages: list[str], ldflags: list[str], tags: str = ""
+    module: Path, output: str, packages: list[str], ldflags: list[str], tags: str = ""
 ) -> None:
+    """Build `packages` of a wrapper module; `output` is a file, or a folder ending in '/'."""
     args = [
         "build",
         "-trimpath",
         "-buildvcs=false",
         f"-ldflags={' '.join(ldflags)}",
         "-o",
-        f"{out}/",
+        output,
     ]
     if tags:
         args.append(f"-tags={tags}")
@@ -288,13 +302,6 @@ def _go(
     if result.returncode != 0:
         raise BuildError(f"`{' '.join(command)}` failed:\n{result.stderr.strip()}")
     return result.stdout
-
-
-def _timed(log: Log, what: str, step: Callable[[], None]) -> None:
-    started = time.monotonic()
-    log(f"e2e: building {what} ...")
-    step()
-    log(f"e2e: built {what} in {time.monotonic() - started:.0f} s")
 
 
 def main() -> int:

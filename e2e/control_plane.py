@@ -34,6 +34,7 @@ ADMIN = Identity("admin", "pagoda-e2e-admin", ("system:masters",))
 CONTROLLER_MANAGER = Identity("kube-controller-manager", "system:kube-controller-manager")
 SCHEDULER = Identity("kube-scheduler", "system:kube-scheduler")
 KWOK = Identity("kwok", "kwok-controller", ("system:masters",))
+FRONT_PROXY = Identity("front-proxy-client", "front-proxy-client")
 
 
 class ControlPlaneError(RuntimeError):
@@ -87,6 +88,7 @@ class ControlPlane:
         ca = CertificateAuthority(work)
         sa = service_account_keys(work)
         serving = ca.serving("kube-apiserver")
+        front_proxy = ca.client(FRONT_PROXY)
         etcd_url = f"http://127.0.0.1:{free_port()}"
         self.server = f"https://127.0.0.1:{free_port()}"
         identities = (ADMIN, CONTROLLER_MANAGER, SCHEDULER, KWOK)
@@ -124,6 +126,15 @@ class ControlPlane:
             f"--tls-cert-file={serving.cert}",
             f"--tls-private-key-file={serving.key}",
             f"--client-ca-file={ca.pair.cert}",
+            # The front-proxy (aggregation) setup of a real cluster; the controller manager and
+            # scheduler read this CA from the apiserver and complain while it is missing.
+            f"--requestheader-client-ca-file={ca.pair.cert}",
+            f"--requestheader-allowed-names={FRONT_PROXY.user}",
+            "--requestheader-username-headers=X-Remote-User",
+            "--requestheader-group-headers=X-Remote-Group",
+            "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+            f"--proxy-client-cert-file={front_proxy.cert}",
+            f"--proxy-client-key-file={front_proxy.key}",
             "--authorization-mode=RBAC",
             f"--service-cluster-ip-range={SERVICE_CIDR}",
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
@@ -167,7 +178,6 @@ class ControlPlane:
         self._spawn(
             "kwok",
             f"--kubeconfig={kubeconfigs[KWOK.name]}",
-            "--manage-all-nodes=false",
             f"--manage-nodes-with-annotation-selector={KWOK_NODE_ANNOTATION}=fake",
             # Fake nodes point at loopback, so anything that dials a node stays on this machine.
             "--node-ip=127.0.0.1",

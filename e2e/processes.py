@@ -68,18 +68,19 @@ def stop_pid(pid: int, grace: float = 10.0) -> None:
         return
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
-        if not _alive(pid):
+        if not running(pid):
             return
         time.sleep(0.1)
     try:
         os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
         return
-    while _alive(pid):
+    while running(pid):
         time.sleep(0.05)
 
 
-def _alive(pid: int) -> bool:
+def running(pid: int) -> bool:
+    """Whether `pid` exists and is not a zombie (whoever adopted it reaps it in its own time)."""
     try:
         # Reap it if it is our child; otherwise just ask whether it exists.
         finished, _ = os.waitpid(pid, os.WNOHANG)

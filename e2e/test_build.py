@@ -58,7 +58,7 @@ def test_wrapper_replaces_each_required_staging_module_with_its_published_versio
     assert "\tk8s.io/api => k8s.io/api v0.37.2\n" in gomod
     assert "\tk8s.io/client-go => k8s.io/client-go v0.37.2\n" in gomod
     assert "sample-cli-plugin" not in gomod
-    assert "./staging" not in gomod
+    assert "=> ./staging" not in gomod
     assert "go 1.26.0\n" in gomod and "godebug default=go1.26\n" in gomod
     for command in build.KUBE_COMMANDS:
         assert f"\tk8s.io/kubernetes/cmd/{command}\n" in gomod

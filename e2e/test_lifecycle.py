@@ -10,6 +10,7 @@ from pathlib import Path
 
 from e2e.cluster import state_file
 from e2e.control_plane import E2E_DIR, WORK_DIR
+from e2e.processes import running
 
 NAME = "lifecycle-test"
 
@@ -50,5 +51,5 @@ def test_up_serves_kubectl_and_down_leaves_no_process_or_temp_folder() -> None:
     assert not state_file(NAME).exists()
     assert not Path(state["workdir"]).exists()
     for entry in state["processes"]:
-        assert not Path(f"/proc/{entry['pid']}").exists(), f"{entry['binary']} still runs"
+        assert not running(entry["pid"]), f"{entry['binary']} still runs"
     assert (WORK_DIR / NAME / "logs" / "kube-apiserver.log").stat().st_size > 0
