@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 
@@ -92,6 +93,16 @@ async def test_api_keys_guard_the_api_but_not_the_probes(make_server):
     assert response.choices[0].text
 
 
+async def access_entries(caplog, count: int) -> list[dict]:
+    """The server logs a request just after answering it: wait for the lines to arrive."""
+    for _ in range(200):
+        records = [r for r in caplog.records if r.name == "pagoda.access"]
+        if len(records) >= count:
+            return [json.loads(r.getMessage()) for r in records]
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"expected {count} access log lines, got {len(records)}")
+
+
 async def test_access_logs_are_json_lines_with_request_ids_and_no_secrets(make_server, caplog):
     logged = make_server(api_keys=[KEY])
     with caplog.at_level(logging.INFO, logger="pagoda.access"):
@@ -102,7 +113,7 @@ async def test_access_logs_are_json_lines_with_request_ids_and_no_secrets(make_s
             extra_headers={"X-Request-Id": "req-42"},
         )
         await logged.fetch("GET", "/v1/models", headers={"Authorization": "Bearer sk-wrong-999"})
-    entries = [json.loads(r.getMessage()) for r in caplog.records if r.name == "pagoda.access"]
+        entries = await access_entries(caplog, count=2)
     [completion] = [e for e in entries if e["request_id"] == "req-42"]
     assert completion["path"] == "/v1/completions" and completion["status"] == 200
     assert completion["prompt_tokens"] == 2 and completion["completion_tokens"] == 3
