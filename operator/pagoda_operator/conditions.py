@@ -18,6 +18,7 @@ TROUBLE_WHEN = {
     "RolledBack": True,
 }
 TROUBLE_REASONS = {"ProgressDeadlineExceeded"}
+CALM_REASONS = {"DemotionPending"}  # FallbackActive, but on the way back
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,8 @@ class Transition:
 
     @property
     def warning(self) -> bool:
+        if self.reason in CALM_REASONS:
+            return False
         return TROUBLE_WHEN[self.type] is self.status or self.reason in TROUBLE_REASONS
 
 

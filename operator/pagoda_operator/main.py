@@ -39,7 +39,13 @@ class OperatorOptions:
 def run_operator(options: OperatorOptions) -> int:
     if options.kubeconfig:
         os.environ["KUBECONFIG"] = options.kubeconfig  # kopf's own login reads it too
-    config.load_config()
+    try:
+        config.load_config()
+    except config.ConfigException as error:
+        raise SystemExit(
+            f"no Kubernetes credentials ({error}): pass --kubeconfig, set KUBECONFIG, or run"
+            " in a pod with a ServiceAccount"
+        ) from error
     identity = os.environ.get("POD_ID") or f"{socket.gethostname()}-{os.getpid()}"
     priority = options.priority if options.priority is not None else random.randint(1, 2**30)
     cluster = Cluster(client.ApiClient(), reporter=identity)
@@ -56,6 +62,8 @@ def run_operator(options: OperatorOptions) -> int:
     from . import handlers  # noqa: F401  (registers the kopf handlers)
 
     kopf.configure(verbose=options.verbose)
+    if not options.verbose:  # kopf logs every handled watch event; keep warnings only
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     log.info("operator %s starting (peering %s, priority %d)", identity, options.peering, priority)
     kopf.run(
         clusterwide=not options.namespaces,

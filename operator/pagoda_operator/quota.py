@@ -62,6 +62,14 @@ def plan_gpus(
         f"ResourceQuota {quota.name} allows {quota.hard} GPUs in namespace {namespace} and other"
         f" pods use {others}, leaving {available}"
     )
+    if may_surge:
+        strategy, note = Strategy(rollout.max_surge, rollout.max_unavailable), ""
+    else:
+        strategy = Strategy(0, max(1, rollout.max_unavailable))
+        note = (
+            f"rolling without surge: {rollout.max_surge} extra pods would need {wanted_surge} GPUs"
+            f" but the quota leaves {max(0, available - steady)}"
+        )
     if steady > available:
         breakdown = f"{spec.replicas} primary x {per_pod}"
         if spec.fallback:
@@ -73,12 +81,6 @@ def plan_gpus(
             f" {quota.name} to at least {others + steady}, or lower replicas or resources.gpus",
         )
     else:
-        verdict = Verdict(False, "WithinQuota", f"requests {steady + surge} GPUs; {numbers}")
-    if may_surge:
-        strategy = Strategy(rollout.max_surge, rollout.max_unavailable)
-        return GpuPlan(accounting, strategy, verdict, "")
-    note = (
-        f"rolling without surge: {rollout.max_surge} extra pods would need {wanted_surge} more"
-        f" GPUs than the {max(0, available - steady)} the quota leaves"
-    )
-    return GpuPlan(accounting, Strategy(0, max(1, rollout.max_unavailable)), verdict, note)
+        message = f"requests {steady + surge} GPUs; {numbers}"
+        verdict = Verdict(False, "WithinQuota", f"{message}; {note}" if note else message)
+    return GpuPlan(accounting, strategy, verdict, note)

@@ -102,7 +102,7 @@ def _progress(
 ) -> Verdict:
     target = render.revision
     if deployment is None or running != target or not deployment.synced:
-        return Verdict(True, "NewRevision", f"rolling out revision {target}")
+        return Verdict(True, "RollingUpdate", f"rolling out revision {target}")
     # Once a revision has become ready, pods of it that fail later are Degraded, not a rollout.
     replaced = deployment.updated == deployment.replicas == deployment.wanted
     if deployment.complete or (target == last_ready and replaced):

@@ -67,5 +67,7 @@ def test_warning_or_normal():
     assert kind("QuotaExceeded", True) == "Warning"
     assert kind("RolledBack", True) == "Warning"
     assert kind("FallbackActive", False) == "Normal"
+    assert kind("FallbackActive", True, "PrimaryUnavailable") == "Warning"
+    assert kind("FallbackActive", True, "DemotionPending") == "Normal", "recovering is not trouble"
     assert kind("Progressing", True) == "Normal"
     assert kind("Progressing", False, "ProgressDeadlineExceeded") == "Warning"

@@ -50,12 +50,19 @@ def test_every_spec_and_status_field_is_described():
                 assert node.get("description"), f"{path} has no description (kubectl explain)"
 
 
-def test_nested_objects_default_to_empty_so_the_apiserver_fills_their_defaults():
+def test_nested_objects_default_to_their_full_defaults():
+    """The apiserver validates a default against CEL rules as written, so it must be whole."""
     spec = _schema()["properties"]["spec"]["properties"]
-    for name in ("engine", "resources", "rollout", "serving"):
-        assert spec[name]["default"] == {}
+    assert spec["rollout"]["default"] == {
+        "maxSurge": 1,
+        "maxUnavailable": 0,
+        "progressDeadlineSeconds": 1800,
+    }
+    assert spec["engine"]["default"]["tensorParallelSize"] == 1
+    assert "maxModelLen" not in spec["engine"]["default"], "unset stays absent, not null"
+    assert spec["resources"]["default"]["gpus"] == 1
+    assert spec["serving"]["default"]["port"] == 8000
     assert "default" not in spec["fallback"]  # optional: absent means no fallback tier
-    assert spec["rollout"]["properties"]["maxSurge"]["default"] == 1
     utilization = spec["engine"]["properties"]["gpuMemoryUtilization"]
     assert utilization["minimum"] == 0 and utilization["exclusiveMinimum"] is True
 

@@ -54,8 +54,8 @@ def test_a_new_llmdeployment_gets_its_children_and_a_pending_status():
     assert status["endpoint"] == "http://demo.team.svc:8000/v1"
     assert status["selector"] == "pagoda.dev/deployment=demo,pagoda.dev/tier=primary"
     assert conditions(status)["Ready"] == ("False", "NoReadyPods")
-    assert conditions(status)["Progressing"] == ("True", "NewRevision")
-    assert [t.reason for t in result.transitions] == ["NewRevision"]
+    assert conditions(status)["Progressing"] == ("True", "RollingUpdate")
+    assert [t.reason for t in result.transitions] == ["RollingUpdate"]
     assert result.delete == []
 
 

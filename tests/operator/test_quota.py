@@ -61,6 +61,13 @@ def test_exceeded_message_has_the_numbers():
         assert fact in message, (fact, message)
 
 
+def test_rolling_without_surge_is_said_even_between_rollouts():
+    plan = plan_gpus(spec(), 0, "team", GpuQuota.tightest([quota(5, 4)]), ours=4)
+    assert "rolling without surge: 1 extra pods would need 2 GPUs but the quota leaves 1" in (
+        plan.verdict.message
+    )
+
+
 def test_tightest_quota_wins_and_others_are_ignored():
     cpu_only = {"metadata": {"name": "cpu"}, "spec": {"hard": {"requests.cpu": "10"}}}
     found = GpuQuota.tightest([cpu_only, quota(10, 2, "big"), quota(4, 1, "small")])

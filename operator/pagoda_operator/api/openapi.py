@@ -26,6 +26,8 @@ def _convert(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
             continue
         if key == "default" and value is None:
             continue
+        if key == "default":
+            value = _without_nulls(value)  # an unset optional field is absent, not null
         if key == "description":
             value = " ".join(value.split())  # docstrings wrap; descriptions are one paragraph
         if key == "exclusiveMinimum":
@@ -33,10 +35,7 @@ def _convert(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
         elif key == "exclusiveMaximum":
             out.update(maximum=value, exclusiveMaximum=True)
         elif key == "properties":
-            out[key] = {
-                name: _property(prop, name in node.get("required", ()), defs)
-                for name, prop in value.items()
-            }
+            out[key] = {name: _convert(prop, defs) for name, prop in value.items()}
         elif key in ("items", "additionalProperties") and isinstance(value, dict):
             out[key] = _convert(value, defs)
         else:
@@ -44,21 +43,6 @@ def _convert(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
     if out.get("type") == "object" and not {"properties", "additionalProperties"} & out.keys():
         raise ValueError(f"object without a schema for its fields: {node}")
     return {**{k: out[k] for k in _FIRST if k in out}, **out}
-
-
-def _property(prop: dict[str, Any], required: bool, defs: dict[str, Any]) -> dict[str, Any]:
-    optional = _is_optional(prop)
-    converted = _convert(prop, defs)
-    # A nested object that Python fills from its own defaults gets `default: {}`, so the
-    # apiserver applies the nested defaults too (and CEL rules can rely on them).
-    nested = converted.get("type") == "object" and "properties" in converted
-    if nested and not required and not optional and "default" not in converted:
-        converted["default"] = {}
-    return converted
-
-
-def _is_optional(prop: dict[str, Any]) -> bool:
-    return any(variant.get("type") == "null" for variant in prop.get("anyOf", ()))
 
 
 def _resolve(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
@@ -74,3 +58,9 @@ def _resolve(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
         rest = {k: v for k, v in node.items() if k != "$ref"}
         node = {**_resolve(target, defs), **rest}
     return node
+
+
+def _without_nulls(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    return value

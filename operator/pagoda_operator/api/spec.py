@@ -18,9 +18,9 @@ DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?
 
 
 def cel(rule: str, message: str, field_path: str | None = None) -> dict:
-    """One CEL rule; `message` may be a CEL string expression when it starts with "'"."""
-    entry = {"rule": rule}
-    entry["messageExpression" if message.startswith("'") else "message"] = message
+    """One CEL rule with a fixed message (messageExpression string building exceeds the
+    apiserver's CEL cost budget)."""
+    entry = {"rule": rule, "message": message}
     if field_path:
         entry["fieldPath"] = field_path
     return entry
@@ -258,15 +258,14 @@ class FallbackSpec(ApiModel):
         json_schema_extra=validations(
             cel(
                 "self.demoteAfterSeconds >= self.promoteAfterSeconds",
-                "'fallback.demoteAfterSeconds (' + string(self.demoteAfterSeconds) + ') must be at"
-                " least fallback.promoteAfterSeconds (' + string(self.promoteAfterSeconds) + '),"
-                " or traffic would flap between tiers'",
+                "fallback.demoteAfterSeconds must be at least fallback.promoteAfterSeconds, or"
+                " traffic would flap between the tiers",
             ),
             cel(
                 "self.resources.gpus == 0 ? self.engine.tensorParallelSize == 1"
                 " : self.resources.gpus % self.engine.tensorParallelSize == 0",
-                "'fallback.engine.tensorParallelSize (' + string(self.engine.tensorParallelSize) +"
-                " ') must divide fallback.resources.gpus (' + string(self.resources.gpus) + ')'",
+                "fallback.engine.tensorParallelSize must divide fallback.resources.gpus (and be 1"
+                " when it is 0)",
             ),
         )
     )
@@ -275,9 +274,9 @@ class FallbackSpec(ApiModel):
     """The fallback model's weights."""
     replicas: int = Field(1, ge=1, le=64)
     """Fallback pods while the fallback tier runs."""
-    engine: EngineSpec = Field(default_factory=EngineSpec)
+    engine: EngineSpec = EngineSpec()
     """Engine settings of the fallback tier."""
-    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    resources: ResourcesSpec = ResourcesSpec()
     """Resources of each fallback pod."""
     image: str | None = Field(None, min_length=1, max_length=512)
     """Worker image of the fallback tier; unset uses spec.image."""
@@ -301,14 +300,12 @@ class LLMDeploymentSpec(ApiModel):
             cel(
                 "self.resources.gpus == 0 ? self.engine.tensorParallelSize == 1"
                 " : self.resources.gpus % self.engine.tensorParallelSize == 0",
-                "'engine.tensorParallelSize (' + string(self.engine.tensorParallelSize) + ') must"
-                " divide resources.gpus (' + string(self.resources.gpus) + ')'",
+                "engine.tensorParallelSize must divide resources.gpus (and be 1 when it is 0)",
             ),
             cel(
                 "!has(self.fallback) || self.fallback.minPrimaryReady <= self.replicas",
-                "'fallback.minPrimaryReady (' + string(self.fallback.minPrimaryReady) + ') cannot"
-                " exceed replicas (' + string(self.replicas) + '): the fallback would never"
-                " hand traffic back'",
+                "fallback.minPrimaryReady cannot exceed replicas: the fallback would never hand"
+                " traffic back",
             ),
         )
     )
@@ -321,13 +318,13 @@ class LLMDeploymentSpec(ApiModel):
     """Worker container image (docker/worker.Dockerfile)."""
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
     """When the kubelet pulls the worker image."""
-    engine: EngineSpec = Field(default_factory=EngineSpec)
+    engine: EngineSpec = EngineSpec()
     """Engine settings of the primary tier."""
-    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    resources: ResourcesSpec = ResourcesSpec()
     """Resources of each primary pod."""
-    rollout: RolloutSpec = Field(default_factory=RolloutSpec)
+    rollout: RolloutSpec = RolloutSpec()
     """How changes roll out, and when they are rolled back."""
-    serving: ServingSpec = Field(default_factory=ServingSpec)
+    serving: ServingSpec = ServingSpec()
     """Port, authentication and lifecycle timing, shared by both tiers."""
     fallback: FallbackSpec | None = None
     """Optional fallback tier; unset means the primary alone serves."""
