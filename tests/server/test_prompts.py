@@ -1,0 +1,51 @@
+"""Chat prompts: the tokenizer's own template when it has one, the plain one otherwise."""
+
+from __future__ import annotations
+
+import pytest
+from transformers import AutoTokenizer
+
+from worker.server.errors import APIError
+from worker.server.prompts import chat_prompt, completion_prompts
+from worker.server.protocol import ChatMessage
+
+MESSAGES = [ChatMessage(role="system", content="Be brief."), ChatMessage(role="user", content="Hi")]
+
+
+@pytest.fixture
+def tokenizer(stories_dir):
+    return AutoTokenizer.from_pretrained(stories_dir)
+
+
+def test_plain_template_for_a_tokenizer_without_one(tokenizer):
+    assert tokenizer.chat_template is None
+    ids = chat_prompt(MESSAGES, tokenizer)
+    assert ids[0] == tokenizer.bos_token_id
+    assert tokenizer.decode(ids[1:]) == "System: Be brief.\nUser: Hi\nAssistant:"
+
+
+def test_the_tokenizers_own_template_wins(tokenizer):
+    tokenizer.chat_template = (
+        "{% for m in messages %}<{{ m.role }}>{{ m.content }}{% endfor %}"
+        "{% if add_generation_prompt %}<assistant>{% endif %}"
+    )
+    ids = chat_prompt(MESSAGES, tokenizer)
+    assert tokenizer.decode(ids) == "<system>Be brief.<user>Hi<assistant>"
+
+
+def test_text_parts_are_joined(tokenizer):
+    parts = [{"type": "text", "text": "Hello "}, {"type": "text", "text": "there"}]
+    message = ChatMessage.model_validate({"role": "user", "content": parts})
+    assert tokenizer.decode(chat_prompt([message], tokenizer)).endswith(
+        "User: Hello there\nAssistant:"
+    )
+
+
+def test_completion_prompts_in_every_form(tokenizer):
+    once = tokenizer.encode("Once")
+    assert completion_prompts("Once", tokenizer) == [once]
+    assert completion_prompts(["Once", "Once"], tokenizer) == [once, once]
+    assert completion_prompts([1, 2, 3], tokenizer) == [[1, 2, 3]]
+    assert completion_prompts([[1], [2, 3]], tokenizer) == [[1], [2, 3]]
+    with pytest.raises(APIError, match="prompt must not be empty"):
+        completion_prompts([], tokenizer)
