@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -16,10 +17,17 @@ _LOG_REPORT = pytest.StashKey[str]()
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     # A cold build takes many minutes: do it here, outside any test's timeout, and only when a
-    # selected test needs the cluster.
-    if any("cluster" in getattr(item, "fixturenames", ()) for item in session.items):
+    # selected test needs the binaries.
+    needs = {"cluster", "bin_dir"}
+    if any(needs & set(getattr(item, "fixturenames", ())) for item in session.items):
         reporter = session.config.pluginmanager.get_plugin("terminalreporter")
         build.ensure_binaries(log=reporter.write_line if reporter else print)
+
+
+@pytest.fixture(scope="session")
+def bin_dir() -> Path:
+    """The folder with the pinned binaries (built before the tests run)."""
+    return build.ensure_binaries()
 
 
 @pytest.fixture(scope="session")

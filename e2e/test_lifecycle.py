@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from e2e.cluster import state_file
@@ -25,9 +27,12 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_up_serves_kubectl_and_down_leaves_no_process_or_temp_folder() -> None:
+def test_up_serves_kubectl_and_down_leaves_no_process_or_temp_folder(bin_dir: Path) -> None:
+    started = time.monotonic()
     up = cli("up")
+    warm_start = time.monotonic() - started
     assert up.returncode == 0, up.stderr
+    assert warm_start < 30, f"warm start took {warm_start:.1f} s"
     state = json.loads(state_file(NAME).read_text())
     try:
         exports = dict(
@@ -53,3 +58,33 @@ def test_up_serves_kubectl_and_down_leaves_no_process_or_temp_folder() -> None:
     for entry in state["processes"]:
         assert not running(entry["pid"]), f"{entry['binary']} still runs"
     assert (WORK_DIR / NAME / "logs" / "kube-apiserver.log").stat().st_size > 0
+
+
+ORPHAN_SCRIPT = """
+import json, time
+from e2e.cluster import start_cluster
+plane, _ = start_cluster("orphan-test", log=lambda line: None)
+print(json.dumps({"pids": [p.pid for p in plane.processes], "workdir": str(plane.workdir)}))
+time.sleep(600)
+"""
+
+
+def test_components_die_when_the_process_that_started_them_is_killed(bin_dir: Path) -> None:
+    parent = subprocess.Popen(
+        [sys.executable, "-c", ORPHAN_SCRIPT],
+        cwd=E2E_DIR.parent,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        started = json.loads(parent.stdout.readline())
+    finally:
+        parent.kill()  # SIGKILL: no cleanup code of ours runs
+        parent.wait()
+    try:
+        deadline = time.monotonic() + 15
+        while any(running(pid) for pid in started["pids"]) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not any(running(pid) for pid in started["pids"])
+    finally:
+        shutil.rmtree(started["workdir"], ignore_errors=True)
