@@ -29,7 +29,6 @@ E2E_DIR = Path(__file__).resolve().parent
 VERSIONS_FILE = E2E_DIR / "versions.env"
 GOMOD_DIR = E2E_DIR / "gomod"
 KUBE_COMMANDS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
-BINARIES = (*KUBE_COMMANDS, "etcd", "kwok")
 # KWOK's own stages for a fast cluster: nodes become Ready (leases keep them so), pods go
 # Pending -> Running -> Ready, jobs complete, deleted pods go away. Read from the released module.
 KWOK_STAGES = (
@@ -102,7 +101,7 @@ def bin_dir(versions: Versions) -> Path:
 
 
 def ensure_binaries(versions: Versions | None = None, log: Log = print) -> Path:
-    """Return the folder holding all BINARIES, building what the cache lacks."""
+    """Return the folder holding every binary (and KWOK's stages), building what it lacks."""
     versions = versions or load_versions()
     target = bin_dir(versions)
     steps = {
@@ -292,13 +291,16 @@ def _go(
     command = ["go", *args]
     if nice:
         command = ["nice", "-n", "10", *command]
-    result = subprocess.run(
-        command,
-        cwd=cwd or tempfile.gettempdir(),
-        env={**os.environ, **(env or {})},
-        capture_output=True,
-        text=True,
-    )
+    try:
+        result = subprocess.run(
+            command,
+            cwd=cwd or tempfile.gettempdir(),
+            env={**os.environ, **(env or {})},
+            capture_output=True,
+            text=True,
+        )
+    except FileNotFoundError as error:
+        raise BuildError(f"{error.filename} not found: the e2e build needs Go on PATH") from error
     if result.returncode != 0:
         raise BuildError(f"`{' '.join(command)}` failed:\n{result.stderr.strip()}")
     return result.stdout
