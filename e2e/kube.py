@@ -93,6 +93,18 @@ class Cluster:
     def delete_namespace(self, name: str, wait: bool = True) -> None:
         self.kubectl("delete", "namespace", name, f"--wait={str(wait).lower()}", "--timeout=120s")
 
+    def service_account_kubeconfig(self, name: str, namespace: str, path: Path) -> Path:
+        """Write a kubeconfig at `path` that acts as a ServiceAccount (a fresh 2 h token), to test
+        what its RBAC allows; the admin kubeconfig is the template."""
+        token = self.kubectl("create", "token", name, f"-n={namespace}", "--duration=2h").stdout
+        config = yaml.safe_load(self.kubeconfig.read_text())
+        user = f"system:serviceaccount:{namespace}:{name}"
+        config["users"] = [{"name": user, "user": {"token": token.strip()}}]
+        config["contexts"][0]["context"]["user"] = user
+        config["contexts"][0]["context"]["namespace"] = namespace
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        return path
+
     def add_gpu_node(self, name: str, gpus: int = 4, labels: dict[str, str] | None = None) -> None:
         """Register a fake node, run by KWOK, with `gpus` nvidia.com/gpu; wait until Ready."""
         resources = {"cpu": "32", "memory": "256Gi", "pods": "110", GPU_RESOURCE: str(gpus)}

@@ -194,3 +194,28 @@ def test_deleting_a_namespace_garbage_collects_its_workloads(cluster: Cluster) -
     for kind in ("deployments", "replicasets", "pods"):
         leftovers = cluster.get(kind, namespace=name)["items"]
         assert leftovers == [], f"{kind} left in deleted namespace {name}"
+
+
+def test_rbac_limits_a_service_account_to_what_its_role_grants(
+    cluster: Cluster, namespace: str, tmp_path
+) -> None:
+    cluster.kubectl("create", "serviceaccount", "reader", f"-n={namespace}")
+    as_reader = cluster.service_account_kubeconfig("reader", namespace, tmp_path / "reader")
+
+    def reader(*args: str):
+        return cluster.try_kubectl(f"--kubeconfig={as_reader}", *args)
+
+    denied = reader("get", "pods")
+    assert denied.returncode != 0
+    assert (
+        f'User "system:serviceaccount:{namespace}:reader" cannot list resource "pods"'
+        in denied.stderr
+    )
+
+    cluster.kubectl(
+        "create", "rolebinding", "reader-view", "--clusterrole=view",
+        f"--serviceaccount={namespace}:reader", f"-n={namespace}",
+    )  # fmt: skip
+    cluster.wait_for(lambda: reader("get", "pods").returncode == 0, what="the binding to apply")
+    assert reader("create", "configmap", "x").returncode != 0  # view does not allow writes
+    assert reader("get", "pods", "-n=kube-system").returncode != 0  # nor other namespaces
