@@ -230,3 +230,17 @@ async def test_request_id_is_echoed(server):
     assert reply.headers["X-Request-Id"] == "abc-123"
     generated = (await server.fetch("GET", "/v1/models")).headers["X-Request-Id"]
     assert len(generated) == 32
+
+
+def test_continuous_usage_stats_count_up_in_every_chunk(server):
+    """vLLM's extension, which benchmark clients such as guidellm send."""
+    stream = server.client().chat.completions.create(
+        model="stories260K",
+        messages=[{"role": "user", "content": "Hi"}],
+        max_tokens=6,
+        stream=True,
+        stream_options={"include_usage": True, "continuous_usage_stats": True},
+        extra_body={"ignore_eos": True},
+    )
+    counts = [chunk.usage.completion_tokens for chunk in stream]
+    assert counts == sorted(counts) and counts[0] == 0 and counts[-1] == 6

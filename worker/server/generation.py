@@ -34,6 +34,7 @@ class Generation:
     format: Format
     stream: bool
     include_usage: bool
+    continuous_usage: bool  # usage so far in every streamed chunk
     audit_prompt: str  # what the audit log records as the prompt
     param_names: dict[str, str]  # engine field -> API field, for the engine's own errors
 
@@ -82,6 +83,7 @@ class _Call:
         self.id = gen.format.id_prefix + uuid.uuid4().hex
         self.created = int(time.time())
         self.finals: dict[int, RequestOutput] = {}
+        self.streamed_tokens = 0
         self.disconnected = False
 
     def envelope(self, choices: list[dict], chunk: bool) -> dict:
@@ -127,11 +129,16 @@ class _Call:
             }
         )
         await response.prepare(self.request)
-        fmt, with_usage = self.gen.format, self.gen.include_usage
+        fmt, gen = self.gen.format, self.gen
+        prompt_tokens = sum(len(p) for p in gen.prompts)
 
         async def send(data: dict | str) -> None:
             if isinstance(data, dict):
-                data = json.dumps(data | ({"usage": None} if with_usage else {}))
+                if gen.continuous_usage:
+                    data["usage"] = usage(prompt_tokens, self.streamed_tokens)
+                elif gen.include_usage:
+                    data["usage"] = None
+                data = json.dumps(data)
             await response.write(f"data: {data}\n\n".encode())
 
         try:
@@ -139,7 +146,7 @@ class _Call:
             if opening:
                 await send(self.envelope(opening, chunk=True))
             await self._stream_outputs(send)
-            if with_usage:
+            if gen.include_usage:
                 await send(json.dumps(self.envelope([], chunk=True) | {"usage": self.usage()}))
             await send("[DONE]")
             await response.write_eof()
@@ -153,6 +160,7 @@ class _Call:
             async for i, output in self.group:
                 choices = []
                 for completion in output.outputs:
+                    self.streamed_tokens += len(completion.new_token_ids)
                     index = self.choice_index(i, completion.index)
                     if (
                         completion.new_token_ids
