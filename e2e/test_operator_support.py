@@ -116,35 +116,32 @@ def llmdeployment(name: str, **spec: Any) -> dict:
     }
 
 
-def models_volume(cluster: Cluster, namespace: str) -> None:
-    """A PersistentVolume bound to the namespace's `pagoda-models` claim (KWOK pods never read
-    it, but an unbound claim would keep them Pending)."""
-    cluster.apply(
-        {
-            "apiVersion": "v1",
-            "kind": "PersistentVolume",
-            "metadata": {"name": f"models-{namespace}"},
-            "spec": {
-                "capacity": {"storage": "1Gi"},
-                "accessModes": ["ReadWriteOnce"],
-                "persistentVolumeReclaimPolicy": "Delete",
-                "hostPath": {"path": f"/tmp/{namespace}"},
-                "claimRef": {"namespace": namespace, "name": "pagoda-models"},
-            },
+def models_volume(cluster: Cluster, namespace: str, with_claim: bool = True) -> None:
+    """A PersistentVolume reserved for the namespace's `pagoda-models` claim, and the claim
+    unless the test applies its own (KWOK pods never read it, but an unbound claim would keep
+    them Pending)."""
+    volume = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolume",
+        "metadata": {"name": f"models-{namespace}"},
+        "spec": {
+            "capacity": {"storage": "1Gi"},
+            "accessModes": ["ReadWriteOnce"],
+            "persistentVolumeReclaimPolicy": "Delete",
+            "hostPath": {"path": f"/tmp/{namespace}"},
+            "claimRef": {"namespace": namespace, "name": "pagoda-models"},
         },
-        {
-            "apiVersion": "v1",
-            "kind": "PersistentVolumeClaim",
-            "metadata": {"name": "pagoda-models"},
-            "spec": {
-                "accessModes": ["ReadWriteOnce"],
-                "resources": {"requests": {"storage": "1Gi"}},
-                "volumeName": f"models-{namespace}",
-                "storageClassName": "",
-            },
+    }
+    claim = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "pagoda-models"},
+        "spec": {
+            "accessModes": ["ReadWriteOnce"],
+            "resources": {"requests": {"storage": "1Gi"}},
         },
-        namespace=namespace,
-    )
+    }
+    cluster.apply(volume, *([claim] if with_claim else []), namespace=namespace)
 
 
 def status(cluster: Cluster, namespace: str, name: str) -> dict:

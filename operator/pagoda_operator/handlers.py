@@ -30,6 +30,26 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: loggin
     memo.runtime.start()
 
 
+@kopf.on.login()
+def login(memo: kopf.Memo, **_) -> kopf.ConnectionInfo:
+    """kopf connects with the credentials the operator already loaded (--kubeconfig,
+    $KUBECONFIG, ~/.kube/config or the pod's ServiceAccount)."""
+    conf = memo.credentials
+    header = conf.get_api_key_with_prefix("BearerToken") or conf.get_api_key_with_prefix(
+        "authorization"
+    )  # refreshed by the client when it expires
+    scheme, _, token = (header or "").rpartition(" ")
+    return kopf.ConnectionInfo(
+        server=conf.host,
+        ca_path=conf.ssl_ca_cert,
+        insecure=not conf.verify_ssl,
+        scheme=scheme or None,
+        token=token or None,
+        certificate_path=conf.cert_file,
+        private_key_path=conf.key_file,
+    )
+
+
 @kopf.on.cleanup()
 async def stop(memo: kopf.Memo, **_):
     await memo.runtime.stop()

@@ -37,10 +37,9 @@ class OperatorOptions:
 
 
 def run_operator(options: OperatorOptions) -> int:
-    if options.kubeconfig:
-        os.environ["KUBECONFIG"] = options.kubeconfig  # kopf's own login reads it too
     try:
-        config.load_config()
+        # The kubeconfig file if given, else $KUBECONFIG or ~/.kube/config, else in-cluster.
+        config.load_config(**({"config_file": options.kubeconfig} if options.kubeconfig else {}))
     except config.ConfigException as error:
         raise SystemExit(
             f"no Kubernetes credentials ({error}): pass --kubeconfig, set KUBECONFIG, or run"
@@ -48,13 +47,15 @@ def run_operator(options: OperatorOptions) -> int:
         ) from error
     identity = os.environ.get("POD_ID") or f"{socket.gethostname()}-{os.getpid()}"
     priority = options.priority if options.priority is not None else random.randint(1, 2**30)
-    cluster = Cluster(client.ApiClient(), reporter=identity)
+    credentials = client.Configuration.get_default_copy()
+    cluster = Cluster(client.ApiClient(credentials), reporter=identity)
     read_peers = None
     if options.peering:
         read_peers = _peering(cluster, options.peering, options.namespaces)
     gate = PeeringGate(read_peers, identity, priority)
     memo = kopf.Memo(
         runtime=Runtime(cluster, gate, options.workers, options.resync_seconds),
+        credentials=credentials,
         bind=options.bind,
         metrics_port=options.metrics_port,
         peering_lifetime=options.peering_lifetime,
