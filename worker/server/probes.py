@@ -11,8 +11,10 @@ from worker.server.state import STATE
 
 
 async def health(request: web.Request) -> web.Response:
-    """Alive: the engine loop goes round (or the model is still loading)."""
+    """Alive: the engine loop goes round."""
     state = request.app[STATE]
+    if state.model is None:
+        return web.json_response({"status": "loading"}, status=503)
     if not state.is_alive():
         engine = state.model.engine
         body = {
@@ -21,7 +23,7 @@ async def health(request: web.Request) -> web.Response:
             "error": repr(engine.error) if engine.error else None,
         }
         return web.json_response(body, status=503)
-    return web.json_response({"status": "loading" if state.model is None else "ok"})
+    return web.json_response({"status": "ok"})
 
 
 async def ready(request: web.Request) -> web.Response:

@@ -1,7 +1,7 @@
 """The server's life: bind, load the model, serve, drain on SIGTERM, stop.
 
-It binds before loading so that probes answer from the start (/health alive, /ready not
-yet); the model loads on a worker thread while the event loop keeps answering.
+It binds before loading so that probes get answers from the start (503 "loading" until the
+model is loaded and warm); the model loads on a worker thread while the event loop answers.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """What the server knows about itself: its phase, the loaded model, requests in flight.
 
-The server answers probes from the moment it binds: while the model loads, /health is
-alive and /ready is not; the API answers 503 until the model is warm.
+The server answers from the moment it binds: while the model loads and warms up, /health
+and /ready say so with 503 (a startup probe gives loading its own budget), and the API
+answers 503.
 """
 
 from __future__ import annotations
@@ -80,7 +81,8 @@ class WorkerState:
     # ----- probes -----
 
     def is_alive(self) -> bool:
-        return self.model is None or self.model.engine.is_healthy()
+        """No engine loop yet while loading: Kubernetes' startup probe waits for this."""
+        return self.model is not None and self.model.engine.is_healthy()
 
     def not_ready_reasons(self) -> list[str]:
         if self.model is None:

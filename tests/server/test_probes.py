@@ -1,0 +1,68 @@
+"""Probes before the model is ready, and once it is."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import aiohttp
+import pytest
+
+from worker.server.runner import Server, ServerSettings
+
+pytestmark = pytest.mark.timeout(60)
+
+
+async def test_while_loading_everything_says_loading():
+    server = Server(ServerSettings(port=0))
+    url = await server.bind()  # bound, no model yet: as during a long load
+    try:
+        async with aiohttp.ClientSession() as session:
+            async with session.get(url + "/health") as r:
+                assert (r.status, await r.json()) == (503, {"status": "loading"})
+            async with session.get(url + "/ready") as r:
+                assert r.status == 503
+                assert (await r.json())["reasons"] == ["the model is loading"]
+            async with session.post(url + "/v1/completions", json={"prompt": "x"}) as r:
+                assert r.status == 503
+                assert (await r.json())["error"]["message"] == "the model is still loading"
+            async with session.get(url + "/metrics") as r:
+                assert r.status == 503
+    finally:
+        await server.stop()
+
+
+async def test_a_warm_server_is_alive_and_ready(server):
+    health = await server.fetch("GET", "/health")
+    assert (health.status, health.json()) == (200, {"status": "ok"})
+    ready = await server.fetch("GET", "/ready")
+    assert (ready.status, ready.json()) == (200, {"ready": True})
+
+
+async def poll_ready(server, status: int, timeout_s: float = 10.0):
+    deadline = time.monotonic() + timeout_s
+    while (reply := await server.fetch("GET", "/ready")).status != status:
+        assert time.monotonic() < deadline, f"/ready never answered {status}"
+        await asyncio.sleep(0.05)
+    return reply
+
+
+async def test_ready_needs_a_recent_canary(make_server):
+    server = make_server(
+        engine={"canary_interval_s": 0.1, "canary_timeout_s": 0.2, "canary_max_age_s": 0.5}
+    )
+    await poll_ready(server, 200)
+    engine = server.engine
+    real_step, release = engine.step, threading.Event()
+
+    def slow_step():  # canaries time out, the loop itself is not (yet) stale
+        release.wait(30)
+        return real_step()
+
+    engine.step = slow_step
+    reply = await poll_ready(server, 503)
+    assert reply.json()["reasons"] == ["no recent successful canary generation"]
+    engine.step = real_step
+    release.set()
+    await poll_ready(server, 200)
