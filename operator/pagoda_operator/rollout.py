@@ -69,7 +69,7 @@ def decide_rollout(
         )
     elif previous.rolled_back_from:
         rolled_back = Verdict(
-            False, "SpecChanged", f"the spec changed after a rollback; revision {wanted} is next"
+            False, "NoRollback", f"the spec changed after a rollback; revision {wanted} is next"
         )
     else:
         rolled_back = Verdict(False, "NoRollback", "no rollout has been rolled back")

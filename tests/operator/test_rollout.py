@@ -98,7 +98,8 @@ def test_a_new_spec_after_a_rollback_is_rolled_out():
     decision = decide_rollout(newer, previous, state("old"), OLD, 600, Strategy(1, 0), "")
     assert decision.render == newer
     assert decision.revisions.rolled_back_from is None
-    assert decision.rolled_back.reason == "SpecChanged"
+    assert (decision.rolled_back.status, decision.rolled_back.reason) == (False, "NoRollback")
+    assert "the spec changed after a rollback" in decision.rolled_back.message
 
 
 def test_rollback_message_names_both_revisions_and_the_deadline():

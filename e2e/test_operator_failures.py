@@ -1,0 +1,263 @@
+"""The operator facing failure on a real control plane: stalled rollouts, failing primaries,
+GPU quota, unschedulable pods, invalid specs."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+import yaml
+
+from e2e.faults import FAULT_ANNOTATION
+from e2e.test_operator_support import (
+    condition,
+    events,
+    install_crds,
+    llmdeployment,
+    models_volume,
+    pods,
+    ready,
+    remove_crds,
+    running_operator,
+    status,
+    wait_condition,
+)
+
+
+@pytest.fixture(scope="module")
+def operator(cluster, tmp_path_factory):
+    install_crds(cluster)
+    with running_operator(cluster, tmp_path_factory.mktemp("operator"), "--standalone") as op:
+        yield op
+    remove_crds(cluster)
+
+
+def patch(cluster, namespace: str, name: str, spec: dict) -> None:
+    body = json.dumps({"spec": spec})
+    cluster.kubectl("patch", f"llmd/{name}", f"-n={namespace}", "--type=merge", f"-p={body}")
+
+
+def service_tier(cluster, namespace: str, name: str) -> str:
+    return cluster.get("service", name, namespace)["spec"]["selector"]["pagoda.dev/tier"]
+
+
+def test_a_rollout_that_never_becomes_ready_is_rolled_back(cluster, namespace, operator):
+    models_volume(cluster, namespace)
+    rollout = {"maxSurge": 1, "maxUnavailable": 0, "progressDeadlineSeconds": 5}
+    cluster.apply(llmdeployment("rb", replicas=2, rollout=rollout), namespace=namespace)
+    wait_condition(cluster, namespace, "rb", "Progressing", "False", "RolloutComplete")
+    good = status(cluster, namespace, "rb")["revisions"]["current"]
+
+    # The new revision's pods can never pull their image.
+    bad_spec = {
+        "model": {"name": "broken"},
+        "podAnnotations": {FAULT_ANNOTATION: "image-pull-error"},
+    }
+    patch(cluster, namespace, "rb", bad_spec)
+    rolled_back = wait_condition(cluster, namespace, "rb", "RolledBack", "True", timeout=90)
+    current = status(cluster, namespace, "rb")["revisions"]
+    bad = current["desired"]
+    assert bad != good
+    assert current["rolledBackFrom"] == bad and current["lastReady"] == good
+    assert bad in rolled_back["message"] and good in rolled_back["message"]
+    assert "progressDeadlineSeconds (5s)" in rolled_back["message"]
+
+    primary = cluster.get("deployment", "rb-primary", namespace)
+    assert primary["spec"]["template"]["metadata"]["labels"]["pagoda.dev/revision"] == good
+    cluster.wait_for(
+        lambda: (found := pods(cluster, namespace)) and len(found) == 2 and all(
+            ready(p) and p["metadata"]["labels"]["pagoda.dev/revision"] == good for p in found
+        ),
+        what="only the good revision's pods, all ready",
+    )  # fmt: skip
+    wait_condition(cluster, namespace, "rb", "Progressing", "False", "RolledBack")
+    wait_condition(cluster, namespace, "rb", "Ready", "True")
+    warnings = [e for e in events(cluster, namespace, "rb") if e["type"] == "Warning"]
+    assert any(e["reason"] == "ProgressDeadlineExceeded" and "RolledBack" in e["message"]
+               for e in warnings)  # fmt: skip
+
+    # Fixing the spec rolls out again.
+    patch(cluster, namespace, "rb", {"podAnnotations": None})
+    cluster.wait_for(
+        lambda: status(cluster, namespace, "rb")["revisions"].get("lastReady") not in (good, bad),
+        timeout=60,
+        what="the fixed revision to roll out",
+    )
+    assert condition(cluster, namespace, "rb", "RolledBack")["status"] == "False"
+    assert any(e["reason"] == "NoRollback" and "RolledBack=False" in e["message"]
+               for e in events(cluster, namespace, "rb"))  # fmt: skip
+
+
+def test_failing_primary_hands_traffic_to_a_cold_fallback_and_back(cluster, namespace, operator):
+    models_volume(cluster, namespace)
+    fallback = {
+        "model": {"source": {"hf": {"repo": "org/small-model"}}},
+        "replicas": 1,
+        "warm": False,
+        "resources": {"gpus": 0, "cpu": "1", "memory": "2Gi"},
+        "promoteAfterSeconds": 2,
+        "demoteAfterSeconds": 6,
+    }
+    cluster.apply(llmdeployment("fb", replicas=2, fallback=fallback), namespace=namespace)
+    wait_condition(cluster, namespace, "fb", "Ready", "True")
+    wait_condition(cluster, namespace, "fb", "FallbackActive", "False", "PrimaryServing")
+    assert cluster.get("deployment", "fb-fallback", namespace)["spec"]["replicas"] == 0, "cold"
+    assert service_tier(cluster, namespace, "fb") == "primary"
+
+    oom, crashing = sorted(p["metadata"]["name"] for p in pods(cluster, namespace, "primary"))
+    cluster.make_pod_oom_killed(oom, namespace)
+    cluster.make_pod_crash_loop(crashing, namespace)
+    degraded = cluster.wait_for(
+        lambda: (found := condition(cluster, namespace, "fb", "Degraded"))
+        and crashing in found["message"] and oom in found["message"] and found,
+        what="Degraded to name both failing pods",
+    )  # fmt: skip
+    assert degraded["reason"] == "OOMKilled", "the worse problem names the condition"
+    assert "resources.memory" in degraded["message"] and "keeps crashing" in degraded["message"]
+    promoted = wait_condition(cluster, namespace, "fb", "FallbackActive", "True", timeout=60)
+    assert promoted["reason"] == "PrimaryUnavailable"
+    assert service_tier(cluster, namespace, "fb") == "fallback"
+    current = status(cluster, namespace, "fb")
+    assert current["activeTier"] == "fallback" and current["fallbackReadyReplicas"] == 1
+    assert cluster.get("deployment", "fb-fallback", namespace)["spec"]["replicas"] == 1
+    assert condition(cluster, namespace, "fb", "Ready")["status"] == "True", "fallback serves"
+    table = cluster.kubectl("get", "llmd", "fb", f"-n={namespace}", "--no-headers").stdout.split()
+    assert table[1:3] == ["True", "fallback"]
+
+    cluster.clear_fault(oom, namespace)
+    cluster.clear_fault(crashing, namespace)
+    pending = wait_condition(cluster, namespace, "fb", "FallbackActive", "True", "DemotionPending")
+    recovered_at = time.monotonic()
+    assert service_tier(cluster, namespace, "fb") == "fallback", "no switch back before 6 s"
+    wait_condition(
+        cluster, namespace, "fb", "FallbackActive", "False", "PrimaryServing", timeout=60
+    )
+    assert time.monotonic() - recovered_at >= 6 - 2, pending["message"]  # 1 s status rounding
+    assert service_tier(cluster, namespace, "fb") == "primary"
+    cluster.wait_for(
+        lambda: cluster.get("deployment", "fb-fallback", namespace)["spec"]["replicas"] == 0,
+        what="the cold fallback to scale back to zero",
+    )
+    reasons = [(e["type"], e["reason"]) for e in events(cluster, namespace, "fb")]
+    for expected in [("Warning", "OOMKilled"), ("Warning", "PrimaryUnavailable"),
+                     ("Normal", "DemotionPending"), ("Normal", "PrimaryServing")]:  # fmt: skip
+        assert expected in reasons, (expected, reasons)
+
+
+def test_gpu_quota_too_small_is_reported_with_numbers(cluster, namespace, operator):
+    quota = {
+        "apiVersion": "v1",
+        "kind": "ResourceQuota",
+        "metadata": {"name": "gpus"},
+        "spec": {"hard": {"requests.nvidia.com/gpu": "3"}},
+    }
+    cluster.apply(quota, namespace=namespace)
+    models_volume(cluster, namespace)
+    cluster.apply(llmdeployment("big", replicas=2, resources={"gpus": 2}), namespace=namespace)
+    exceeded = wait_condition(
+        cluster, namespace, "big", "QuotaExceeded", "True", "GPUQuotaExceeded"
+    )
+    message = exceeded["message"]
+    facts = ["needs 4 GPUs", "2 primary x 2", "ResourceQuota gpus allows 3", "at least 4"]
+    for fact in [*facts, f"namespace {namespace}"]:
+        assert fact in message, (fact, message)
+    gpus = status(cluster, namespace, "big")["gpus"]
+    assert (gpus["quota"], gpus["primary"], gpus["surge"]) == (3, 4, 0)
+    assert gpus["headroom"] < 0
+    degraded = wait_condition(cluster, namespace, "big", "Degraded", "True", "FailedCreate")
+    assert "exceeded quota" in degraded["message"]
+    assert any(e["reason"] == "GPUQuotaExceeded" and e["type"] == "Warning"
+               for e in events(cluster, namespace, "big"))  # fmt: skip
+
+    # Enough for the pods but not for a surge pod: fits, and rolls without surge.
+    quota["spec"]["hard"]["requests.nvidia.com/gpu"] = "4"
+    cluster.apply(quota, namespace=namespace)
+    within = wait_condition(cluster, namespace, "big", "QuotaExceeded", "False", "WithinQuota")
+    assert "rolling without surge" in within["message"]
+    strategy = cluster.get("deployment", "big-primary", namespace)["spec"]["strategy"]
+    assert strategy["rollingUpdate"] == {"maxSurge": 0, "maxUnavailable": 1}
+    cluster.wait_for(lambda: status(cluster, namespace, "big").get("readyReplicas") == 2,
+                     what="both pods once the quota allows them")  # fmt: skip
+    patch(cluster, namespace, "big", {"engine": {"maxNumSeqs": 32}})
+    progressing = wait_condition(cluster, namespace, "big", "Progressing", "True", timeout=30)
+    assert "maxSurge 0" in progressing["message"] or "rolling out" in progressing["message"]
+    cluster.wait_for(
+        lambda: (
+            status(cluster, namespace, "big")["revisions"].get("lastReady")
+            == status(cluster, namespace, "big")["revisions"]["desired"]
+        ),
+        what="the rollout without surge to finish within quota",
+    )
+
+
+def test_pods_no_node_can_hold_are_reported_unschedulable(cluster, namespace, operator):
+    models_volume(cluster, namespace)
+    cluster.apply(llmdeployment("huge", replicas=1, resources={"gpus": 8}), namespace=namespace)
+    degraded = wait_condition(cluster, namespace, "huge", "Degraded", "True", "Unschedulable")
+    [pod] = pods(cluster, namespace)
+    assert pod["metadata"]["name"] in degraded["message"]
+    assert "Insufficient nvidia.com/gpu" in degraded["message"]
+    assert condition(cluster, namespace, "huge", "Ready")["status"] == "False"
+
+
+INVALID = [
+    (
+        {"model": {"name": "m", "source": {"pvc": {"claimName": "a"}, "hf": {"repo": "o/r"}}}},
+        "exactly one model source must be set: pvc, hf or uri",
+    ),
+    ({"rollout": {"maxSurge": 0, "maxUnavailable": 0}}, "cannot both be 0"),
+    (
+        {"resources": {"gpus": 3}, "engine": {"tensorParallelSize": 2}},
+        "engine.tensorParallelSize must divide resources.gpus",
+    ),
+    (
+        {
+            "fallback": {
+                "model": {"source": {"hf": {"repo": "o/r"}}},
+                "promoteAfterSeconds": 60,
+                "demoteAfterSeconds": 10,
+            }
+        },
+        "fallback.demoteAfterSeconds must be at least fallback.promoteAfterSeconds",
+    ),
+    (
+        {
+            "replicas": 1,
+            "fallback": {"model": {"source": {"hf": {"repo": "o/r"}}}, "minPrimaryReady": 2},
+        },
+        "fallback.minPrimaryReady cannot exceed replicas",
+    ),
+    (
+        {"model": {"name": "m", "source": {"pvc": {"claimName": "a", "path": "../etc"}}}},
+        "path must be relative to the volume and must not contain '..'",
+    ),
+    ({"model": {"name": "m", "source": {"uri": "ftp://host/m.tar"}}}, "spec.model.source.uri"),
+    ({"engine": {"dtype": "int4"}}, 'Unsupported value: "int4"'),
+    ({"engine": {"gpuMemoryUtilization": 1.5}}, "gpuMemoryUtilization"),
+    ({"replicas": 100}, "spec.replicas"),
+    ({"enigne": {}}, 'unknown field "spec.enigne"'),
+]
+
+
+@pytest.mark.parametrize(("spec", "says"), INVALID, ids=[says[:40] for _, says in INVALID])
+def test_invalid_specs_are_rejected_by_the_apiserver(cluster, namespace, operator, spec, says):
+    result = cluster.try_kubectl(
+        "apply", f"-n={namespace}", "-f", "-", input=_yaml(llmdeployment("bad", **spec))
+    )
+    assert result.returncode != 0, f"accepted: {spec}"
+    assert says in result.stderr, result.stderr
+    assert cluster.try_kubectl("get", "llmd/bad", f"-n={namespace}").returncode != 0
+
+
+def test_invalid_name_is_rejected(cluster, namespace, operator):
+    long_name = "a" * 51
+    result = cluster.try_kubectl(
+        "apply", f"-n={namespace}", "-f", "-", input=_yaml(llmdeployment(long_name))
+    )
+    assert result.returncode != 0
+    assert "metadata.name must be a DNS-1035 label of at most 50 characters" in result.stderr
+
+
+def _yaml(obj: dict) -> str:
+    return yaml.safe_dump(obj)
