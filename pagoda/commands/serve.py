@@ -150,7 +150,7 @@ def _configure_logging(level: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from worker.engine.async_engine import AsyncEngineOptions
+    from worker.engine.async_engine import AsyncEngineOptions, EngineDeadError
     from worker.models.loader import ModelLoadError
     from worker.server.auth import APIKeyError, load_api_keys
     from worker.server.runner import Server, ServerSettings, serve_until_signalled
@@ -187,7 +187,7 @@ def run(args: argparse.Namespace) -> int:
     )
     try:
         asyncio.run(serve_until_signalled(Server(settings), config, progress))
-    except (ModelLoadError, OSError) as e:
+    except (ModelLoadError, EngineDeadError, OSError) as e:
         print(f"pagoda serve: {e}", file=sys.stderr)
         return 1
     progress("stopped")

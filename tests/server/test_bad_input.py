@@ -49,6 +49,8 @@ CASES = [
         "too-many-stops", COMPLETIONS, {"prompt": "x", "stop": [f"s{i}" for i in range(17)]}, "stop"
     ),
     bad("n-zero", COMPLETIONS, {"prompt": "x", "n": 0}, "n"),
+    bad("n-too-many", COMPLETIONS, {"prompt": "x", "n": 129}, "n"),
+    bad("too-many-prompts", COMPLETIONS, {"prompt": ["x"] * 2049}, "prompt"),
     bad("logprobs-too-many", COMPLETIONS, {"prompt": "x", "logprobs": 21}, "logprobs"),
     bad(
         "penalty-out-of-range",

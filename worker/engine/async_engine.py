@@ -106,7 +106,7 @@ class _Abort:
     request_ids: list[str]
 
 
-_STOP = object()
+_WAKE_UP = object()  # lets an idle engine thread see that it should stop
 
 
 class AsyncLLMEngine:
@@ -154,7 +154,7 @@ class AsyncLLMEngine:
         if self._canary_task:
             self._canary_task.cancel()
         self._stopping = True
-        self._commands.put(_STOP)
+        self._commands.put(_WAKE_UP)
         if self._thread:
             await asyncio.to_thread(self._thread.join, 5.0)
         self._fail_all(EngineDeadError("the engine was stopped"))

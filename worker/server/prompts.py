@@ -5,6 +5,8 @@ from __future__ import annotations
 from worker.server.errors import APIError
 from worker.server.protocol import ChatMessage
 
+MAX_PROMPTS = 2048  # prompts in one completions request, as OpenAI caps it
+
 # For models whose tokenizer has no chat template (stories260K, base models): one line per
 # message, "Role: content", then "Assistant:" for the model to continue.
 PLAIN_CHAT_TEMPLATE = (
@@ -22,6 +24,8 @@ def completion_prompts(prompt, tokenizer) -> list[list[int]]:
         return [tokenizer.encode(prompt)]
     if not prompt:
         raise APIError(400, "prompt must not be empty", param="prompt")
+    if len(prompt) > MAX_PROMPTS and not isinstance(prompt[0], int):
+        raise APIError(400, f"at most {MAX_PROMPTS} prompts in one request", param="prompt")
     if isinstance(prompt[0], str):
         return [tokenizer.encode(text) for text in prompt]
     return [prompt] if isinstance(prompt[0], int) else prompt

@@ -21,7 +21,7 @@ class StreamOptions(_Body):
     continuous_usage_stats: bool = False  # vLLM's: running usage in every chunk
 
 
-class _Sampling(_Body):
+class SamplingFields(_Body):
     """Fields shared by completions and chat completions."""
 
     model: str | None = None
@@ -50,7 +50,7 @@ class _Sampling(_Body):
         return bool(self.stream_options and self.stream_options.continuous_usage_stats)
 
 
-class CompletionRequest(_Sampling):
+class CompletionRequest(SamplingFields):
     prompt: str | list[str] | list[int] | list[list[int]]
     max_tokens: int | None = None
     logprobs: int | None = None  # top-N per token, as in the legacy completions API
@@ -73,7 +73,7 @@ class ChatMessage(_Body):
         return self.content or ""
 
 
-class ChatCompletionRequest(_Sampling):
+class ChatCompletionRequest(SamplingFields):
     messages: list[ChatMessage]
     max_tokens: int | None = None  # deprecated by OpenAI in favour of max_completion_tokens
     max_completion_tokens: int | None = None

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from worker.engine.sampling_params import SamplingParams, SamplingParamsError
 from worker.server.errors import APIError
-from worker.server.protocol import ChatCompletionRequest, CompletionRequest, _Sampling
+from worker.server.protocol import ChatCompletionRequest, CompletionRequest, SamplingFields
+
+MAX_N = 128  # completions per prompt, as OpenAI caps it
 
 
 def _or(value, default):
@@ -12,8 +14,10 @@ def _or(value, default):
 
 
 def _build(
-    request: _Sampling, max_tokens: int, logprobs: int | None, names: dict[str, str]
+    request: SamplingFields, max_tokens: int, logprobs: int | None, names: dict[str, str]
 ) -> SamplingParams:
+    if request.n is not None and request.n > MAX_N:
+        raise APIError(400, f"n: at most {MAX_N} completions per prompt", param="n")
     stop = [request.stop] if isinstance(request.stop, str) else (request.stop or [])
     top_k = _or(request.top_k, 0)
     try:
