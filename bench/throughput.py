@@ -1,18 +1,24 @@
-"""Offline throughput: Pagoda's engine against transformers' `generate`, measured in one run.
+"""Offline throughput and latency: Pagoda's engine against transformers' `generate`, in one run.
 
-    python bench/throughput.py                      # CPU: stories260K, a small mixed workload
-    python bench/throughput.py --preset anchor-a    # GPU: Llama-3.1-8B shape, random bf16 weights
+    python bench/throughput.py                              # CPU: stories260K, a mixed workload
+    python bench/throughput.py --preset anchor-a            # GPU: Llama-3.1-8B shape, random bf16
+    python bench/throughput.py --preset anchor-a-latency    # GPU: batch-1 decode, TTFT
 
-Both sides get the same prompts (token ids) and produce the same number of tokens each (EOS
-ignored). The baseline runs `generate` in static, left-padded batches. Printed: total tok/s
-(prompt + output) and output tok/s for both, and the ratio.
+Throughput: both sides get the same prompts (token ids) and produce the same number of tokens
+each (EOS ignored). The baseline runs `generate` in static, left-padded batches. Printed: total
+tok/s (prompt + output) and output tok/s for both, and the ratio.
+Latency: one request at a time through the engine: ms per output token of a batch-1 decode, and
+the time to first token of a long prompt (fresh prompts each time: no prefix-cache hits).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import gc
 import json
 import random
+import statistics
 import sys
 import tempfile
 import time
@@ -53,6 +59,8 @@ class Preset:
     dtype: str
     baseline_batch: int
     floor_seconds: float | None = None  # the workload's lower bound on this card, if known
+    latency: bool = False  # num_requests runs of one request each, instead of one batch
+    ttft_input_len: int = 0  # latency: the prompt whose time to first token is measured
 
 
 PRESETS = {
@@ -64,6 +72,11 @@ PRESETS = {
     "anchor-a": Preset(
         model=None, shape="llama-3.1-8b", num_requests=256, input_len=(128, 1024),
         output_len=256, dtype="bfloat16", baseline_batch=64, floor_seconds=4.5,
+    ),
+    # The issue's latency targets: 128-token prompt decoding 256 tokens; TTFT of 1,024 tokens.
+    "anchor-a-latency": Preset(
+        model=None, shape="llama-3.1-8b", num_requests=5, input_len=(128, 128), output_len=256,
+        dtype="bfloat16", baseline_batch=1, latency=True, ttft_input_len=1024,
     ),
 }  # fmt: skip
 
@@ -87,29 +100,87 @@ def sync() -> None:
         torch.cuda.synchronize()
 
 
-def run_engine(model_dir: Path, preset: Preset, prompts, engine_args: dict) -> float:
+def start_engine(model_dir: Path, preset: Preset, engine_args: dict) -> LLMEngine:
     settings = dict(model=str(model_dir), dtype=preset.dtype, **engine_args)
     if preset.shape:
         settings["load_format"] = "dummy"
+    started = time.perf_counter()
     engine = LLMEngine(EngineConfig(**settings))
-    params = SamplingParams(temperature=0.0, max_tokens=preset.output_len, ignore_eos=True)
-    engine.add_request(prompts[0][:16], SamplingParams(max_tokens=4, ignore_eos=True))
-    while engine.has_unfinished_requests():  # warm-up
+    print(f"engine: started in {time.perf_counter() - started:.1f} s, "
+          f"KV cache {engine.kv_capacity_tokens} tokens", file=sys.stderr)  # fmt: skip
+    vocab = engine.model.shape.vocab_size
+    for length in (16, min(600, engine.max_model_len - 4)):  # compiles every kernel once
+        prompt = [10 + i % (vocab - 10) for i in range(length)]
+        engine.add_request(prompt, SamplingParams(max_tokens=4, ignore_eos=True))
+    while engine.has_unfinished_requests():
         engine.step()
     sync()
+    return engine
+
+
+def free(engine: LLMEngine) -> None:
+    del engine
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def profiler(enabled: bool):
+    if not enabled:
+        return contextlib.nullcontext()
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if torch.cuda.is_available():
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    return torch.profiler.profile(activities=activities)
+
+
+def run_engine(
+    model_dir: Path, preset: Preset, prompts, engine_args: dict, profile: bool = False
+) -> float:
+    engine = start_engine(model_dir, preset, engine_args)
+    params = SamplingParams(temperature=0.0, max_tokens=preset.output_len, ignore_eos=True)
     start = time.perf_counter()
     for prompt in prompts:
         engine.add_request(prompt, params)
     produced = 0
-    while engine.has_unfinished_requests():
-        for out in engine.step():
-            produced += len(out.outputs[0].new_token_ids)
-    sync()
+    with profiler(profile) as prof:
+        while engine.has_unfinished_requests():
+            for out in engine.step():
+                produced += len(out.outputs[0].new_token_ids)
+        sync()
     elapsed = time.perf_counter() - start
+    if prof is not None:
+        for key in ("self_cuda_time_total", "self_cpu_time_total"):
+            print(prof.key_averages().table(sort_by=key, row_limit=20), file=sys.stderr)
     assert produced == preset.output_len * len(prompts), "every request must produce all tokens"
-    print(f"engine: KV cache {engine.kv_capacity_tokens} tokens", file=sys.stderr)
-    del engine
+    free(engine)
     return elapsed
+
+
+def run_latency(model_dir: Path, preset: Preset, prompts, engine_args: dict) -> dict[str, float]:
+    """Median over the prompts of: ms per output token after the first (batch-1 decode), and the
+    time to first token of a fresh ttft_input_len-token prompt."""
+    engine = start_engine(model_dir, preset, engine_args)
+    rng = random.Random(1)
+    vocab = engine.model.shape.vocab_size
+    decode_ms, ttft_ms = [], []
+    for prompt in prompts:
+        params = SamplingParams(temperature=0.0, max_tokens=preset.output_len, ignore_eos=True)
+        engine.add_request(prompt, params)
+        first = None
+        while engine.has_unfinished_requests():
+            engine.step()
+            first = first or time.perf_counter()
+        decode_ms.append((time.perf_counter() - first) * 1e3 / (preset.output_len - 1))
+
+        long_prompt = [rng.randrange(10, vocab - 10) for _ in range(preset.ttft_input_len)]
+        start = time.perf_counter()
+        engine.add_request(long_prompt, SamplingParams(max_tokens=1, ignore_eos=True))
+        while engine.has_unfinished_requests():
+            engine.step()
+        ttft_ms.append((time.perf_counter() - start) * 1e3)
+    free(engine)
+    return {"decode ms/token": statistics.median(decode_ms), "TTFT ms": statistics.median(ttft_ms)}
 
 
 def run_transformers(model_dir: Path, preset: Preset, prompts) -> float:
@@ -150,6 +221,10 @@ def main() -> int:
     parser.add_argument("--output-len", type=int)
     parser.add_argument("--skip-baseline", action="store_true")
     parser.add_argument(
+        "--profile", action="store_true",
+        help="print the engine run's top CPU and CUDA ops (timings include the profiler)",
+    )  # fmt: skip
+    parser.add_argument(
         "--engine-arg", action="append", default=[], metavar="KEY=VALUE",
         help="EngineConfig setting for the engine run, e.g. max_num_seqs=256 (JSON values)",
     )  # fmt: skip
@@ -170,7 +245,15 @@ def main() -> int:
         print(f"preset {args.preset} on {device}: {len(prompts)} requests, "
               f"{prompt_tokens} prompt + {output_tokens} output tokens")  # fmt: skip
 
-        rows = [("pagoda engine", run_engine(model_dir, preset, prompts, engine_args))]
+        if preset.latency:
+            results = run_latency(model_dir, preset, prompts, engine_args)
+            for name, value in results.items():
+                print(f"pagoda engine {name}: {value:.2f}  "
+                      f"({preset.input_len[0]}-token prompt, {preset.output_len} outputs; "
+                      f"TTFT of {preset.ttft_input_len} tokens)")  # fmt: skip
+            return 0
+        seconds = run_engine(model_dir, preset, prompts, engine_args, args.profile)
+        rows = [("pagoda engine", seconds)]
         if not args.skip_baseline:
             rows.append(("transformers generate", run_transformers(model_dir, preset, prompts)))
 

@@ -17,7 +17,11 @@ from transformers import GenerationConfig
 
 from worker.engine.block_manager import BlockManager
 from worker.engine.config import EngineConfig
-from worker.engine.model_runner import ModelRunner, kv_cache_block_bytes
+from worker.engine.model_runner import (
+    ModelRunner,
+    kv_cache_block_bytes,
+    profile_activation_bytes,
+)
 from worker.engine.outputs import (
     CompletionOutput,
     FinishReason,
@@ -104,8 +108,11 @@ class LLMEngine:
             self.block_manager, config.max_num_seqs, config.max_num_batched_tokens
         )
         self.runner = ModelRunner(
-            self.model, backend, num_blocks, config.block_size, self.device, self.dtype
-        )
+            self.model, backend, num_blocks, config.block_size, self.device, self.dtype,
+            config.max_num_seqs, self.max_model_len,
+        )  # fmt: skip
+        if not config.enforce_eager:
+            self.runner.capture_decode_graphs()
         self.sampler = Sampler(torch.Generator(self.device).manual_seed(config.seed))
         self.requests: dict[str, Request] = {}
         self._aborted: list[Request] = []
@@ -152,12 +159,13 @@ class LLMEngine:
         )
 
     def _activation_bytes(self) -> int:
-        """Peak activation memory of the largest step, as a generous estimate from the shape."""
-        s = self.model.shape
-        tokens = self.config.max_num_batched_tokens
-        per_token = (3 * s.hidden_size + 2 * s.intermediate_size + s.num_heads * s.head_dim * 2) * 4
-        logits = self.config.max_num_seqs * s.vocab_size * 4 * 3
-        return tokens * per_token + logits
+        """Peak activation memory of the largest step, measured by running one (CUDA only)."""
+        c = self.config
+        backend = select_attention_backend(c.attention_backend, self.device)
+        return profile_activation_bytes(
+            self.model, backend, c.block_size, self.dtype, self.device,
+            c.max_num_batched_tokens, c.max_num_seqs, self.max_model_len,
+        )  # fmt: skip
 
     @property
     def kv_capacity_tokens(self) -> int:

@@ -1,8 +1,16 @@
-"""Turns a scheduled step into tensors, runs the model over the paged KV cache, returns logits."""
+"""Turns a scheduled step into tensors, runs the model over the paged KV cache, returns logits.
+
+A step's inputs are built with numpy from the scheduled sequences (no per-token Python), packed
+into one int32 buffer and sent to the device in one copy, through reused pinned memory on CUDA.
+On CUDA, a step of decodes only replays a CUDA graph captured at start for the next larger batch
+size of a ladder: padding rows write no KV (slot -1) and attend to nothing (length 0).
+"""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
+from itertools import chain
 
 import numpy as np
 import torch
@@ -11,20 +19,118 @@ from worker.engine.scheduler import ScheduledSeq
 from worker.layers.attention import AttentionBackend, AttentionMetadata
 from worker.models.llama import LlamaForCausalLM
 
+log = logging.getLogger(__name__)
+
 
 @dataclass
 class StepInputs:
     input_ids: torch.Tensor
     positions: torch.Tensor
     meta: AttentionMetadata
-    logits_indices: torch.Tensor  # rows of the step whose logits are sampled
-    sampled: list[ScheduledSeq]  # in the order of logits_indices
+    logits_indices: torch.Tensor | None  # rows of the step whose logits are sampled; None = all
+    sampled: list[ScheduledSeq]  # in the order of the logits rows
+    graph_batch: int | None = None  # replay the decode graph of this batch size
 
 
 def kv_cache_block_bytes(model: LlamaForCausalLM, block_size: int, dtype: torch.dtype) -> int:
     s = model.shape
     element = torch.tensor([], dtype=dtype).element_size()
     return 2 * s.num_layers * block_size * s.num_kv_heads * s.head_dim * element
+
+
+def graph_batch_sizes(max_num_seqs: int) -> list[int]:
+    """1, 2, 4, 8, then every multiple of 16, up to max_num_seqs (always included)."""
+    ladder = [b for b in (1, 2, 4, 8) if b < max_num_seqs]
+    ladder += list(range(16, max_num_seqs, 16))
+    return [*ladder, max_num_seqs]
+
+
+def block_table_array(tables: list[list[int]]) -> np.ndarray:
+    """Ragged block lists -> [B, longest] int32, zero-padded, without a loop over rows."""
+    lengths = np.fromiter(map(len, tables), np.int64, len(tables))
+    array = np.zeros((len(tables), max(int(lengths.max()), 1)), np.int32)
+    flat = np.fromiter(chain.from_iterable(tables), np.int32, int(lengths.sum()))
+    array[np.arange(array.shape[1]) < lengths[:, None]] = flat
+    return array
+
+
+class HostToDevice:
+    """Sends one int32 array per step in one copy. On CUDA it goes through a pinned buffer that is
+    reused once the previous copy out of it has finished."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.pinned: torch.Tensor | None = None
+        self.copied: torch.cuda.Event | None = None
+
+    def send(self, array: np.ndarray) -> torch.Tensor:
+        if self.device.type != "cuda":
+            return torch.from_numpy(array)
+        if self.copied is not None:
+            self.copied.synchronize()
+        if self.pinned is None or self.pinned.numel() < array.size:
+            self.pinned = torch.empty(2 * array.size, dtype=torch.int32, pin_memory=True)
+        staged = self.pinned[: array.size]
+        staged.numpy()[:] = array
+        on_device = staged.to(self.device, non_blocking=True)
+        self.copied = torch.cuda.Event()
+        self.copied.record()
+        return on_device
+
+
+class DecodeGraphs:
+    """CUDA graphs of the model's forward for decode batches, sharing one memory pool.
+
+    Inputs live in static buffers: rows (token id, position, slot, sequence length) of a [4, max]
+    int32 tensor, and a [max, max_blocks] block table."""
+
+    def __init__(self, runner: ModelRunner, max_num_seqs: int, max_blocks: int) -> None:
+        device = runner.device
+        self.static = torch.zeros(4, max_num_seqs, dtype=torch.int32, device=device)
+        self.static[2] = -1  # padding rows write nowhere
+        self.block_tables = torch.zeros(max_num_seqs, max_blocks, dtype=torch.int32, device=device)
+        self.query_start_loc = torch.arange(max_num_seqs + 1, dtype=torch.int32, device=device)
+        self.sizes = graph_batch_sizes(max_num_seqs)
+        self.graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
+        self.metas: dict[int, AttentionMetadata] = {}
+        self.max_seq_len = max_blocks * runner.block_size
+
+    def meta(self, batch: int) -> AttentionMetadata:
+        return AttentionMetadata(
+            slot_mapping=self.static[2, :batch],
+            query_start_loc=self.query_start_loc[: batch + 1],
+            seq_lens=self.static[3, :batch],
+            block_tables=self.block_tables[:batch],
+            max_query_len=1,
+            max_seq_len=self.max_seq_len,
+            num_decodes=batch,
+        )
+
+    @torch.inference_mode()
+    def capture(self, runner: ModelRunner) -> None:
+        pool = torch.cuda.graph_pool_handle()
+        for batch in reversed(self.sizes):  # largest first: smaller ones reuse its memory
+            meta = self.meta(batch)
+            ids, positions = self.static[0, :batch], self.static[1, :batch]
+            runner.forward(ids, positions, meta)  # warm-up: compiles this size's kernels
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, pool=pool):
+                hidden = runner.forward(ids, positions, meta)
+            self.graphs[batch], self.metas[batch] = (graph, hidden), meta
+        torch.cuda.synchronize()
+
+    def batch_for(self, num_seqs: int) -> int | None:
+        return next((b for b in self.sizes if b >= num_seqs), None)
+
+    def load(self, batch: int, rows: torch.Tensor, tables: torch.Tensor) -> None:
+        """rows: [4, batch] padded inputs; tables: [num_seqs, width] block tables."""
+        self.static[:, :batch].copy_(rows)
+        self.block_tables[: tables.shape[0], : tables.shape[1]].copy_(tables)
+
+    def replay(self, batch: int) -> torch.Tensor:
+        graph, hidden = self.graphs[batch]
+        graph.replay()
+        return hidden
 
 
 class ModelRunner:
@@ -36,9 +142,13 @@ class ModelRunner:
         block_size: int,
         device: torch.device,
         dtype: torch.dtype,
+        max_num_seqs: int = 256,
+        max_model_len: int | None = None,
     ) -> None:
         self.model, self.backend = model, backend
         self.block_size, self.device = block_size, device
+        self.max_num_seqs = max_num_seqs
+        self.max_model_len = max_model_len or model.shape.max_position
         s = model.shape
         self.kv_caches = [
             torch.zeros(
@@ -46,56 +156,159 @@ class ModelRunner:
             )
             for _ in range(s.num_layers)
         ]
+        self.to_device = HostToDevice(device)
+        self.graphs: DecodeGraphs | None = None
+
+    def capture_decode_graphs(self) -> None:
+        """Capture the decode ladder (CUDA with a graph-safe backend only; else a no-op)."""
+        if self.device.type != "cuda" or not self.backend.graph_safe:
+            return
+        max_blocks = -(-self.max_model_len // self.block_size)
+        graphs = DecodeGraphs(self, self.max_num_seqs, max_blocks)
+        graphs.capture(self)
+        self.graphs = graphs
+        log.info("captured CUDA graphs for decode batches %s", graphs.sizes)
 
     def prepare(self, scheduled: list[ScheduledSeq]) -> StepInputs:
-        bs = self.block_size
-        query_lens = np.array([s.num_new_tokens for s in scheduled], dtype=np.int64)
-        starts = np.array([s.seq.num_computed_tokens for s in scheduled], dtype=np.int64)
+        bs, n = self.block_size, len(scheduled)
+        seqs = [s.seq for s in scheduled]
+        query_lens = np.fromiter((s.num_new_tokens for s in scheduled), np.int32, n)
+        starts = np.fromiter((seq.num_computed_tokens for seq in seqs), np.int32, n)
         seq_lens = starts + query_lens
-        token_ids = np.concatenate(
-            [
-                s.seq.token_ids[st:end]
-                for s, st, end in zip(scheduled, starts, seq_lens, strict=True)
-            ]
+        num_tokens = int(query_lens.sum())
+        token_ids = np.fromiter(
+            chain.from_iterable(
+                seq.token_ids[st:end]
+                for seq, st, end in zip(seqs, starts.tolist(), seq_lens.tolist(), strict=True)
+            ),
+            np.int32,
+            num_tokens,
         )
-        seq_of_token = np.repeat(np.arange(len(scheduled)), query_lens)
-        query_start_loc = np.concatenate([[0], np.cumsum(query_lens)])
-        positions = np.arange(len(token_ids)) - query_start_loc[seq_of_token] + starts[seq_of_token]
+        query_start_loc = np.zeros(n + 1, np.int32)
+        np.cumsum(query_lens, out=query_start_loc[1:])
+        seq_of_token = np.repeat(np.arange(n), query_lens)
+        first_token = query_start_loc[seq_of_token]
+        positions = np.arange(num_tokens, dtype=np.int32) - first_token + starts[seq_of_token]
+        block_tables = block_table_array([seq.block_table for seq in seqs])
+        slots = block_tables[seq_of_token, positions // bs] * bs + positions % bs
 
-        max_blocks = max(len(s.seq.block_table) for s in scheduled)
-        block_tables = np.zeros((len(scheduled), max_blocks), dtype=np.int32)
-        for row, s in enumerate(scheduled):
-            block_tables[row, : len(s.seq.block_table)] = s.seq.block_table
-        slots = block_tables[seq_of_token, positions // bs].astype(np.int64) * bs + positions % bs
+        samples = np.fromiter((s.samples for s in scheduled), bool, n)
+        sampled = [s for s, keep in zip(scheduled, samples.tolist(), strict=True) if keep]
+        logits_indices = query_start_loc[1:][samples] - 1
+        single = query_lens == 1
+        num_decodes = n if single.all() else int(single.argmin())
+        batch = self.graphs.batch_for(n) if self.graphs and num_decodes == n else None
 
-        sampled_rows = [i for i, s in enumerate(scheduled) if s.samples]
-        logits_indices = query_start_loc[1:][sampled_rows] - 1
-        num_decodes = sum(1 for s in scheduled if s.num_new_tokens == 1)
+        if batch is not None:
+            pad = batch - n
+            rows = [
+                np.pad(token_ids, (0, pad)),
+                np.pad(positions, (0, pad)),
+                np.pad(slots, (0, pad), constant_values=-1),
+                np.pad(seq_lens, (0, pad)),
+            ]
+            parts = [*rows, logits_indices, block_tables.ravel()]
+        else:
+            parts = [token_ids, positions, slots, query_start_loc, seq_lens, logits_indices]
+            parts.append(block_tables.ravel())
+        packed = self.to_device.send(np.concatenate(parts).astype(np.int32, copy=False))
+        views = list(packed.split([p.size for p in parts]))
+        tables = views[-1].view(block_tables.shape)
+        # Every row one token, and every row sampled: the logits rows are the first n rows.
+        indices = None if num_tokens == n and samples.all() else views[-2]
 
-        def to_device(a: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
-            return torch.from_numpy(a).to(self.device, dtype, non_blocking=True)
-
+        if batch is not None:
+            self.graphs.load(batch, packed[: 4 * batch].view(4, batch), tables)
+            meta = self.graphs.metas[batch]
+            ids, pos = self.graphs.static[0, :batch], self.graphs.static[1, :batch]
+            return StepInputs(ids, pos, meta, indices, sampled, graph_batch=batch)
+        ids, pos, slot_view, qsl, lens = views[:5]
         meta = AttentionMetadata(
-            slot_mapping=to_device(slots, torch.int64),
-            query_start_loc=to_device(query_start_loc, torch.int32),
-            seq_lens=to_device(seq_lens, torch.int32),
-            block_tables=to_device(block_tables, torch.int32),
+            slot_mapping=slot_view,
+            query_start_loc=qsl,
+            seq_lens=lens,
+            block_tables=tables,
             max_query_len=int(query_lens.max()),
             max_seq_len=int(seq_lens.max()),
             num_decodes=num_decodes,
         )
-        return StepInputs(
-            input_ids=to_device(token_ids, torch.int64),
-            positions=to_device(positions, torch.int64),
-            meta=meta,
-            logits_indices=to_device(logits_indices, torch.int64),
-            sampled=[scheduled[i] for i in sampled_rows],
-        )
+        return StepInputs(ids, pos, meta, indices, sampled)
+
+    def forward(self, input_ids, positions, meta: AttentionMetadata) -> torch.Tensor:
+        return self.model(input_ids, positions, self.kv_caches, meta, self.backend)
 
     @torch.inference_mode()
     def execute(self, inputs: StepInputs) -> torch.Tensor:
         """Logits [num_sampled, vocab] for the sequences that sample this step."""
-        hidden = self.model(
-            inputs.input_ids, inputs.positions, self.kv_caches, inputs.meta, self.backend
-        )
-        return self.model.compute_logits(hidden[inputs.logits_indices])
+        if inputs.graph_batch is not None:
+            hidden = self.graphs.replay(inputs.graph_batch)
+        else:
+            hidden = self.forward(inputs.input_ids, inputs.positions, inputs.meta)
+        if inputs.logits_indices is not None:
+            hidden = hidden[inputs.logits_indices]
+        else:
+            hidden = hidden[: len(inputs.sampled)]
+        return self.model.compute_logits(hidden)
+
+
+@torch.inference_mode()
+def profile_activation_bytes(
+    model: LlamaForCausalLM,
+    backend: AttentionBackend,
+    block_size: int,
+    dtype: torch.dtype,
+    device: torch.device,
+    max_num_batched_tokens: int,
+    max_num_seqs: int,
+    max_model_len: int,
+) -> int:
+    """Peak memory, beyond what is allocated now, of the largest step (a prefill of
+    max_num_batched_tokens with logits for max_num_seqs rows, as the sampler upcasts them), plus
+    that of a decode step of max_num_seqs sequences (the CUDA graphs' pool). Measured on CUDA."""
+    tokens = max_num_batched_tokens
+    seq_len = min(tokens, max_model_len)
+    lengths = [seq_len] * (tokens // seq_len) + ([tokens % seq_len] if tokens % seq_len else [])
+    num_blocks = -(-seq_len // block_size) * len(lengths)
+    runner = ModelRunner(model, backend, num_blocks, block_size, device, dtype)
+    prefill = _step_peak_bytes(runner, lengths, lengths, min(max_num_seqs, tokens))
+    decode = _step_peak_bytes(runner, [1] * max_num_seqs, [1] * max_num_seqs, 0)
+    del runner
+    torch.cuda.empty_cache()
+    return prefill + decode
+
+
+def _step_peak_bytes(
+    runner: ModelRunner, query_lens: list[int], context_lens: list[int], num_logits: int
+) -> int:
+    """Run one step of these sequences (blocks assigned round-robin over the runner's cache)."""
+    device, bs = runner.device, runner.block_size
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    before = torch.cuda.memory_allocated(device)
+    n = len(query_lens)
+    starts = np.array(context_lens) - np.array(query_lens)
+    seq_of_token = np.repeat(np.arange(n), query_lens)
+    qsl = np.concatenate([[0], np.cumsum(query_lens)])
+    positions = np.arange(len(seq_of_token)) - qsl[seq_of_token] + starts[seq_of_token]
+    width = -(-max(context_lens) // bs)
+    tables = np.arange(n * width).reshape(n, width) % runner.kv_caches[0].shape[1]
+    slots = tables[seq_of_token, positions // bs] * bs + positions % bs
+
+    def on_device(a) -> torch.Tensor:
+        return torch.as_tensor(np.asarray(a), dtype=torch.int32, device=device)
+
+    meta = AttentionMetadata(
+        slot_mapping=on_device(slots),
+        query_start_loc=on_device(qsl),
+        seq_lens=on_device(context_lens),
+        block_tables=on_device(tables),
+        max_query_len=max(query_lens),
+        max_seq_len=max(context_lens),
+        num_decodes=n if max(query_lens) == 1 else 0,
+    )
+    ids = torch.randint(0, runner.model.shape.vocab_size, (len(positions),), device=device)
+    hidden = runner.forward(ids, on_device(positions), meta)
+    logits = runner.model.compute_logits(hidden[:num_logits]).float()
+    torch.softmax(logits, dim=-1)
+    torch.cuda.synchronize(device)
+    return torch.cuda.max_memory_allocated(device) - before

@@ -1,0 +1,1 @@
+"""Triton kernels of the CUDA fast path. Imported only on CUDA: the CPU path needs no Triton."""

@@ -15,9 +15,7 @@ import torch
 
 @dataclass
 class AttentionMetadata:
-    slot_mapping: (
-        torch.Tensor
-    )  # [T] int64: cache slot (block * block_size + offset) of each new token
+    slot_mapping: torch.Tensor  # [T] int32: block * block_size + offset; -1 = padding
     query_start_loc: torch.Tensor  # [B + 1] int32
     seq_lens: torch.Tensor  # [B] int32: context length including this step's tokens
     block_tables: torch.Tensor  # [B, max_blocks] int32
@@ -32,6 +30,8 @@ class AttentionMetadata:
 
 class AttentionBackend(Protocol):
     """Writes this step's K/V into the layer's cache, then attends causally over the context."""
+
+    graph_safe: bool  # launches depend only on host metadata: a decode step can be graph-captured
 
     def forward(
         self,
@@ -56,6 +56,8 @@ class ReferenceAttention:
 
     Runs on any device; it is the definition the Triton kernels are tested against.
     """
+
+    graph_safe = False  # sizes its work from device values
 
     def forward(self, q, k, v, kv_cache, meta: AttentionMetadata, scale: float) -> torch.Tensor:
         write_kv(k, v, kv_cache, meta.slot_mapping)

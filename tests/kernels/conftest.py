@@ -1,0 +1,36 @@
+"""The Triton kernels run on CUDA. Without a GPU these tests skip, unless TRITON_INTERPRET=1 runs
+the kernels in Triton's CPU interpreter (slow, but it checks indexing and masking anywhere)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from kernel_checks import INTERPRETED
+
+
+def _let_interpreter_index_with_loaded_scalars() -> None:
+    """Triton 3.6's interpreter turns a loaded scalar (a 1-element array) into a loop bound with
+    int(), which numpy 2 refuses; the compiled kernels are unaffected."""
+    from triton.runtime import interpreter
+
+    original = interpreter._patch_lang_tensor
+
+    def patched(tensor, scope) -> None:
+        original(tensor, scope)
+        scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.reshape(-1)[0]))
+
+    interpreter._patch_lang_tensor = patched
+
+
+if INTERPRETED:
+    _let_interpreter_index_with_loaded_scalars()
+
+
+@pytest.fixture(scope="session")
+def device() -> torch.device:
+    pytest.importorskip("triton", reason="Triton is not installed")
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if INTERPRETED:
+        return torch.device("cpu")
+    pytest.skip("CUDA is not available: the Triton kernels need a GPU (or TRITON_INTERPRET=1)")

@@ -1,0 +1,56 @@
+"""The whole engine on the GPU: Triton kernels, CUDA graphs and KV-cache sizing together."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.engine.test_greedy_matches_transformers import (
+    check_against_transformers,
+    hf_greedy,
+    mixed_workload,
+    run_staggered,
+)
+from worker.engine.config import EngineConfig
+from worker.engine.engine import LLMEngine
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def test_greedy_fp32_matches_transformers_with_cuda_graphs(stories_dir):
+    """Chunked prefill, prefix hits and preemption, decode steps replayed from CUDA graphs."""
+    engine = check_against_transformers(stories_dir, seed=0)
+    assert engine.device.type == "cuda" and engine.dtype == torch.float32
+    assert engine.runner.graphs is not None and engine.runner.graphs.sizes == [1, 2, 4, 8, 12]
+
+
+@pytest.mark.parametrize("family", ["llama3", "mistral", "qwen2", "qwen3"])
+def test_greedy_fp32_matches_transformers_per_family(tiny_models, family):
+    check_against_transformers(tiny_models[family], seed=1)
+
+
+def test_greedy_fp32_matches_transformers_eager(stories_dir):
+    config = EngineConfig(
+        model=str(stories_dir), block_size=16, num_kv_blocks=40, max_num_batched_tokens=48,
+        max_num_seqs=16, enforce_eager=True,
+    )  # fmt: skip
+    engine = LLMEngine(config)
+    assert engine.runner.graphs is None
+    work = mixed_workload(seed=2, num_requests=20)
+    for (prompt, max_tokens), tokens in zip(work, run_staggered(engine, work), strict=True):
+        assert tokens == hf_greedy(stories_dir, prompt, max_tokens), f"prompt {prompt}"
+
+
+def test_kv_cache_fills_the_memory_budget(stories_dir):
+    torch.cuda.empty_cache()
+    free_before, total = torch.cuda.mem_get_info()
+    others = total - free_before - torch.cuda.memory_reserved()
+    utilization = 0.5
+    engine = LLMEngine(EngineConfig(model=str(stories_dir), gpu_memory_utilization=utilization))
+    budget = utilization * total - others
+    block_bytes = engine.runner.kv_caches[0][:, 0].numel() * 4 * len(engine.runner.kv_caches)
+    kv_bytes = engine.block_manager.num_blocks * block_bytes
+    used = total - torch.cuda.mem_get_info()[0] - others
+    assert used <= budget, "the engine must stay within gpu_memory_utilization"
+    assert kv_bytes > 0.9 * budget, "the KV cache should take what weights and activations leave"
+    assert engine.kv_capacity_tokens == engine.block_manager.num_blocks * 16
