@@ -72,7 +72,10 @@ async def test_client_timeout_on_a_whole_response_aborts_too(server):
 
 
 async def test_full_queue_answers_429_with_retry_after(make_server):
-    busy = make_server(engine_config={"max_num_seqs": 1}, engine={"max_waiting_requests": 1})
+    busy = make_server(
+        engine_config={"max_num_seqs": 1},
+        engine={"max_waiting_requests": 1, "canary_interval_s": 600},  # no canary in the queue
+    )
     client = busy.async_client()
     running = await client.completions.create(model="stories260K", stream=True, **LONG)
     await running.__anext__()  # the first request holds the only batch slot
