@@ -48,7 +48,7 @@ async def poll_ready(server, status: int, timeout_s: float = 10.0):
     return reply
 
 
-async def test_ready_needs_a_recent_canary(make_server):
+async def test_ready_needs_a_recent_generation(make_server):
     server = make_server(
         engine={"canary_interval_s": 0.1, "canary_timeout_s": 0.2, "canary_max_age_s": 0.5}
     )
@@ -62,7 +62,23 @@ async def test_ready_needs_a_recent_canary(make_server):
 
     engine.step = slow_step
     reply = await poll_ready(server, 503)
-    assert reply.json()["reasons"] == ["no recent successful canary generation"]
+    assert reply.json()["reasons"] == ["no token generated recently (canary or traffic)"]
     engine.step = real_step
     release.set()
     await poll_ready(server, 200)
+
+
+async def test_traffic_counts_as_proof_of_life(make_server):
+    """Under load a canary may queue behind real work; real tokens must keep the pod ready."""
+    server = make_server(engine={"canary_interval_s": 1000.0, "canary_max_age_s": 0.5})
+    await poll_ready(server, 200)
+    await poll_ready(server, 503)  # idle, and no canary for a long time: no proof
+    client = server.async_client()
+    stream = await client.completions.create(
+        model="stories260K", prompt="Once upon a time", max_tokens=400, stream=True,
+        extra_body={"ignore_eos": True},
+    )  # fmt: skip
+    async for _ in stream:
+        break
+    await poll_ready(server, 200)
+    await stream.close()

@@ -49,7 +49,7 @@ class AsyncEngineOptions:
     heartbeat_timeout_s: float = 30.0  # older heartbeat: unhealthy
     canary_interval_s: float = 10.0
     canary_timeout_s: float = 30.0
-    canary_max_age_s: float = 35.0  # older last success: not ready
+    canary_max_age_s: float = 35.0  # no token generated for longer: not ready
     warmup_timeout_s: float = 600.0
     retry_after_s: int = 1
 
@@ -135,7 +135,8 @@ class AsyncLLMEngine:
         self._canary_prompt = engine.tokenizer.encode("ping")
         self.stats = engine.stats()  # latest snapshot, written by the engine thread
         self.warmed_up = False
-        self.last_canary_ok: float | None = None
+        # Any token out of the real engine proves it works: a canary's, or real traffic's.
+        self.last_generation_ok: float | None = None
 
     # ----- lifecycle (event loop) -----
 
@@ -145,7 +146,7 @@ class AsyncLLMEngine:
         self._thread = threading.Thread(target=self._run, name="engine", daemon=True)
         self._thread.start()
         await self._canary(max_tokens=8, timeout_s=self.options.warmup_timeout_s)
-        if self.last_canary_ok is None:
+        if self.last_generation_ok is None:
             raise EngineDeadError(f"warm-up generation failed: {self._error or 'timed out'}")
         self.warmed_up = True
         self._canary_task = asyncio.create_task(self._canary_forever(), name="canary")
@@ -173,8 +174,11 @@ class AsyncLLMEngine:
         fresh = self.heartbeat_age() < self.options.heartbeat_timeout_s
         return alive and fresh and self._error is None
 
-    def canary_age(self) -> float | None:
-        return None if self.last_canary_ok is None else time.monotonic() - self.last_canary_ok
+    def generation_age(self) -> float | None:
+        """Seconds since the engine last produced a token (canary or traffic)."""
+        if self.last_generation_ok is None:
+            return None
+        return time.monotonic() - self.last_generation_ok
 
     def not_ready_reasons(self) -> list[str]:
         reasons = []
@@ -182,9 +186,9 @@ class AsyncLLMEngine:
             reasons.append("engine loop is not healthy")
         if not self.warmed_up:
             reasons.append("warming up")
-        age = self.canary_age()
+        age = self.generation_age()
         if age is None or age > self.options.canary_max_age_s:
-            reasons.append("no recent successful canary generation")
+            reasons.append("no token generated recently (canary or traffic)")
         return reasons
 
     # ----- requests (event loop) -----
@@ -239,6 +243,8 @@ class AsyncLLMEngine:
         group.abort()
 
     def _deliver(self, outputs: list[RequestOutput]) -> None:
+        if any(c.new_token_ids for output in outputs for c in output.outputs):
+            self.last_generation_ok = time.monotonic()
         for output in outputs:
             group = self._groups.get(output.request_id)
             if group is None:
@@ -278,16 +284,18 @@ class AsyncLLMEngine:
         try:
             async with asyncio.timeout(timeout_s):
                 group = await self.generate([self._canary_prompt], params, internal=True)
-                finish = [output.outputs[0].finish_reason async for _, output in group]
-            if finish[-1] == "length":
-                self.last_canary_ok = time.monotonic()
+                async for _ in group:
+                    pass
         except (TimeoutError, EngineDeadError, ValueError) as e:
             log.error("canary generation failed: %r", e)
 
     async def _canary_forever(self) -> None:
+        """Under traffic, real tokens keep readiness fresh; an idle engine gets a canary."""
         while self._error is None:
             await asyncio.sleep(self.options.canary_interval_s)
-            await self._canary(max_tokens=1, timeout_s=self.options.canary_timeout_s)
+            age = self.generation_age()
+            if age is None or age >= self.options.canary_interval_s:
+                await self._canary(max_tokens=1, timeout_s=self.options.canary_timeout_s)
 
     # ----- the engine thread -----
 

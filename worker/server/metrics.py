@@ -43,7 +43,7 @@ class WorkerGauges:
 
     stats: object | None  # EngineStats, None while loading
     heartbeat_age_s: float | None
-    canary_age_s: float | None
+    generation_age_s: float | None
     ready: bool
 
 
@@ -158,11 +158,11 @@ class _WorkerCollector:
                 "Seconds since the engine loop last went round.",
                 now.heartbeat_age_s,
             )
-        if now.canary_age_s is not None:
+        if now.generation_age_s is not None:
             yield gauge(
-                "pagoda:canary_age_seconds",
-                "Seconds since the last successful canary generation.",
-                now.canary_age_s,
+                "pagoda:last_generation_age_seconds",
+                "Seconds since the engine last produced a token (canary or traffic).",
+                now.generation_age_s,
             )
         stats = now.stats
         if stats is None:

@@ -97,7 +97,7 @@ class WorkerState:
         return WorkerGauges(
             stats=engine.stats if engine else None,
             heartbeat_age_s=engine.heartbeat_age() if engine else None,
-            canary_age_s=engine.canary_age() if engine else None,
+            generation_age_s=engine.generation_age() if engine else None,
             ready=not self.not_ready_reasons(),
         )
 
