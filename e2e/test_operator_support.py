@@ -39,7 +39,10 @@ class Operator:
     """`pagoda operator` run as a user would, with its own health and metrics ports."""
 
     def __init__(self, cluster: Cluster, workdir: Path, *args: str, kubeconfig: Path | None = None):
-        self.liveness_port, self.metrics_port = free_port(), free_port()
+        self.liveness_port = free_port()
+        self.metrics_port = free_port()
+        while self.metrics_port == self.liveness_port:  # free_port may hand out the same one
+            self.metrics_port = free_port()
         workdir.mkdir(parents=True, exist_ok=True)
         self.process = Process(
             "operator",
@@ -142,6 +145,13 @@ def models_volume(cluster: Cluster, namespace: str, with_claim: bool = True) -> 
         },
     }
     cluster.apply(volume, *([claim] if with_claim else []), namespace=namespace)
+    if with_claim:  # bound before any pod asks for it, so the scheduler never sees it unbound
+        cluster.wait_for(
+            lambda: (
+                cluster.get("pvc", "pagoda-models", namespace)["status"].get("phase") == "Bound"
+            ),
+            what="the models claim to bind",
+        )
 
 
 def status(cluster: Cluster, namespace: str, name: str) -> dict:
