@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from prometheus_client import Counter, Gauge, Histogram
+
+from .api.status import CONDITION_TYPES
 
 RECONCILES = Counter(
     "pagoda_operator_reconciles", "Reconciliations of LLMDeployments, by outcome", ["outcome"]
@@ -30,7 +34,6 @@ GPUS_REQUESTED = Gauge(
     "Peak GPUs requested, surge and fallback included",
     ["namespace", "name"],
 )
-_PER_DEPLOYMENT = (READY_REPLICAS, CONDITION, GPUS_REQUESTED)
 
 
 def record_status(namespace: str, name: str, status: dict) -> None:
@@ -44,7 +47,9 @@ def record_status(namespace: str, name: str, status: dict) -> None:
 
 def forget(namespace: str, name: str) -> None:
     """Drop the series of a deleted LLMDeployment."""
-    for metric in _PER_DEPLOYMENT:
-        for labels in list(metric._metrics):  # prometheus_client has no public label listing
-            if labels[:2] == (namespace, name):
-                metric.remove(*labels)
+    series = [(GPUS_REQUESTED, ())]
+    series += [(READY_REPLICAS, (tier,)) for tier in ("primary", "fallback")]
+    series += [(CONDITION, (kind,)) for kind in CONDITION_TYPES]
+    for metric, rest in series:
+        with contextlib.suppress(KeyError):  # never recorded
+            metric.remove(namespace, name, *rest)
