@@ -23,6 +23,7 @@ class Cluster:
     def __init__(self, api_client: client.ApiClient, reporter: str):
         self.reporter = reporter  # this operator replica, named in the Events it posts
         self.dynamic = DynamicClient(api_client)
+        self.dynamic.resources.invalidate_cache()  # its file cache may predate today's CRDs
         self.core = client.CoreV1Api(api_client)
         self._resources = {}
 

@@ -13,6 +13,7 @@ import kopf
 from kubernetes import client, config
 from kubernetes.dynamic.exceptions import ConflictError, ResourceNotFoundError
 
+from .api import API_VERSION, KIND
 from .kube import Cluster
 from .peering import PeeringGate, Peers
 from .runtime import Runtime
@@ -49,6 +50,12 @@ def run_operator(options: OperatorOptions) -> int:
     priority = options.priority if options.priority is not None else random.randint(1, 2**30)
     credentials = client.Configuration.get_default_copy()
     cluster = Cluster(client.ApiClient(credentials), reporter=identity)
+    try:  # kopf looks for resources once, at start: without the CRD it would idle silently
+        cluster.resource(API_VERSION, KIND)
+    except ResourceNotFoundError as error:
+        raise SystemExit(
+            f"the {KIND} CRD ({API_VERSION}) is not installed: apply crds/ or manifests/"
+        ) from error
     read_peers = None
     if options.peering:
         read_peers = _peering(cluster, options.peering, options.namespaces)
