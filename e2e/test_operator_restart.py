@@ -148,7 +148,7 @@ def test_two_replicas_one_works_and_the_other_takes_over(cluster, namespace, tmp
 
         high.stop()  # graceful: it leaves the peering, the other resumes at once
         cluster.wait_for(lambda: low.healthy() == {"active": True}, what="low to take over")
-        patch(cluster, namespace, "peered", {"replicas": 2})
+        cluster.kubectl("scale", "llmd/peered", "--replicas=2", f"-n={namespace}")  # subresource
         cluster.wait_for(
             lambda: status(cluster, namespace, "peered").get("readyReplicas") == 2,
             what="the remaining replica to reconcile the change",

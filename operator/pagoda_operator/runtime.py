@@ -79,7 +79,7 @@ class Runtime:
         except Exception:
             metrics.RECONCILES.labels("error").inc()
             self._failures[key] += 1
-            delay = min(0.5 * 2 ** self._failures[key], 60.0)
+            delay = min(0.5 * 2 ** (self._failures[key] - 1), 60.0)
             log.exception("reconciling %s/%s failed; retrying in %.1fs", *key, delay)
             self.queue.add(key, delay)
         else:

@@ -1,0 +1,118 @@
+"""The glue around the pure plan: what gets written, in which order, and when nothing is."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from operator_world import T0, deployment, llmd
+from pagoda_operator import runtime as runtime_module
+from pagoda_operator.kube import StatusConflict
+from pagoda_operator.peering import PeeringGate
+from pagoda_operator.plan import World
+from pagoda_operator.reconciler import reconcile
+from pagoda_operator.runtime import Runtime
+
+
+class FakeCluster:
+    """Records calls; serves a world whose LLMDeployment keeps the last status written."""
+
+    def __init__(self, resource: dict | None, conflict: bool = False):
+        self.resource = resource
+        self.conflict = conflict
+        self.calls: list[tuple[str, str]] = []
+
+    def read_world(self, namespace, name):
+        if self.resource is None:
+            return None
+        return World(self.resource, deployments={"primary": deployment(ready=0)}, now=T0)
+
+    def apply(self, obj):
+        self.calls.append(("apply", obj["kind"]))
+
+    def delete(self, namespace, ref):
+        self.calls.append(("delete", ref["kind"]))
+
+    def write_status(self, resource, status):
+        if self.conflict:
+            raise StatusConflict("changed meanwhile")
+        self.calls.append(("status", ""))
+        self.resource = {**resource, "status": status}
+
+    def post_event(self, resource, transition):
+        self.calls.append(("event", transition.reason))
+
+
+def test_first_pass_applies_writes_status_then_posts_events():
+    cluster = FakeCluster(llmd())
+    reconcile(cluster, "team", "demo")
+    kinds = [what for call, what in cluster.calls if call == "apply"]
+    assert kinds == ["ConfigMap", "Deployment", "Service", "PodDisruptionBudget"]
+    status_at = cluster.calls.index(("status", ""))
+    assert all(i > status_at for i, (call, _) in enumerate(cluster.calls) if call == "event")
+    assert ("event", "RollingUpdate") in cluster.calls
+
+
+def test_second_pass_writes_no_status_and_posts_no_event():
+    cluster = FakeCluster(llmd())
+    reconcile(cluster, "team", "demo")
+    cluster.calls.clear()
+    reconcile(cluster, "team", "demo")
+    assert [call for call, _ in cluster.calls] == ["apply"] * 4
+
+
+def test_a_status_conflict_posts_no_event():
+    cluster = FakeCluster(llmd(), conflict=True)
+    with pytest.raises(StatusConflict):
+        reconcile(cluster, "team", "demo")
+    assert not [call for call, _ in cluster.calls if call == "event"]
+
+
+def test_deleted_or_deleting_objects_are_left_alone():
+    assert reconcile(FakeCluster(None), "team", "demo") is None
+    deleting = llmd()
+    deleting["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    cluster = FakeCluster(deleting)
+    assert reconcile(cluster, "team", "demo") is None
+    assert cluster.calls == []
+
+
+class Gate(PeeringGate):
+    def __init__(self, active: bool):
+        super().__init__(None, "me", 1)
+        self._is_active = active
+
+    def active(self) -> bool:
+        return self._is_active
+
+
+async def run_briefly(runtime: Runtime, *keys, seconds: float = 0.3) -> None:
+    runtime.start()
+    for key in keys:
+        runtime.llmdeployment_changed(*key, deleted=False)
+    await asyncio.sleep(seconds)
+    await runtime.stop()
+
+
+async def test_a_waiting_replica_reconciles_nothing(monkeypatch):
+    seen = []
+    monkeypatch.setattr(runtime_module, "reconcile", lambda cluster, ns, name: seen.append(name))
+    await run_briefly(Runtime(None, Gate(False), workers=2, resync_seconds=60), ("ns", "a"))
+    assert seen == []
+
+
+async def test_failures_are_retried_and_wake_ups_honoured(monkeypatch):
+    seen = []
+
+    def flaky(cluster, ns, name):
+        seen.append(name)
+        if name == "broken" and seen.count("broken") == 1:
+            raise RuntimeError("API hiccup")
+        return 0.05 if name == "deadline" and seen.count("deadline") == 1 else None
+
+    monkeypatch.setattr(runtime_module, "reconcile", flaky)
+    monkeypatch.setattr(runtime_module.log, "exception", lambda *args: None)
+    runtime = Runtime(None, Gate(True), workers=2, resync_seconds=60)
+    await run_briefly(runtime, ("ns", "broken"), ("ns", "deadline"), seconds=0.8)
+    assert seen.count("broken") == 2, "retried 0.5 s after the first failure"
+    assert seen.count("deadline") == 2, "woken up at the deadline"
