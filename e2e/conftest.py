@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,11 +34,15 @@ def bin_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
-    plane, handle = start_cluster("pytest", log=lambda line: None)
+    # One name per run, so test runs side by side (a shared checkout) keep their logs apart.
+    plane, handle = start_cluster(f"pytest-{os.getpid()}", log=lambda line: None)
     yield handle
-    if request.session.testsfailed:
+    failed = request.session.testsfailed
+    if failed:
         request.config.stash[_LOG_REPORT] = plane.log_report(lines=40)
     plane.stop()
+    if not failed:
+        shutil.rmtree(plane.log_dir.parent, ignore_errors=True)  # logs are kept for failures
 
 
 @pytest.fixture

@@ -10,11 +10,13 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from e2e.cluster import state_file
-from e2e.control_plane import E2E_DIR, WORK_DIR
+from e2e.control_plane import E2E_DIR, WORK_DIR, ControlPlane, ControlPlaneError
 from e2e.processes import running
 
-NAME = "lifecycle-test"
+NAME = f"lifecycle-test-{os.getpid()}"
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -58,12 +60,13 @@ def test_up_serves_kubectl_and_down_leaves_no_process_or_temp_folder(bin_dir: Pa
     for entry in state["processes"]:
         assert not running(entry["pid"]), f"{entry['binary']} still runs"
     assert (WORK_DIR / NAME / "logs" / "kube-apiserver.log").stat().st_size > 0
+    shutil.rmtree(WORK_DIR / NAME)
 
 
 ORPHAN_SCRIPT = """
-import json, time
+import json, sys, time
 from e2e.cluster import start_cluster
-plane, _ = start_cluster("orphan-test", log=lambda line: None)
+plane, _ = start_cluster(sys.argv[1], log=lambda line: None)
 print(json.dumps({"pids": [p.pid for p in plane.processes], "workdir": str(plane.workdir)}))
 time.sleep(600)
 """
@@ -71,7 +74,7 @@ time.sleep(600)
 
 def test_components_die_when_the_process_that_started_them_is_killed(bin_dir: Path) -> None:
     parent = subprocess.Popen(
-        [sys.executable, "-c", ORPHAN_SCRIPT],
+        [sys.executable, "-c", ORPHAN_SCRIPT, f"orphan-test-{os.getpid()}"],
         cwd=E2E_DIR.parent,
         stdout=subprocess.PIPE,
         text=True,
@@ -88,3 +91,19 @@ def test_components_die_when_the_process_that_started_them_is_killed(bin_dir: Pa
         assert not any(running(pid) for pid in started["pids"])
     finally:
         shutil.rmtree(started["workdir"], ignore_errors=True)
+        shutil.rmtree(WORK_DIR / f"orphan-test-{os.getpid()}", ignore_errors=True)
+
+
+def test_a_component_that_dies_at_start_fails_start_with_its_log(tmp_path: Path) -> None:
+    fake_etcd = tmp_path / "etcd"
+    fake_etcd.write_text("#!/bin/sh\necho 'etcdmain: listen tcp: address already in use'\nexit 3\n")
+    fake_etcd.chmod(0o755)
+    plane = ControlPlane(tmp_path, f"failing-{os.getpid()}")
+
+    with pytest.raises(ControlPlaneError) as failed:
+        plane.start()
+
+    assert "etcd exited with code 3" in str(failed.value)
+    assert "address already in use" in str(failed.value)
+    assert plane.workdir is None and plane.processes == []
+    shutil.rmtree(plane.log_dir.parent)
