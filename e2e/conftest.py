@@ -57,7 +57,5 @@ def namespace(cluster: Cluster) -> Iterator[str]:
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
     report = config.stash.get(_LOG_REPORT, None)
     if report:
-        terminalreporter.write_sep(
-            "=", "control plane logs (tails; full logs in e2e/.work/pytest/logs)"
-        )
+        terminalreporter.write_sep("=", "control plane logs (tails; the full logs are kept)")
         terminalreporter.write_line(report)
