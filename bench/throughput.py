@@ -134,6 +134,34 @@ def profiler(enabled: bool):
     return torch.profiler.profile(activities=activities)
 
 
+def record_plans(engine: LLMEngine) -> list[tuple[bool, int, int]]:
+    """Wrap the scheduler to record each step's (decodes only?, sequences, tokens)."""
+    plans = []
+    schedule = engine.scheduler.schedule
+
+    def recorded():
+        plan = schedule()
+        only_decodes = all(s.num_new_tokens == 1 for s in plan.scheduled)
+        plans.append((only_decodes, len(plan.scheduled), plan.num_tokens))
+        return plan
+
+    engine.scheduler.schedule = recorded
+    return plans
+
+
+def print_step_summary(plans: list[tuple[bool, int, int]], seconds: list[float]) -> None:
+    for kind in (True, False):
+        rows = [(p, s) for p, s in zip(plans, seconds, strict=True) if p[0] == kind]
+        if not rows:
+            continue
+        total = sum(s for _, s in rows)
+        seqs = sum(p[1] for p, _ in rows) / len(rows)
+        tokens = sum(p[2] for p, _ in rows) / len(rows)
+        print(f"{'decode-only' if kind else 'mixed'} steps: {len(rows)}, {total:.2f} s, "
+              f"{total / len(rows) * 1e3:.1f} ms/step, {seqs:.0f} seqs and {tokens:.0f} tokens "
+              "per step", file=sys.stderr)  # fmt: skip
+
+
 def run_engine(
     model_dir: Path, preset: Preset, prompts, engine_args: dict, profile: bool = False
 ) -> float:
@@ -143,15 +171,20 @@ def run_engine(
     for prompt in prompts:
         engine.add_request(prompt, params)
     produced = 0
+    plans = record_plans(engine)
+    seconds = []
     with profiler(profile) as prof:
         while engine.has_unfinished_requests():
+            began = time.perf_counter()
             for out in engine.step():
                 produced += len(out.outputs[0].new_token_ids)
+            seconds.append(time.perf_counter() - began)
         sync()
     elapsed = time.perf_counter() - start
     if prof is not None:
         for key in ("self_cuda_time_total", "self_cpu_time_total"):
             print(prof.key_averages().table(sort_by=key, row_limit=20), file=sys.stderr)
+    print_step_summary(plans, seconds)
     assert produced == preset.output_len * len(prompts), "every request must produce all tokens"
     free(engine)
     return elapsed

@@ -20,7 +20,9 @@ DECODE_BLOCK_N = 64
 MAX_SPLITS = 16
 
 
-@triton.jit
+# Triton compiles a variant per integer argument that is 1 or a multiple of 16; the block-table
+# width (eager steps) and the first prefill sequence change every step: no variants for them.
+@triton.jit(do_not_specialize=["stride_bt"])
 def _decode_kernel(
     q_ptr, k_cache_ptr, v_cache_ptr, block_tables_ptr, seq_lens_ptr,
     out_ptr, part_acc_ptr, part_m_ptr, part_l_ptr,
@@ -109,7 +111,7 @@ def _combine_splits_kernel(
     tl.store(out_ptrs, out.to(out_ptr.dtype.element_ty), mask=dims < HEAD_DIM)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["first_seq", "stride_bt"])
 def _prefill_kernel(
     q_ptr, k_cache_ptr, v_cache_ptr, block_tables_ptr, query_start_loc_ptr, seq_lens_ptr, out_ptr,
     qk_scale, first_seq,

@@ -1,0 +1,50 @@
+"""Backend choice and the runner's host-side helpers: these run everywhere, GPU or not."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from worker.engine.model_runner import block_table_array, graph_batch_sizes
+from worker.layers.attention import ReferenceAttention
+from worker.layers.backends import select_attention_backend
+
+
+def test_auto_is_the_reference_on_cpu():
+    assert isinstance(select_attention_backend("auto", torch.device("cpu")), ReferenceAttention)
+    assert isinstance(
+        select_attention_backend("reference", torch.device("cpu")), ReferenceAttention
+    )
+
+
+def test_triton_on_cpu_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"'triton' needs a CUDA device.*reference"):
+        select_attention_backend("triton", torch.device("cpu"))
+
+
+def test_unknown_backend_is_named():
+    with pytest.raises(ValueError, match="'flash' is unknown"):
+        select_attention_backend("flash", torch.device("cpu"))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_auto_is_triton_on_cuda():
+    backend = select_attention_backend("auto", torch.device("cuda"))
+    assert type(backend).__name__ == "TritonAttention" and backend.graph_safe
+
+
+def test_graph_ladder_covers_every_batch_up_to_the_limit():
+    assert graph_batch_sizes(1) == [1]
+    assert graph_batch_sizes(12) == [1, 2, 4, 8, 12]
+    ladder = graph_batch_sizes(256)
+    assert ladder[:6] == [1, 2, 4, 8, 16, 32] and ladder[-1] == 256
+    assert all(b - a <= 16 for a, b in itertools.pairwise(ladder))
+
+
+def test_block_table_array_pads_ragged_tables():
+    array = block_table_array([[4, 7], [], [1, 2, 3]])
+    assert array.dtype == np.int32
+    assert array.tolist() == [[4, 7, 0], [0, 0, 0], [1, 2, 3]]
