@@ -117,6 +117,8 @@ class DecodeGraphs:
             with torch.cuda.graph(graph, pool=pool):
                 hidden = runner.forward(ids, positions, meta)
             self.graphs[batch], self.metas[batch] = (graph, hidden), meta
+        for graph, _ in self.graphs.values():  # the first launch uploads the graph: not mid-run
+            graph.replay()
         torch.cuda.synchronize()
 
     def batch_for(self, num_seqs: int) -> int | None:
