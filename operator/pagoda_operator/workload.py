@@ -27,6 +27,7 @@ DOWNLOAD_DIR = f"{MODELS_DIR}/model"
 # Before SIGTERM, give Service endpoints time to drop the pod, so no new request reaches a
 # server that has begun draining.
 PRESTOP_SECONDS = 5
+EXIT_SECONDS = 5  # after the drain: the server's own shutdown, before the kubelet kills it
 STARTUP_PERIOD_SECONDS = 10
 WORKER_UID = 1000
 
@@ -96,6 +97,7 @@ def pod_template(owner: Owner, config: TierConfig) -> dict:
         },
         {"name": "tmp", "mountPath": "/tmp"},
     ]
+    drain = max(1, config.serving.termination_grace_period_seconds - EXIT_SECONDS)
     command = [
         "pagoda", "serve",
         "--model", model_dir,
@@ -103,6 +105,7 @@ def pod_template(owner: Owner, config: TierConfig) -> dict:
         "--host", "0.0.0.0",
         "--port", str(config.serving.port),
         "--config", f"{CONFIG_DIR}/{ENGINE_FILE}",
+        "--drain-timeout", str(drain),
     ]  # fmt: skip
     api_key = config.serving.api_key_secret
     if api_key is not None:

@@ -34,6 +34,7 @@ def test_worker_pod_follows_the_worker_contract():
         "--host", "0.0.0.0",
         "--port", "8000",
         "--config", "/etc/pagoda/engine.json",
+        "--drain-timeout", "55",
     ]  # fmt: skip
     resources = container["resources"]
     assert resources["requests"]["nvidia.com/gpu"] == resources["limits"]["nvidia.com/gpu"] == "2"
@@ -46,7 +47,8 @@ def test_worker_pod_follows_the_worker_contract():
     assert budget >= 1800, "the default startup budget covers a 30-minute model load"
     assert container["lifecycle"]["preStop"]["sleep"]["seconds"] > 0
     grace = template["spec"]["terminationGracePeriodSeconds"]
-    assert grace >= 60 + container["lifecycle"]["preStop"]["sleep"]["seconds"]
+    prestop = container["lifecycle"]["preStop"]["sleep"]["seconds"]
+    assert prestop + 55 < grace, "the drain ends before the kubelet kills the server"
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert template["spec"]["securityContext"]["runAsNonRoot"] is True
 
