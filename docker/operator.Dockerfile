@@ -7,11 +7,8 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1
-# The operator's share of pyproject.toml's dependencies.
-RUN pip install "kopf>=1.37" "kubernetes>=30" "pydantic>=2.7" "prometheus-client>=0.20" \
-    "pyyaml>=6" "aiohttp>=3.10"
 COPY . /src
-RUN pip install --no-deps /src && rm -rf /src
+RUN pip install "/src[operator]" && rm -rf /src
 # Non-root, matching manifests/operator.yaml (which also makes the root filesystem read-only).
 USER 65532:65532
 EXPOSE 8080 9090

@@ -20,7 +20,7 @@ RUN apt-get update \
 RUN python3 -m venv /opt/pagoda
 ENV PATH=/opt/pagoda/bin:$PATH
 COPY . /src
-RUN pip install /src && rm -rf /src
+RUN pip install "/src[worker]" && rm -rf /src
 
 # The pod runs as 1000 with a read-only root filesystem; every cache lives in /tmp (an emptyDir).
 RUN groupadd --gid 1000 pagoda \
