@@ -185,6 +185,11 @@ def run_engine(
         for key in ("self_cuda_time_total", "self_cpu_time_total"):
             print(prof.key_averages().table(sort_by=key, row_limit=20), file=sys.stderr)
     print_step_summary(plans, seconds)
+    if torch.cuda.is_available():
+        stats = torch.cuda.memory_stats()
+        print(f"allocator: {stats['num_alloc_retries']} retries, {stats['num_device_alloc']} "
+              f"device allocations, peak {stats['reserved_bytes.all.peak'] / 2**30:.1f} GiB "
+              "reserved", file=sys.stderr)  # fmt: skip
     assert produced == preset.output_len * len(prompts), "every request must produce all tokens"
     free(engine)
     return elapsed

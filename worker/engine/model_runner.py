@@ -84,13 +84,19 @@ class DecodeGraphs:
     Inputs live in static buffers: rows (token id, position, slot, sequence length) of a [4, max]
     int32 tensor, and a [max, max_blocks] block table."""
 
-    def __init__(self, runner: ModelRunner, max_num_seqs: int, max_blocks: int) -> None:
+    def __init__(
+        self,
+        runner: ModelRunner,
+        max_num_seqs: int,
+        max_blocks: int,
+        sizes: list[int] | None = None,
+    ) -> None:
         device = runner.device
         self.static = torch.zeros(4, max_num_seqs, dtype=torch.int32, device=device)
         self.static[2] = -1  # padding rows write nowhere
         self.block_tables = torch.zeros(max_num_seqs, max_blocks, dtype=torch.int32, device=device)
         self.query_start_loc = torch.arange(max_num_seqs + 1, dtype=torch.int32, device=device)
-        self.sizes = graph_batch_sizes(max_num_seqs)
+        self.sizes = sizes or graph_batch_sizes(max_num_seqs)
         self.graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
         self.metas: dict[int, AttentionMetadata] = {}
         self.max_seq_len = max_blocks * runner.block_size
@@ -203,24 +209,30 @@ class ModelRunner:
 
         if batch is not None:
             pad = batch - n
-            rows = [
+            rows = np.stack([
                 np.pad(token_ids, (0, pad)),
                 np.pad(positions, (0, pad)),
                 np.pad(slots, (0, pad), constant_values=-1),
                 np.pad(seq_lens, (0, pad)),
-            ]
-            parts = [*rows, logits_indices, block_tables.ravel()]
+            ])  # fmt: skip
+            parts = [rows.ravel(), logits_indices, block_tables.ravel()]
         else:
             parts = [token_ids, positions, slots, query_start_loc, seq_lens, logits_indices]
             parts.append(block_tables.ravel())
-        packed = self.to_device.send(np.concatenate(parts).astype(np.int32, copy=False))
-        views = list(packed.split([p.size for p in parts]))
+        # Each part starts 16-byte aligned: Triton compiles a variant per pointer alignment.
+        padded = [-(-p.size // 4) * 4 for p in parts]
+        packed_host = np.zeros(sum(padded), np.int32)
+        offsets = np.concatenate([[0], np.cumsum(padded)])
+        for part, offset in zip(parts, offsets.tolist(), strict=False):
+            packed_host[offset : offset + part.size] = part
+        packed = self.to_device.send(packed_host)
+        views = [packed[o : o + p.size] for p, o in zip(parts, offsets.tolist(), strict=False)]
         tables = views[-1].view(block_tables.shape)
         # Every row one token, and every row sampled: the logits rows are the first n rows.
         indices = None if num_tokens == n and samples.all() else views[-2]
 
         if batch is not None:
-            self.graphs.load(batch, packed[: 4 * batch].view(4, batch), tables)
+            self.graphs.load(batch, views[0].view(4, batch), tables)
             meta = self.graphs.metas[batch]
             ids, pos = self.graphs.static[0, :batch], self.graphs.static[1, :batch]
             return StepInputs(ids, pos, meta, indices, sampled, graph_batch=batch)
@@ -264,19 +276,35 @@ def profile_activation_bytes(
     max_num_seqs: int,
     max_model_len: int,
 ) -> int:
-    """Peak memory, beyond what is allocated now, of the largest step (a prefill of
-    max_num_batched_tokens with logits for max_num_seqs rows, as the sampler upcasts them), plus
-    that of a decode step of max_num_seqs sequences (the CUDA graphs' pool). Measured on CUDA."""
+    """Memory, beyond what is allocated now, that running takes besides the KV cache, measured on
+    CUDA: the peak of the largest step (a prefill of max_num_batched_tokens with logits for
+    max_num_seqs rows, upcast as the sampler does), plus what the decode CUDA graphs keep."""
     tokens = max_num_batched_tokens
     seq_len = min(tokens, max_model_len)
     lengths = [seq_len] * (tokens // seq_len) + ([tokens % seq_len] if tokens % seq_len else [])
     num_blocks = -(-seq_len // block_size) * len(lengths)
     runner = ModelRunner(model, backend, num_blocks, block_size, device, dtype)
     prefill = _step_peak_bytes(runner, lengths, lengths, min(max_num_seqs, tokens))
-    decode = _step_peak_bytes(runner, [1] * max_num_seqs, [1] * max_num_seqs, 0)
+    if backend.graph_safe:
+        decode = _decode_graph_bytes(runner, max_num_seqs, max_model_len)
+    else:
+        decode = _step_peak_bytes(runner, [1] * max_num_seqs, [1] * max_num_seqs, 0)
     del runner
     torch.cuda.empty_cache()
     return prefill + decode
+
+
+def _decode_graph_bytes(runner: ModelRunner, max_num_seqs: int, max_model_len: int) -> int:
+    """What capturing the largest decode graph takes: its eager warm-up, its private pool (with
+    the capture stream's cuBLAS workspace) and the static inputs. Smaller graphs share the pool."""
+    torch.cuda.synchronize(runner.device)
+    before = torch.cuda.memory_reserved(runner.device)
+    max_blocks = -(-max_model_len // runner.block_size)
+    graphs = DecodeGraphs(runner, max_num_seqs, max_blocks, sizes=[max_num_seqs])
+    graphs.capture(runner)
+    used = torch.cuda.memory_reserved(runner.device) - before
+    del graphs
+    return used
 
 
 def _step_peak_bytes(
