@@ -152,7 +152,7 @@ class LLMEngine:
             return self.config.kv_cache_bytes
         free, total = torch.cuda.mem_get_info(self.device)
         in_use_by_others = total - free - torch.cuda.memory_reserved(self.device)
-        ours = torch.cuda.memory_allocated(self.device)
+        ours = torch.cuda.memory_reserved(self.device)  # weights, and blocks the allocator keeps
         activations = self._activation_bytes()
         return (
             int(self.config.gpu_memory_utilization * total) - in_use_by_others - ours - activations
