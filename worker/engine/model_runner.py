@@ -295,12 +295,12 @@ def profile_activation_bytes(
 
 
 def _decode_graph_bytes(runner: ModelRunner, max_num_seqs: int, max_model_len: int) -> int:
-    """What capturing the largest decode graph takes: its eager warm-up, its private pool (with
-    the capture stream's cuBLAS workspace) and the static inputs. Smaller graphs share the pool."""
+    """What capturing the decode ladder takes: the eager warm-ups, the graphs' private pool (with
+    the capture stream's cuBLAS workspace and each graph's own segments), the static inputs."""
     torch.cuda.synchronize(runner.device)
     before = torch.cuda.memory_reserved(runner.device)
     max_blocks = -(-max_model_len // runner.block_size)
-    graphs = DecodeGraphs(runner, max_num_seqs, max_blocks, sizes=[max_num_seqs])
+    graphs = DecodeGraphs(runner, max_num_seqs, max_blocks)
     graphs.capture(runner)
     used = torch.cuda.memory_reserved(runner.device) - before
     del graphs
