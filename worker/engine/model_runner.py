@@ -84,19 +84,13 @@ class DecodeGraphs:
     Inputs live in static buffers: rows (token id, position, slot, sequence length) of a [4, max]
     int32 tensor, and a [max, max_blocks] block table."""
 
-    def __init__(
-        self,
-        runner: ModelRunner,
-        max_num_seqs: int,
-        max_blocks: int,
-        sizes: list[int] | None = None,
-    ) -> None:
+    def __init__(self, runner: ModelRunner, max_num_seqs: int, max_blocks: int) -> None:
         device = runner.device
         self.static = torch.zeros(4, max_num_seqs, dtype=torch.int32, device=device)
         self.static[2] = -1  # padding rows write nowhere
         self.block_tables = torch.zeros(max_num_seqs, max_blocks, dtype=torch.int32, device=device)
         self.query_start_loc = torch.arange(max_num_seqs + 1, dtype=torch.int32, device=device)
-        self.sizes = sizes or graph_batch_sizes(max_num_seqs)
+        self.sizes = graph_batch_sizes(max_num_seqs)
         self.graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
         self.metas: dict[int, AttentionMetadata] = {}
         self.max_seq_len = max_blocks * runner.block_size
