@@ -279,6 +279,7 @@ def profile_activation_bytes(
     num_blocks = -(-seq_len // block_size) * len(lengths)
     runner = ModelRunner(model, backend, num_blocks, block_size, device, dtype)
     prefill = _step_peak_bytes(runner, lengths, lengths, min(max_num_seqs, tokens))
+    torch.cuda.empty_cache()  # later steps find no cached blocks either: measure fresh segments
     if backend.graph_safe:
         decode = _decode_graph_bytes(runner, max_num_seqs, max_model_len)
     else:
