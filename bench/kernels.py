@@ -51,7 +51,7 @@ def main() -> None:
         t = ms(partial(paged_decode_attention, *args))
         gbytes = 2 * num_seqs * context * HKV * D * 2 / 1e9
         rows.append(
-            (f"decode B={num_seqs} ctx={context} splits={splits}", t, f"{gbytes / t:.0f} GB/s")
+            (f"decode B={num_seqs} ctx={context} splits={splits}", t, f"{gbytes / t:.2f} TB/s")
         )
 
     for num_seqs, length in [(1, 1024), (8, 1024), (2, 4096)]:
