@@ -6,7 +6,7 @@ MODEL ?= ../shared/models/stories260K
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: setup serve test lint unit e2e bench fmt
+.PHONY: setup serve test lint unit kernels e2e bench fmt
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +19,7 @@ setup: $(VENV)/.installed
 serve: setup
 	$(VENV)/bin/pagoda serve --model $(MODEL) --host $(HOST) --port $(PORT)
 
-test: lint unit e2e
+test: lint unit kernels e2e
 
 lint: setup
 	$(VENV)/bin/ruff check .
@@ -30,7 +30,11 @@ fmt: setup
 	$(VENV)/bin/ruff check --fix .
 
 unit: setup
-	$(PY) -m pytest tests -q
+	$(PY) -m pytest tests -q --ignore=tests/kernels
+
+# The Triton kernels in Triton's CPU interpreter (on a GPU machine, plain `pytest tests/kernels`).
+kernels: setup
+	TRITON_INTERPRET=1 $(PY) -m pytest tests/kernels -q
 
 e2e: setup
 	$(PY) -m e2e.build
