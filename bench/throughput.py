@@ -46,6 +46,16 @@ SHAPES = {
             high_freq_factor=4.0, original_max_position_embeddings=8192,
         ),
     ),
+    "llama-3.2-1b": dict(
+        architectures=["LlamaForCausalLM"], model_type="llama", hidden_size=2048,
+        intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
+        num_key_value_heads=8, vocab_size=128256, max_position_embeddings=131072,
+        rms_norm_eps=1e-5, tie_word_embeddings=True, bos_token_id=128000, eos_token_id=128001,
+        rope_parameters=dict(
+            rope_type="llama3", rope_theta=500000.0, factor=32.0, low_freq_factor=1.0,
+            high_freq_factor=4.0, original_max_position_embeddings=8192,
+        ),
+    ),
 }  # fmt: skip
 
 
@@ -255,6 +265,10 @@ def run_transformers(model_dir: Path, preset: Preset, prompts) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", choices=sorted(PRESETS), default="stories")
+    parser.add_argument(
+        "--shape", choices=sorted(SHAPES),
+        help="run the preset's workload on random weights of this model shape instead",
+    )  # fmt: skip
     parser.add_argument("--num-requests", type=int)
     parser.add_argument("--output-len", type=int)
     parser.add_argument("--skip-baseline", action="store_true")
@@ -268,6 +282,8 @@ def main() -> int:
     )  # fmt: skip
     args = parser.parse_args()
     preset = PRESETS[args.preset]
+    if args.shape:
+        preset.model, preset.shape = None, args.shape
     preset.num_requests = args.num_requests or preset.num_requests
     preset.output_len = args.output_len or preset.output_len
     engine_args = {k: json.loads(v) for k, v in (a.split("=", 1) for a in args.engine_arg)}
