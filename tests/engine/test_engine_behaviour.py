@@ -172,3 +172,20 @@ def test_unsupported_architecture_is_named(stories_dir, tmp_path):
 def test_wrong_dtype_is_refused(stories_dir):
     with pytest.raises(ValueError, match="dtype"):
         LLMEngine(EngineConfig(model=str(stories_dir), dtype="int8"))
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_half_precision_weights_load_and_generate(stories_dir, dtype):
+    engine = LLMEngine(EngineConfig(model=str(stories_dir), dtype=dtype))
+    assert engine.model.lm_head.weight.dtype == getattr(torch, dtype)
+    assert engine.runner.kv_caches[0].dtype == getattr(torch, dtype)
+    rid = engine.add_request([1, 403, 407, 261, 378], SamplingParams(temperature=0, max_tokens=8))
+    [out] = run_all(engine).values()
+    assert out.request_id == rid and len(out.outputs[0].token_ids) == 8
+
+
+def test_sharded_checkpoints_load(tiny_models):
+    folder = tiny_models["qwen2"]  # saved with a small max_shard_size
+    assert (folder / "model.safetensors.index.json").is_file()
+    assert len(list(folder.glob("model-*.safetensors"))) > 1
+    LLMEngine(EngineConfig(model=str(folder)))
