@@ -138,18 +138,22 @@ def test_prompt_context_continues_the_prompt(tokenizer):
 
 
 class CountingTokenizer:
-    """Forwards to a tokenizer and records how many ids each decode got."""
+    """Forwards to a tokenizer and records how many ids each decode got, through transformers'
+    decode or the Rust tokenizer's own."""
 
-    def __init__(self, tokenizer):
-        self._tokenizer = tokenizer
-        self.decoded_lengths: list[int] = []
+    def __init__(self, target, decoded_lengths: list[int] | None = None):
+        self._target = target
+        self.decoded_lengths = [] if decoded_lengths is None else decoded_lengths
+        backend = getattr(target, "backend_tokenizer", None)
+        if backend is not None:
+            self.backend_tokenizer = CountingTokenizer(backend, self.decoded_lengths)
 
     def __getattr__(self, name):
-        return getattr(self._tokenizer, name)
+        return getattr(self._target, name)
 
     def decode(self, ids, **kwargs):
         self.decoded_lengths.append(len(ids))
-        return self._tokenizer.decode(ids, **kwargs)
+        return self._target.decode(ids, **kwargs)
 
 
 def test_each_step_decodes_a_small_window(tokenizer):

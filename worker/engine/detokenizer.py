@@ -57,7 +57,7 @@ class IncrementalDetokenizer:
         *,
         prompt_context: bool = False,
     ) -> None:
-        self._tokenizer = tokenizer
+        self._decode_ids = _decoder(tokenizer)
         self._skip_special_tokens = skip_special_tokens
         kinds = _kinds_of(tokenizer)
         # Tokens that leave a byte run open: bytes, and special tokens the decode drops.
@@ -102,4 +102,14 @@ class IncrementalDetokenizer:
         return delta
 
     def _decode(self, ids: list[int]) -> str:
-        return self._tokenizer.decode(ids, skip_special_tokens=self._skip_special_tokens)
+        return self._decode_ids(ids, skip_special_tokens=self._skip_special_tokens)
+
+
+def _decoder(tokenizer: Any):
+    """`tokenizer.decode`, or the Rust tokenizer's own decode where that is all transformers
+    would do (no clean-up pass): the Python wrapper costs more than the decode itself, twice per
+    token of every running sequence."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None or getattr(tokenizer, "clean_up_tokenization_spaces", False):
+        return tokenizer.decode
+    return backend.decode
