@@ -91,7 +91,10 @@ def _container_problem(pod: str, container: dict) -> PodProblem | None:
             f"container {name} of pod {pod} was OOMKilled ({restarts} restarts): raise"
             " resources.memory, or lower engine.maxNumSeqs or engine.maxModelLen",
         )
-    if reason == "CrashLoopBackOff":
+    # Between two crashes the container runs again, not yet started: still crash-looping, or
+    # Degraded would flip to Healthy and back (and post two Events) on every restart.
+    restarting = restarts > 0 and died and not container.get("started", True)
+    if reason == "CrashLoopBackOff" or restarting:
         code = died.get("exitCode", "unknown")
         return PodProblem(
             pod,

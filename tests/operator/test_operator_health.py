@@ -28,6 +28,18 @@ from pagoda_operator.health import pod_problem
             "4 restarts, last exit code 1",
         ),
         (
+            "crash loop, between two crashes: running again, not started yet",
+            pod(ready=False, started=False, last_terminated="Error", restarts=4),
+            "CrashLoopBackOff",
+            "4 restarts, last exit code 1",
+        ),
+        (
+            "restarted once and started fine since, readiness failing: not a crash loop",
+            pod(ready=False, last_terminated="Error", restarts=1),
+            "ReadinessFailing",
+            "GET /ready fails",
+        ),
+        (
             "OOM-killed",
             pod(ready=False, started=False, waiting="CrashLoopBackOff",
                 last_terminated="OOMKilled", exit_code=137, restarts=2),
