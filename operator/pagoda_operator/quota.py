@@ -28,12 +28,16 @@ def plan_gpus(
     ours: int,
 ) -> GpuPlan:
     """`ours`: GPUs this LLMDeployment's pods hold now (they are part of the quota's usage)."""
-    per_pod = spec.resources.gpus
-    primary = spec.replicas * per_pod
-    fallback = fallback_replicas * (spec.fallback.resources.gpus if spec.fallback else 0)
-    steady = primary + fallback
-    wanted_surge = spec.rollout.max_surge * per_pod
     rollout = spec.rollout
+    per_pod = spec.resources.gpus
+    per_fallback_pod = spec.fallback.resources.gpus if spec.fallback else 0
+    primary = spec.replicas * per_pod
+    fallback = fallback_replicas * per_fallback_pod
+    steady = primary + fallback
+    # Both tiers roll with the same strategy (and one change, e.g. of spec.image, rolls both).
+    primary_surge = _surge_pods(rollout.max_surge, spec.replicas)
+    fallback_surge = _surge_pods(rollout.max_surge, fallback_replicas)
+    wanted_surge = primary_surge * per_pod + fallback_surge * per_fallback_pod
 
     if quota is None:
         accounting = GpuAccounting(
@@ -67,8 +71,8 @@ def plan_gpus(
     else:
         strategy = Strategy(0, max(1, rollout.max_unavailable))
         note = (
-            f"rolling without surge: {rollout.max_surge} extra pods would need {wanted_surge} GPUs"
-            f" but the quota leaves {max(0, available - steady)}"
+            f"rolling without surge: {primary_surge + fallback_surge} extra pods would need"
+            f" {wanted_surge} GPUs but the quota leaves {max(0, available - steady)}"
         )
     if steady > available:
         breakdown = f"{spec.replicas} primary x {per_pod}"
@@ -84,3 +88,9 @@ def plan_gpus(
         message = f"requests {steady + surge} GPUs; {numbers}"
         verdict = Verdict(False, "WithinQuota", f"{message}; {note}" if note else message)
     return GpuPlan(accounting, strategy, verdict, note)
+
+
+def _surge_pods(max_surge: int, replicas: int) -> int:
+    """Extra pods a rolling Deployment may run: up to maxSurge (rollouts stacked on unfinished
+    ones reach it even above `replicas`), none when it is scaled to zero."""
+    return max_surge if replicas else 0

@@ -46,7 +46,7 @@ class GpuAccounting(ApiModel):
     primary: int = Field(0, ge=0)
     """GPUs of the primary replicas."""
     surge: int = Field(0, ge=0)
-    """GPUs of the extra pods a rollout may add (0 when rolling without surge)."""
+    """GPUs of the extra pods rollouts of both tiers may add (0 when rolling without surge)."""
     fallback: int = Field(0, ge=0)
     """GPUs of the fallback replicas that run (warm, or promoted)."""
     quota: int | None = None
