@@ -318,12 +318,13 @@ class AsyncLLMEngine:
 
     def _apply_commands(self, wait_s: float) -> None:
         applied = False
+        answers = []  # for the event loop, once the stats show the added requests
         try:
             command = self._commands.get(timeout=wait_s) if wait_s else self._commands.get_nowait()
             while True:
                 applied = True
                 if isinstance(command, _Add):
-                    self._add(command)
+                    answers.append(self._add(command))
                 elif isinstance(command, _Abort):
                     for rid in command.request_ids:
                         self.engine.abort_request(rid)
@@ -332,8 +333,11 @@ class AsyncLLMEngine:
             pass
         if applied:  # before the adds resolve, so admission control sees them as waiting
             self.stats = self.engine.stats()
+        for answer in answers:
+            self._loop.call_soon_threadsafe(*answer)
 
-    def _add(self, command: _Add) -> None:
+    def _add(self, command: _Add) -> tuple:
+        """Add the command's requests; returns the callback that answers its caller."""
         added = []
         try:
             for rid, prompt in zip(command.group.request_ids, command.prompts, strict=True):
@@ -342,9 +346,8 @@ class AsyncLLMEngine:
         except ValueError as e:
             for rid in added:
                 self.engine.abort_request(rid)
-            self._loop.call_soon_threadsafe(self._reject, command, e)
-            return
-        self._loop.call_soon_threadsafe(_resolve, command.done, None)
+            return self._reject, command, e
+        return _resolve, command.done, None
 
     def _reject(self, command: _Add, error: ValueError) -> None:
         for rid in command.group.request_ids:

@@ -1,0 +1,73 @@
+"""AsyncLLMEngine against a scripted engine: the event loop / engine thread hand-offs."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import pytest
+
+from worker.engine.async_engine import AsyncEngineOptions, AsyncLLMEngine
+from worker.engine.outputs import CompletionOutput, FinishReason, RequestMetrics, RequestOutput
+from worker.engine.sampling_params import SamplingParams
+
+pytestmark = pytest.mark.timeout(30)
+
+
+@dataclass
+class Stats:
+    num_waiting: int
+
+
+CANARY_PROMPT = [9]
+
+
+class Tokenizer:
+    def encode(self, text: str) -> list[int]:
+        return CANARY_PROMPT
+
+
+def one_token_output(request_id: str, prompt: list[int]) -> RequestOutput:
+    completion = CompletionOutput(0, [5], "x", [5], "x", None, None, FinishReason.LENGTH)
+    return RequestOutput(request_id, prompt, [completion], True, 0, RequestMetrics(time.time()))
+
+
+class WaitingEngine:
+    """Canaries get their token at once; other requests wait forever. Its stats are slow to
+    read, as a busy engine's are."""
+
+    def __init__(self) -> None:
+        self.tokenizer = Tokenizer()
+        self.waiting: list[str] = []
+        self.canaries: list[str] = []
+
+    def add_request(self, prompt, params, request_id, arrival_time) -> str:
+        (self.canaries if prompt == CANARY_PROMPT else self.waiting).append(request_id)
+        return request_id
+
+    def abort_request(self, request_id: str) -> None:
+        self.waiting.remove(request_id)
+
+    def has_unfinished_requests(self) -> bool:
+        return bool(self.canaries)
+
+    def step(self) -> list[RequestOutput]:
+        outputs = [one_token_output(rid, CANARY_PROMPT) for rid in self.canaries]
+        self.canaries.clear()
+        return outputs
+
+    def stats(self) -> Stats:
+        time.sleep(0.05)
+        return Stats(num_waiting=len(self.waiting))
+
+
+async def test_an_added_request_counts_as_waiting_when_generate_returns():
+    """Admission control reads the stats snapshot: it must already hold the new request,
+    or a burst slips past max_waiting_requests."""
+    engine = AsyncLLMEngine(WaitingEngine(), AsyncEngineOptions(request_timeout_s=None))
+    await engine.start()
+    try:
+        await engine.generate([[1, 2]], SamplingParams(max_tokens=1))
+        assert engine.stats.num_waiting == 1
+    finally:
+        await engine.stop()
