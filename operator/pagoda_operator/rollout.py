@@ -33,7 +33,8 @@ def decide_rollout(
     wanted = desired.revision
     running = deployment.revision if deployment else None
     last_ready = previous.last_ready
-    if deployment is not None and deployment.complete and running:
+    # A Deployment scaled to zero is complete without any pod having become ready.
+    if deployment is not None and deployment.complete and deployment.wanted and running:
         last_ready = running
     # A rollback lasts until the spec asks for another revision.
     rolled_back_from = previous.rolled_back_from if previous.rolled_back_from == wanted else None
@@ -85,10 +86,18 @@ def decide_rollout(
         progressing = Verdict(
             False,
             "ProgressDeadlineExceeded",
-            f"revision {wanted} made no progress for {deadline_seconds}s and no earlier revision"
-            " became ready, so there is nothing to roll back to; see Degraded for why",
+            f"revision {wanted} made no progress for {deadline_seconds}s and"
+            f" {_why_no_rollback(wanted, last_ready)}; see Degraded for why",
         )
     return RolloutDecision(render, revisions, progressing, rolled_back)
+
+
+def _why_no_rollback(wanted: str, last_ready: str | None) -> str:
+    if last_ready is None:
+        return "no earlier revision became ready, so there is nothing to roll back to"
+    if last_ready == wanted:
+        return "it is the last revision that became ready: its new pods (e.g. of a scale-up) fail"
+    return f"the ConfigMap of revision {last_ready}, the last that became ready, is gone"
 
 
 def _progress(

@@ -92,6 +92,35 @@ def test_decide_rollout(case, previous, observed, stored, expected, progressing,
     assert (str(decision.rolled_back.status), decision.rolled_back.reason) == rolled_back, case
 
 
+def test_a_revision_scaled_to_zero_never_became_ready():
+    decision = decide_rollout(
+        NEW, revisions("new", "old"), state("new", wanted=0, ready=0), OLD, 600, Strategy(1, 0), ""
+    )
+    assert decision.revisions.last_ready == REV["old"]
+
+
+@pytest.mark.parametrize(
+    ("case", "previous", "stored", "says"),
+    [
+        ("nothing ever became ready", revisions("new"), False, "no earlier revision became ready"),
+        ("a scale-up of the last ready revision stalls", revisions("new", "new"), True,
+         "it is the last revision that became ready"),
+        ("the last ready revision's ConfigMap is gone", revisions("new", "old"), False,
+         f"the ConfigMap of revision {REV['old']}, the last that became ready, is gone"),
+    ],
+)  # fmt: skip
+def test_a_stall_without_rollback_says_why(case, previous, stored, says):
+    observed = state("new", wanted=3, replicas=3, updated=3, ready=2, deadline_exceeded=True)
+    decision = decide_rollout(NEW, previous, observed, OLD if stored else None, 600,
+                              Strategy(1, 0), "")  # fmt: skip
+    assert decision.revisions.rolled_back_from is None, case
+    assert (decision.progressing.status, decision.progressing.reason) == (
+        False,
+        "ProgressDeadlineExceeded",
+    ), case
+    assert says in decision.progressing.message, (case, decision.progressing.message)
+
+
 def test_a_new_spec_after_a_rollback_is_rolled_out():
     newer = config("newer")
     previous = revisions("old", "old", "new")
