@@ -67,7 +67,9 @@ def plan(world: World) -> Plan:
     fallback_config_now = fallback_config(spec)
     primary = _deployment_state(world, "primary")
     fallback = _deployment_state(world, "fallback") if fallback_config_now else None
-    stored = _stored_configs(world.config_maps)
+    # Only what this LLMDeployment owns: a labelled look-alike is never read back or deleted.
+    config_maps = [cm for cm in world.config_maps if _owned_by(cm, owner)]
+    stored = _stored_configs(config_maps)
 
     tier = decide_tier(
         spec.fallback,
@@ -105,7 +107,7 @@ def plan(world: World) -> Plan:
             deployment(owner, fallback_config_now, tier.fallback_replicas, gpus.strategy, deadline),
         ]
     apply += [service(owner, spec.serving.port, tier.active), disruption_budget(owner)]
-    delete = _obsolete(world, owner, apply, fallback_config_now is not None, rollout.revisions)
+    delete = _obsolete(world, config_maps, owner, apply, fallback_config_now, rollout.revisions)
 
     url = endpoint(owner, spec.serving.port)
     degraded = _degraded(world.pods, [d for d in (primary, fallback) if d])
@@ -169,8 +171,17 @@ def _stored_configs(config_maps: list[dict]) -> dict[str, TierConfig]:
     return configs
 
 
+def _owned_by(obj: dict, owner: Owner) -> bool:
+    return any(ref.get("uid") == owner.uid for ref in obj["metadata"].get("ownerReferences") or [])
+
+
 def _obsolete(
-    world: World, owner: Owner, apply: list[dict], has_fallback: bool, revisions: Revisions
+    world: World,
+    config_maps: list[dict],
+    owner: Owner,
+    apply: list[dict],
+    fallback: TierConfig | None,
+    revisions: Revisions,
 ) -> list[dict]:
     """Children that no longer belong: the fallback Deployment once spec.fallback is gone, and
     revision ConfigMaps neither in use nor kept for a rollback."""
@@ -179,10 +190,11 @@ def _obsolete(
         keep.add(config_map_name(owner.name, "primary", revisions.last_ready))
     delete = [
         {"apiVersion": "v1", "kind": "ConfigMap", "name": cm["metadata"]["name"]}
-        for cm in world.config_maps
+        for cm in config_maps
         if cm["metadata"]["name"] not in keep
     ]
-    if not has_fallback and "fallback" in world.deployments:
+    old_fallback = world.deployments.get("fallback")
+    if fallback is None and old_fallback is not None and _owned_by(old_fallback, owner):
         name = deployment_name(owner.name, "fallback")
         delete.append({"apiVersion": "apps/v1", "kind": "Deployment", "name": name})
     return delete

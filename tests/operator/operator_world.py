@@ -52,7 +52,11 @@ def deployment(
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": {"name": f"demo-{tier}", "generation": 3},
+        "metadata": {
+            "name": f"demo-{tier}",
+            "generation": 3,
+            "ownerReferences": [{"kind": "LLMDeployment", "name": "demo", "uid": "uid-1"}],
+        },
         "spec": {
             "replicas": wanted,
             "template": {"metadata": {"labels": {"pagoda.dev/revision": revision}}},

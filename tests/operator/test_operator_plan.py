@@ -179,6 +179,34 @@ def test_removing_the_fallback_deletes_its_deployment():
     ).delete
 
 
+def test_a_look_alike_fallback_deployment_of_another_owner_is_not_deleted():
+    theirs = deployment("fallback")
+    theirs["metadata"]["ownerReferences"] = []
+    world = World(llmd(), deployments={"fallback": theirs}, now=T0)
+    assert plan(world).delete == []
+
+
+def test_config_maps_it_does_not_own_are_neither_deleted_nor_rolled_back_to():
+    someone_else = Owner("team", "demo", "uid-of-an-earlier-demo")
+    spec = LLMDeploymentSpec.model_validate({"model": {"name": "old", "source": PVC_SOURCE}})
+    old = primary_config(spec)
+    resource = llmd(
+        model={"name": "new", "source": PVC_SOURCE},
+        status={"revisions": {"lastReady": old.revision}},
+    )
+    stalled = deployment(revision=revision_of(resource), updated=1, replicas=3,
+                         deadline_exceeded=True)  # fmt: skip
+    world = World(
+        resource,
+        deployments={"primary": stalled},
+        config_maps=[engine_config_map(someone_else, old)],
+        now=T0,
+    )
+    result = plan(world)
+    assert result.delete == []
+    assert "rolledBackFrom" not in result.status["revisions"]
+
+
 def test_old_revision_config_maps_are_deleted_but_the_last_ready_one_is_kept():
     owner = Owner("team", "demo", "uid-1")
 
