@@ -78,8 +78,8 @@ def test_manifests_install_a_hardened_operator(cluster, installed):
         ("watch", "llmdeployments.pagoda.dev", True),
         ("update", "llmdeployments.pagoda.dev/status", True),
         ("patch", "llmdeployments.pagoda.dev/status", False),  # only ever a guarded replace
-        ("get", "services", False),  # children are applied, never read back, but Deployments
-        ("get", "deployments.apps", True),
+        ("get", "services", False),  # applied, never read back
+        ("get", "deployments.apps", True),  # read back for their rollout state
         ("delete", "deployments.apps", True),  # a removed fallback tier
         ("delete", "configmaps", True),  # revisions neither in use nor kept for a rollback
         ("update", "llmdeployments.pagoda.dev", False),  # never writes spec
