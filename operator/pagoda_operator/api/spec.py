@@ -146,8 +146,9 @@ class EngineSpec(ApiModel):
     attention_backend: Literal["auto", "reference", "triton"] = "auto"
     """Attention kernels: `auto` picks Triton on GPUs and the PyTorch reference elsewhere."""
     tensor_parallel_size: int = Field(1, ge=1, le=8)
-    """GPUs one model replica is split across. Reserved: the engine has no tensor parallelism
-    yet and the worker refuses values above 1; it must divide resources.gpus."""
+    """GPUs one model replica is split across; it must divide resources.gpus. Reserved: the
+    engine has no tensor parallelism yet, so the worker is not told and each pod runs the model
+    on one GPU."""
 
     def engine_json(self) -> dict:
         """The worker's engine.json: EngineConfig field names, unset values left out."""
