@@ -144,9 +144,7 @@ def pod_template(owner: Owner, config: TierConfig) -> dict:
     spec = {
         "containers": [worker],
         "volumes": volumes,
-        "terminationGracePeriodSeconds": (
-            PRESTOP_SECONDS + config.serving.termination_grace_period_seconds
-        ),
+        "terminationGracePeriodSeconds": PRESTOP_SECONDS + drain + EXIT_SECONDS,
         "securityContext": {
             "runAsNonRoot": True,
             "runAsUser": WORKER_UID,

@@ -10,7 +10,13 @@ from pagoda_operator.api.spec import LLMDeploymentSpec
 from pagoda_operator.naming import Owner
 from pagoda_operator.network import disruption_budget, service
 from pagoda_operator.revision import TierConfig, fallback_config, primary_config
-from pagoda_operator.workload import Strategy, deployment, engine_config_map, pod_template
+from pagoda_operator.workload import (
+    EXIT_SECONDS,
+    Strategy,
+    deployment,
+    engine_config_map,
+    pod_template,
+)
 
 OWNER = Owner("team", "demo", "uid-1")
 
@@ -51,6 +57,37 @@ def test_worker_pod_follows_the_worker_contract():
     assert prestop + 55 < grace, "the drain ends before the kubelet kills the server"
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert template["spec"]["securityContext"]["runAsNonRoot"] is True
+
+
+@pytest.mark.parametrize("grace_seconds", [5, 6, 60])
+def test_prestop_drain_and_exit_fit_the_termination_grace_period(grace_seconds):
+    template = pod_template(
+        OWNER, primary_config(spec(serving={"terminationGracePeriodSeconds": grace_seconds}))
+    )
+    container = worker(template)
+    command = container["command"]
+    drain = int(command[command.index("--drain-timeout") + 1])
+    prestop = container["lifecycle"]["preStop"]["sleep"]["seconds"]
+    assert drain >= 1
+    assert drain >= grace_seconds - EXIT_SECONDS, "the drain gets what the spec grants"
+    assert prestop + drain + EXIT_SECONDS <= template["spec"]["terminationGracePeriodSeconds"]
+
+
+def test_every_container_is_locked_down():
+    hf = {"hf": {"repo": "org/m", "tokenSecret": {"name": "hf"}}}
+    template = pod_template(OWNER, primary_config(spec(model={"name": "stories", "source": hf})))
+    pod = template["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert pod["automountServiceAccountToken"] is False
+    containers = pod["containers"] + pod["initContainers"]
+    assert [c["name"] for c in containers] == ["worker", "fetch-model"]
+    for container in containers:
+        assert container["securityContext"] == {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+        }, container["name"]
 
 
 def test_startup_budget_follows_the_spec():
