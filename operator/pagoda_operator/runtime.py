@@ -67,11 +67,11 @@ class Runtime:
                 metrics.QUEUE_DEPTH.set(len(self.queue))
 
     async def _reconcile(self, key: Key) -> None:
-        active = await asyncio.to_thread(self.gate.active)
-        metrics.ACTIVE.set(1 if active else 0)
-        if not active:
-            return  # paused by a peer; kopf lists everything again when it resumes us
-        try:
+        try:  # reading the peers can fail too: retried like a failed reconcile, never fatal
+            active = await asyncio.to_thread(self.gate.active)
+            metrics.ACTIVE.set(1 if active else 0)
+            if not active:
+                return  # paused by a peer; kopf lists everything again when it resumes us
             wake = await asyncio.to_thread(reconcile, self.cluster, *key)
         except StatusConflict:
             metrics.RECONCILES.labels("conflict").inc()
