@@ -8,7 +8,8 @@ import argparse
 def add_parser(subparsers, help_text: str) -> argparse.ArgumentParser:
     parser = subparsers.add_parser("operator", help=help_text, description=help_text)
     parser.add_argument(
-        "--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, then in-cluster)"
+        "--kubeconfig",
+        help="kubeconfig file (default: $KUBECONFIG, then ~/.kube/config, then in-cluster)",
     )
     parser.add_argument(
         "--namespace",
