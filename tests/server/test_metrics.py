@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -108,3 +110,33 @@ async def test_counters_match_the_requests_sent(make_server):
 def test_token_buckets_follow_1_2_5_up_to_the_context():
     assert token_buckets(512) == [1, 2, 5, 10, 20, 50, 100, 200, 500]
     assert token_buckets(1) == [1]
+
+
+async def test_prompt_tokens_count_at_prefill_and_never_for_requests_that_never_ran(make_server):
+    """As vLLM's: prefill tokens processed, so a running request's prompt counts already and
+    a request aborted while it waited never counts."""
+    server = make_server(
+        engine_config={"max_num_seqs": 1},
+        engine={"canary_interval_s": 600},  # no canary: the one batch slot stays ours
+    )
+    client = server.async_client()
+    running = await client.completions.create(
+        model="stories260K", prompt=[1, 403, 407, 261, 378], max_tokens=400, stream=True,
+        extra_body={"ignore_eos": True},
+    )  # fmt: skip
+    await running.__anext__()
+    waiting = await client.completions.create(
+        model="stories260K", prompt=[1, 403, 407], max_tokens=4, stream=True
+    )
+    while server.state.model.engine.stats.num_waiting < 1:
+        await asyncio.sleep(0.005)
+    assert sample((await families(server))["vllm:prompt_tokens"], "_total") == 5
+    await waiting.close()
+    await running.close()
+    while True:  # both aborts reach the metrics
+        m = await families(server)
+        totals = [s for s in m["vllm:request_success"].samples if s.name.endswith("_total")]
+        if [s.value for s in totals if s.labels["finished_reason"] == "abort"] == [2]:
+            break
+        await asyncio.sleep(0.01)
+    assert sample(m["vllm:prompt_tokens"], "_total") == 5

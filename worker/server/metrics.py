@@ -104,14 +104,14 @@ class ServerMetrics:
         if new_tokens:
             self.generation_tokens.labels(name).inc(new_tokens)
             previous = self._last_token_time.get(rid)
-            if previous is not None and times.last_token_time is not None:
+            if previous is None:  # its prefill is done: as vLLM, count the prompt now, once
+                self.prompt_tokens.labels(name).inc(len(output.prompt_token_ids))
+            else:
                 self.itl.labels(name).observe(times.last_token_time - previous)
-            if times.last_token_time is not None:
-                self._last_token_time[rid] = times.last_token_time
+            self._last_token_time[rid] = times.last_token_time
         if not output.finished:
             return
         self._last_token_time.pop(rid, None)
-        self.prompt_tokens.labels(name).inc(len(output.prompt_token_ids))
         self.request_prompt_tokens.labels(name).observe(len(output.prompt_token_ids))
         for completion in output.outputs:
             self.request_success.labels(name, str(completion.finish_reason)).inc()
