@@ -53,9 +53,13 @@ def decide_tier(
             verdict = Verdict(False, "PromotionPending", message)
             return TierDecision("primary", clock, idle_replicas, verdict, promote_at)
         if fallback_ready == 0:
+            if fallback.warm:
+                start = "the warm fallback has no ready pod yet"
+            else:
+                start = "starting the cold fallback"
             message = (
-                f"{health} since {stamp(since)}; starting the fallback, traffic moves once one of"
-                f" its {fallback.replicas} pods is ready"
+                f"{health} since {stamp(since)}; {start}, traffic moves once one of its"
+                f" {fallback.replicas} pods is ready"
             )
             verdict = Verdict(False, "FallbackStarting", message)
             return TierDecision("primary", clock, fallback.replicas, verdict, None)

@@ -103,3 +103,13 @@ def test_messages_say_when_and_why():
     assert "2026-01-01T12:00:30Z" in decision.verdict.message  # the promotion time
     again = decide_tier(fallback(), 0, 2, "primary", decision.clock, at(11))
     assert again.verdict == decision.verdict, "a recomputed message must not change"
+
+
+@pytest.mark.parametrize(
+    ("warm", "says"),
+    [(False, "starting the cold fallback"), (True, "the warm fallback has no ready pod yet")],
+)
+def test_a_fallback_without_ready_pods_is_described_as_it_is(warm, says):
+    decision = decide_tier(fallback(warm), 0, 0, "primary", DOWN, at(PROMOTE))
+    assert decision.verdict.reason == "FallbackStarting"
+    assert says in decision.verdict.message
