@@ -54,6 +54,8 @@ async def test_metrics_use_vllm_names_and_types_with_model_name(server):
         assert found[name].samples, name
         assert all(s.labels["model_name"] == "stories260K" for s in found[name].samples), name
     assert found["pagoda:ready"].samples[0].value == 1
+    reasons = {s.labels["finished_reason"] for s in found["vllm:request_success"].samples}
+    assert reasons == {"stop", "length", "abort"}  # all there from the start, as in vLLM
 
 
 async def test_counters_match_the_requests_sent(make_server):

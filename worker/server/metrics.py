@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from worker.engine.outputs import RequestOutput
+from worker.engine.outputs import FinishReason, RequestOutput
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -65,6 +65,8 @@ class ServerMetrics:
         self.request_success = counter(
             "vllm:request_success", "Finished sequences, by finish reason.", ("finished_reason",)
         )
+        for reason in FinishReason:  # every series from the start, as vLLM: increase() sees 0->1
+            self.request_success.labels(model_name, str(reason))
         self.ttft = histogram(
             "vllm:time_to_first_token_seconds", "Time to first token.", _TTFT_BUCKETS
         )
