@@ -9,6 +9,7 @@ import pytest
 
 from worker.engine.llm import LLM
 from worker.engine.sampling_params import SamplingParams
+from worker.server.token_text import TokenText
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -52,8 +53,9 @@ async def test_concurrent_streams_get_exactly_the_offline_tokens(server, stories
     expected = offline.generate([p for p, _ in batch], [sp for _, sp in batch])
     client = server.async_client()
     results = await asyncio.gather(*(stream_one(client, p, sp) for p, sp in batch))
+    token_text = TokenText(offline.tokenizer)
     for (text, tokens, finish), want in zip(results, expected, strict=True):
         [completion] = want.outputs
         assert text == completion.text
-        assert tokens == [offline.tokenizer.decode([t]) for t in completion.token_ids]
+        assert tokens == [token_text(t) for t in completion.token_ids]
         assert finish == str(completion.finish_reason)

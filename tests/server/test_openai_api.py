@@ -7,6 +7,7 @@ import pytest
 
 from worker.engine.llm import LLM
 from worker.engine.sampling_params import SamplingParams
+from worker.server.token_text import TokenText
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -161,9 +162,11 @@ def test_completion_logprobs_have_the_legacy_shape(server, offline):
         logprobs=2,
         extra_body={"ignore_eos": True},
     )
-    logprobs = response.choices[0].logprobs
-    tokens = [offline.tokenizer.decode([t]) for t in expected.token_ids]
+    choice = response.choices[0]
+    logprobs = choice.logprobs
+    tokens = [TokenText(offline.tokenizer)(t) for t in expected.token_ids]
     assert logprobs.tokens == tokens
+    assert "".join(tokens) == choice.text  # leading spaces kept: the tokens add up to the text
     assert logprobs.token_logprobs == pytest.approx([e.logprob for e in expected.logprobs])
     assert all(len(top) == 2 for top in logprobs.top_logprobs)
     offsets = [sum(len(t) for t in tokens[:i]) for i in range(len(tokens))]
@@ -187,9 +190,7 @@ def test_chat_logprobs_have_the_chat_shape(server):
         assert entry.bytes == list(entry.token.encode())
         assert len(entry.top_logprobs) == 3
         assert entry.top_logprobs[0].logprob >= entry.top_logprobs[-1].logprob
-    assert "".join(e.token for e in content).replace(" ", "") == (
-        response.choices[0].message.content.replace(" ", "")
-    )
+    assert "".join(e.token for e in content) == response.choices[0].message.content
 
 
 def test_stop_string_ends_with_finish_reason_stop(server, offline):

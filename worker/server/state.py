@@ -8,7 +8,6 @@ answers 503.
 from __future__ import annotations
 
 import asyncio
-import functools
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from worker.server.audit import AuditLog
 from worker.server.auth import KeyChecker
 from worker.server.errors import APIError
 from worker.server.metrics import ServerMetrics, WorkerGauges
+from worker.server.token_text import TokenText
 
 
 class Phase(StrEnum):
@@ -41,14 +41,11 @@ class LoadedModel:
         self.created = int(time.time())
         # Tokenizing long prompts takes a while: off the event loop, on one thread.
         self._tokenizer_thread = ThreadPoolExecutor(1, thread_name_prefix="tokenizer")
-        self.token_text = functools.lru_cache(maxsize=65536)(self._decode_one)
+        self.token_text = TokenText(self.tokenizer)
 
     async def tokenize(self, fn, *args):
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._tokenizer_thread, fn, *args)
-
-    def _decode_one(self, token_id: int) -> str:
-        return self.tokenizer.decode([token_id])
 
     def close(self) -> None:
         self._tokenizer_thread.shutdown(wait=False, cancel_futures=True)
