@@ -89,6 +89,9 @@ async def one_request(
                 if not line.startswith(b"data: ") or line.strip() == b"data: [DONE]":
                     continue
                 chunk = json.loads(line[6:])
+                if "error" in chunk:  # the server gave up mid-stream
+                    result.error = chunk["error"]["message"]
+                    return result
                 now = time.perf_counter()
                 if chunk.get("usage"):
                     result.prompt_tokens = chunk["usage"]["prompt_tokens"]
@@ -100,7 +103,7 @@ async def one_request(
                 else:
                     result.itl_s.append(now - last)
                 last = now
-    except aiohttp.ClientError as e:
+    except (aiohttp.ClientError, TimeoutError) as e:  # --timeout raises a bare TimeoutError
         result.error = repr(e)
         return result
     result.e2e_s = time.perf_counter() - start

@@ -1,0 +1,63 @@
+"""bench/serving.py against a live server: it measures, and a failed request is a row, not a
+crash of the whole run."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "serving.py"
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def load_bench():
+    spec = importlib.util.spec_from_file_location("serving_bench", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def bench_args(bench, server, *extra: str):
+    return bench.parse_args(
+        ["--url", server.url, "--num-requests", "4", "--prompt-len", "4-8", *extra]
+    )
+
+
+async def test_a_rate_reports_every_request(server):
+    bench = load_bench()
+    args = bench_args(bench, server, "--output-len", "5")
+    row = await bench.run_rate(args, rate=50.0, model="stories260K")
+    assert (row["completed"], row["failed"]) == (4, 0)
+    assert row["output_token_throughput"] > 0
+    assert row["ttft_ms"]["p50"] > 0 and row["e2e_ms"]["p99"] >= row["ttft_ms"]["p50"]
+
+
+async def test_requests_past_the_timeout_fail_without_ending_the_run(server):
+    bench = load_bench()
+    args = bench_args(bench, server, "--output-len", "400", "--timeout", "0.05")
+    row = await bench.run_rate(args, rate=50.0, model="stories260K")
+    assert (row["completed"], row["failed"]) == (0, 4)
+    assert row["errors"] == ["TimeoutError()"]
+
+
+async def test_an_error_event_mid_stream_fails_the_request(make_server):
+    server = make_server()
+    real_step, steps = server.engine.step, []
+
+    def failing_step():  # the first token goes out, then the device is lost
+        steps.append(1)
+        if len(steps) > 2:
+            raise RuntimeError("device lost")
+        return real_step()
+
+    server.engine.step = failing_step
+    bench = load_bench()
+    args = bench_args(bench, server, "--output-len", "50", "--num-requests", "1")
+    row = await bench.run_rate(args, rate=50.0, model="stories260K")
+    assert (row["completed"], row["failed"]) == (0, 1)
+    assert "device lost" in row["errors"][0]
