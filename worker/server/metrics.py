@@ -10,11 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from worker.engine.outputs import FinishReason, RequestOutput
+
+if TYPE_CHECKING:  # the engine module imports torch
+    from worker.engine.engine import EngineStats
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -41,9 +45,9 @@ def token_buckets(max_model_len: int) -> list[float]:
 class WorkerGauges:
     """What the scrape reads from the worker at that moment."""
 
-    stats: object | None  # EngineStats, None while loading
-    heartbeat_age_s: float | None
-    generation_age_s: float | None
+    stats: EngineStats
+    heartbeat_age_s: float
+    generation_age_s: float | None  # None until the first token
     ready: bool
 
 
@@ -154,12 +158,11 @@ class _WorkerCollector:
             return family
 
         yield gauge("pagoda:ready", "1 when /ready answers 200.", float(now.ready))
-        if now.heartbeat_age_s is not None:
-            yield gauge(
-                "pagoda:engine_heartbeat_age_seconds",
-                "Seconds since the engine loop last went round.",
-                now.heartbeat_age_s,
-            )
+        yield gauge(
+            "pagoda:engine_heartbeat_age_seconds",
+            "Seconds since the engine loop last went round.",
+            now.heartbeat_age_s,
+        )
         if now.generation_age_s is not None:
             yield gauge(
                 "pagoda:last_generation_age_seconds",
@@ -167,8 +170,6 @@ class _WorkerCollector:
                 now.generation_age_s,
             )
         stats = now.stats
-        if stats is None:
-            return
         yield gauge("vllm:num_requests_running", "Requests in the batch.", stats.num_running)
         yield gauge("vllm:num_requests_waiting", "Requests waiting.", stats.num_waiting)
         yield gauge("vllm:kv_cache_usage_perc", "KV-cache usage (1 = full).", stats.kv_cache_usage)

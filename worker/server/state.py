@@ -90,11 +90,12 @@ class WorkerState:
         return reasons
 
     def gauges(self) -> WorkerGauges:
-        engine = self.model.engine if self.model else None
+        """Read at scrape time; /metrics answers only once a model is served."""
+        engine = self.model.engine
         return WorkerGauges(
-            stats=engine.stats if engine else None,
-            heartbeat_age_s=engine.heartbeat_age() if engine else None,
-            generation_age_s=engine.generation_age() if engine else None,
+            stats=engine.stats,
+            heartbeat_age_s=engine.heartbeat_age(),
+            generation_age_s=engine.generation_age(),
             ready=not self.not_ready_reasons(),
         )
 
