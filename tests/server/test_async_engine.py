@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 
@@ -40,13 +41,17 @@ class WaitingEngine:
         self.tokenizer = Tokenizer()
         self.waiting: list[str] = []
         self.canaries: list[str] = []
+        self.answers_canaries = True
+        self.aborted: list[str] = []
 
     def add_request(self, prompt, params, request_id, arrival_time) -> str:
-        (self.canaries if prompt == CANARY_PROMPT else self.waiting).append(request_id)
+        answered = prompt == CANARY_PROMPT and self.answers_canaries
+        (self.canaries if answered else self.waiting).append(request_id)
         return request_id
 
     def abort_request(self, request_id: str) -> None:
         self.waiting.remove(request_id)
+        self.aborted.append(request_id)
 
     def has_unfinished_requests(self) -> bool:
         return bool(self.canaries)
@@ -69,5 +74,21 @@ async def test_an_added_request_counts_as_waiting_when_generate_returns():
     try:
         await engine.generate([[1, 2]], SamplingParams(max_tokens=1))
         assert engine.stats.num_waiting == 1
+    finally:
+        await engine.stop()
+
+
+async def test_a_canary_that_times_out_is_aborted():
+    """A stuck canary must not stay in the engine, holding a batch slot and KV blocks."""
+    fake = WaitingEngine()
+    options = AsyncEngineOptions(canary_interval_s=0.01, canary_timeout_s=0.3)
+    engine = AsyncLLMEngine(fake, options)
+    await engine.start()
+    try:
+        fake.answers_canaries = False
+        async with asyncio.timeout(5):
+            while not fake.aborted:
+                await asyncio.sleep(0.01)
+        assert fake.waiting == []
     finally:
         await engine.stop()

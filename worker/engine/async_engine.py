@@ -284,8 +284,11 @@ class AsyncLLMEngine:
         try:
             async with asyncio.timeout(timeout_s):
                 group = await self.generate([self._canary_prompt], params, internal=True)
-                async for _ in group:
-                    pass
+                try:
+                    async for _ in group:
+                        pass
+                finally:  # a stuck canary must not keep its batch slot and KV blocks
+                    group.abort()
         except (TimeoutError, EngineDeadError, ValueError) as e:
             log.error("canary generation failed: %r", e)
 
