@@ -263,10 +263,14 @@ class AsyncLLMEngine:
         if timer:
             timer.cancel()
 
-    def _fail_group(self, group: RequestGroup, error: BaseException) -> None:
+    def _drop(self, group: RequestGroup) -> None:
+        """Stop routing outputs to the group: the engine rejected or lost its requests."""
         for rid in group.request_ids:
             self._groups.pop(rid, None)
         self._forget(group)
+
+    def _fail_group(self, group: RequestGroup, error: BaseException) -> None:
+        self._drop(group)
         group.fail(error)
 
     def _fail_all(self, error: BaseException) -> None:
@@ -353,9 +357,7 @@ class AsyncLLMEngine:
         return _resolve, command.done, None
 
     def _reject(self, command: _Add, error: ValueError) -> None:
-        for rid in command.group.request_ids:
-            self._groups.pop(rid, None)
-        self._forget(command.group)
+        self._drop(command.group)
         if not command.done.done():
             command.done.set_exception(error)
 
