@@ -140,3 +140,21 @@ def test_sigterm_drains_in_flight_streams_then_exits_0(stories_dir):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_sigterm_while_loading_exits_promptly(tmp_path, stories_dir):
+    """A pod deleted while its model loads must not linger until Kubernetes kills it."""
+    big = dict(json.loads((stories_dir / "config.json").read_text()), hidden_size=1024,
+               intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
+               num_key_value_heads=8, head_dim=64, vocab_size=32000)  # fmt: skip
+    (tmp_path / "config.json").write_text(json.dumps(big))
+    proc, url = start_serve("--model", str(tmp_path), "--load-format", "dummy")
+    try:
+        time.sleep(0.5)
+        assert get(url + "/health") == (503, {"status": "loading"})  # still loading
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=5) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

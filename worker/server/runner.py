@@ -7,8 +7,11 @@ model is loaded and warm); the model loads on a worker thread while the event lo
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 import signal
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,7 +72,7 @@ class Server:
         from worker.engine.engine import LLMEngine  # torch and the model code: only here
 
         progress(f"loading {config.model}")
-        engine = await asyncio.to_thread(LLMEngine, config)
+        engine = await in_daemon_thread(LLMEngine, config)
         name = self.settings.served_model_name or Path(config.model).resolve().name
         metrics = ServerMetrics(name, engine.max_model_len)
         async_engine = AsyncLLMEngine(engine, self.settings.engine, observer=metrics)
@@ -99,6 +102,29 @@ class Server:
         if self.state.model:
             await self.state.model.engine.stop()
             self.state.model.close()
+
+
+async def in_daemon_thread(fn: Callable, *args):
+    """asyncio.to_thread for a job that must not hold up the exit: a model load abandoned on
+    SIGTERM would otherwise keep the process alive (asyncio.run joins its executor's threads)
+    until Kubernetes kills it."""
+    loop = asyncio.get_running_loop()
+    future = loop.create_future()
+
+    def settle(outcome: Callable[[], None]) -> None:
+        if not future.done():  # the awaiting task may have been cancelled
+            outcome()
+
+    def run() -> None:
+        try:
+            outcome = functools.partial(future.set_result, fn(*args))
+        except BaseException as error:
+            outcome = functools.partial(future.set_exception, error)
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+            loop.call_soon_threadsafe(settle, outcome)
+
+    threading.Thread(target=run, name="model-load", daemon=True).start()
+    return await future
 
 
 async def serve_until_signalled(
