@@ -7,6 +7,8 @@ here as a process that authenticates with a token of the installed ServiceAccoun
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import yaml
 
@@ -125,6 +127,7 @@ def test_operator_works_with_the_installed_permissions(cluster, installed, names
             cluster.get("deployment", name, namespace)
 
         log = operator.log()
-        assert "Forbidden" not in log and "403" not in log, log[-3000:]
+        # A whole-word 403: random numbers in the log (peering priorities) may contain the digits.
+        assert not re.search(r"Forbidden|\b403\b", log), log[-3000:]
     finally:
         operator.stop()
