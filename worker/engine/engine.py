@@ -258,7 +258,7 @@ class LLMEngine:
 
     def step(self) -> list[RequestOutput]:
         deltas: dict[Sequence, _Delta] = {}
-        touched = [r for r in self._aborted]
+        touched = list(self._aborted)
         self._aborted.clear()
 
         plan = self.scheduler.schedule()

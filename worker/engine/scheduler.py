@@ -30,7 +30,6 @@ class ScheduledSeq:
 @dataclass
 class SchedulerOutput:
     scheduled: list[ScheduledSeq]  # decodes (one new token) first, then prefill chunks
-    num_preempted: int
 
     @property
     def num_tokens(self) -> int:
@@ -88,7 +87,7 @@ class Scheduler:
             budget = self._admit(scheduled, budget)
 
         scheduled.sort(key=lambda s: s.num_new_tokens != 1)
-        return SchedulerOutput(scheduled, preempted)
+        return SchedulerOutput(scheduled)
 
     def _admit(self, scheduled: list[ScheduledSeq], budget: int) -> int:
         deferred: list[Sequence] = []
