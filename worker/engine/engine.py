@@ -34,6 +34,7 @@ from worker.engine.sampling_params import SamplingParams
 from worker.engine.scheduler import Scheduler
 from worker.engine.sequence import Request, Sequence
 from worker.engine.stop_checker import CompletionText
+from worker.layers.attention import AttentionBackend
 from worker.layers.backends import select_attention_backend
 from worker.models.loader import (
     ModelLoadError,
@@ -97,7 +98,7 @@ class LLMEngine:
 
         backend = select_attention_backend(config.attention_backend, self.device)
         block_bytes = kv_cache_block_bytes(self.model, config.block_size, self.dtype)
-        num_blocks = config.num_kv_blocks or self._kv_cache_bytes() // block_bytes
+        num_blocks = config.num_kv_blocks or self._kv_cache_bytes(backend) // block_bytes
         if num_blocks < 1:
             raise ModelLoadError(
                 f"the KV-cache budget holds no block of {block_bytes} bytes; raise kv_cache_bytes "
@@ -147,25 +148,17 @@ class LLMEngine:
             ids.update([eos] if isinstance(eos, int) else eos or [])
         return ids
 
-    def _kv_cache_bytes(self) -> int:
+    def _kv_cache_bytes(self, backend: AttentionBackend) -> int:
         if self.device.type != "cuda":
             return self.config.kv_cache_bytes
         free, total = torch.cuda.mem_get_info(self.device)
-        in_use_by_others = total - free - torch.cuda.memory_reserved(self.device)
-        ours = torch.cuda.memory_reserved(self.device)  # weights, and blocks the allocator keeps
-        activations = self._activation_bytes()
-        return (
-            int(self.config.gpu_memory_utilization * total) - in_use_by_others - ours - activations
-        )
-
-    def _activation_bytes(self) -> int:
-        """Peak activation memory of the largest step, measured by running one (CUDA only)."""
+        in_use = total - free  # our weights and allocator cache, and other processes
         c = self.config
-        backend = select_attention_backend(c.attention_backend, self.device)
-        return profile_activation_bytes(
+        activations = profile_activation_bytes(
             self.model, backend, c.block_size, self.dtype, self.device,
             c.max_num_batched_tokens, c.max_num_seqs, self.max_model_len,
         )  # fmt: skip
+        return int(c.gpu_memory_utilization * total) - in_use - activations
 
     @property
     def kv_capacity_tokens(self) -> int:
