@@ -215,10 +215,10 @@ def run_latency(model_dir: Path, preset: Preset, prompts, engine_args: dict) -> 
     for prompt in prompts:
         params = SamplingParams(temperature=0.0, max_tokens=preset.output_len, ignore_eos=True)
         engine.add_request(prompt, params)
-        first = None
+        first = None  # when the first token reached the host
         while engine.has_unfinished_requests():
-            engine.step()
-            first = first or time.perf_counter()
+            if engine.step() and first is None:
+                first = time.perf_counter()
         decode_ms.append((time.perf_counter() - first) * 1e3 / (preset.output_len - 1))
 
         long_prompt = [rng.randrange(10, vocab - 10) for _ in range(preset.ttft_input_len)]

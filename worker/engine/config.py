@@ -23,6 +23,7 @@ class EngineConfig:
     gpu_memory_utilization: float = 0.90
     num_kv_blocks: int | None = None  # fixes the KV-cache size, overriding the budgets above
     enforce_eager: bool = False  # no CUDA graphs
+    async_scheduling: bool = True  # launch step N+1 before reading step N's tokens
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -57,6 +58,8 @@ _HELP = {
     "gpu_memory_utilization": "fraction of GPU memory the worker may use (weights + KV cache)",
     "num_kv_blocks": "KV-cache size in blocks, overriding the memory budget",
     "enforce_eager": "disable CUDA graphs",
+    "async_scheduling": "launch each step before reading the previous step's tokens, so host "
+    "bookkeeping overlaps the device's work",
     "seed": "seed for requests that bring none",
 }
 

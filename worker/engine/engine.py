@@ -17,6 +17,7 @@ from transformers import GenerationConfig
 
 from worker.engine.block_manager import BlockManager
 from worker.engine.config import EngineConfig
+from worker.engine.in_flight import InFlightStep, SampledOnHost
 from worker.engine.model_runner import (
     ModelRunner,
     kv_cache_block_bytes,
@@ -29,7 +30,7 @@ from worker.engine.outputs import (
     RequestOutput,
     TokenLogprob,
 )
-from worker.engine.sampler import Sampler, SamplerOutput, SamplingRow, make_generator
+from worker.engine.sampler import Sampler, SamplingRow, make_generator
 from worker.engine.sampling_params import SamplingParams
 from worker.engine.scheduler import Scheduler
 from worker.engine.sequence import Request, Sequence
@@ -118,6 +119,7 @@ class LLMEngine:
         self.requests: dict[str, Request] = {}
         self._aborted: list[Request] = []
         self._texts: dict[Sequence, CompletionText] = {}
+        self._in_flight: InFlightStep | None = None  # launched, its tokens not read yet
         log.info(
             "engine ready: %s on %s (%s), KV cache %d blocks x %d tokens = %d tokens",
             self.model_name, self.device, self.dtype, num_blocks, config.block_size,
@@ -231,7 +233,7 @@ class LLMEngine:
         self._aborted.append(request)
 
     def has_unfinished_requests(self) -> bool:
-        return bool(self.requests) or bool(self._aborted)
+        return bool(self.requests) or bool(self._aborted) or self._in_flight is not None
 
     def stats(self) -> EngineStats:
         bm = self.block_manager
@@ -250,25 +252,24 @@ class LLMEngine:
     # -- the step -------------------------------------------------------------------------
 
     def step(self) -> list[RequestOutput]:
+        """Launch the next step, then read the tokens of the one before (async scheduling): the
+        device has work queued while the host detokenizes, checks stops and schedules. The
+        previous step is read first instead when async scheduling is off, or when one of its
+        sequences needs every token on the host to sample again (penalties)."""
         deltas: dict[Sequence, _Delta] = {}
         touched = list(self._aborted)
         self._aborted.clear()
 
-        plan = self.scheduler.schedule()
-        if plan.scheduled:
-            now = time.time()
-            inputs = self.runner.prepare(plan.scheduled)
-            logits = self.runner.execute(inputs)
-            for item in plan.scheduled:
-                item.seq.num_computed_tokens += item.num_new_tokens
-                self.block_manager.commit(item.seq)
-                metrics = item.seq.request.metrics
-                metrics.scheduled_time = metrics.scheduled_time or now
-            if inputs.sampled:
-                seqs = [item.seq for item in inputs.sampled]
-                result = self.sampler(logits, [self._sampling_row(s) for s in seqs])
-                self._append_tokens(seqs, result, deltas)
-            touched += list({item.seq.request: None for item in plan.scheduled})
+        previous, self._in_flight = self._in_flight, None
+        if previous is not None and any(s.params.uses_token_history for s in previous.seqs):
+            touched += self._resolve(previous, deltas)
+            previous = None
+        self._in_flight = self._launch(previous)
+        if previous is not None:
+            touched += self._resolve(previous, deltas)
+        if self._in_flight is not None and not self.config.async_scheduling:
+            touched += self._resolve(self._in_flight, deltas)
+            self._in_flight = None
 
         outputs = []
         for request in dict.fromkeys(touched):
@@ -280,6 +281,37 @@ class LLMEngine:
                 self._forget(request)
         return outputs
 
+    def _launch(self, previous: InFlightStep | None) -> InFlightStep | None:
+        """Schedule and start a step; its inputs may include `previous`'s unread tokens."""
+        plan = self.scheduler.schedule()
+        if not plan.scheduled:
+            return None
+        now = time.time()
+        inputs = self.runner.prepare(plan.scheduled, previous.rows if previous else {})
+        logits = self.runner.execute(inputs, previous.token_ids if previous else None)
+        for item in plan.scheduled:
+            item.seq.num_computed_tokens += item.num_new_tokens
+            self.block_manager.commit(item.seq)
+            metrics = item.seq.request.metrics
+            metrics.scheduled_time = metrics.scheduled_time or now
+        seqs = [item.seq for item in inputs.sampled]
+        result = self.sampler(logits, [self._sampling_row(s) for s in seqs]) if seqs else None
+        return InFlightStep(plan.scheduled, seqs, result)
+
+    def _resolve(self, step: InFlightStep, deltas: dict[Sequence, _Delta]) -> list[Request]:
+        """Read a launched step's tokens into its sequences; returns the requests it touched.
+        A sequence that finished meanwhile (aborted, or ended by the step before) drops its."""
+        sampled = step.wait()
+        now = time.time()
+        live = [item.seq for item in step.scheduled if not item.seq.is_finished]
+        for row, seq in enumerate(step.seqs):
+            if not seq.is_finished:
+                self._append_token(seq, row, sampled, deltas, now)
+        for seq in live:
+            if not seq.is_finished:
+                self.block_manager.commit(seq)  # blocks whose ids were placeholders
+        return [seq.request for seq in live]
+
     def _sampling_row(self, seq: Sequence) -> SamplingRow:
         return SamplingRow(
             params=seq.params,
@@ -288,32 +320,30 @@ class LLMEngine:
             generator=seq.generator,
         )
 
-    def _append_tokens(self, seqs: list[Sequence], result: SamplerOutput, deltas) -> None:
-        token_ids = result.token_ids.tolist()
-        chosen_lp = result.logprobs.tolist() if result.logprobs is not None else None
-        top_ids = result.top_ids.tolist() if result.top_ids is not None else None
-        top_lps = result.top_logprobs.tolist() if result.top_logprobs is not None else None
-        now = time.time()
-        for row, (seq, token) in enumerate(zip(seqs, token_ids, strict=True)):
-            delta = deltas.setdefault(seq, _Delta([], "", []))
-            seq.token_ids.append(token)
-            delta.token_ids.append(token)
-            wanted = seq.params.logprobs
-            if wanted is not None and chosen_lp is not None:
-                top = dict(zip(top_ids[row][:wanted], top_lps[row][:wanted], strict=True))
-                logprob = TokenLogprob(token, chosen_lp[row], top)
-                seq.logprobs.append(logprob)
-                delta.logprobs.append(logprob)
-            metrics = seq.request.metrics
-            metrics.first_token_time = metrics.first_token_time or now
-            metrics.last_token_time = now
-            delta.text += self._advance_text(seq, token)
+    def _append_token(
+        self, seq: Sequence, row: int, sampled: SampledOnHost, deltas, now: float
+    ) -> None:
+        token = sampled.token_ids[row]
+        delta = deltas.setdefault(seq, _Delta([], "", []))
+        seq.resolve(token)
+        delta.token_ids.append(token)
+        wanted = seq.params.logprobs
+        if wanted is not None and sampled.logprobs is not None:
+            top_ids, top_lps = sampled.top_ids[row][:wanted], sampled.top_logprobs[row][:wanted]
+            top = dict(zip(top_ids, top_lps, strict=True))
+            logprob = TokenLogprob(token, sampled.logprobs[row], top)
+            seq.logprobs.append(logprob)
+            delta.logprobs.append(logprob)
+        metrics = seq.request.metrics
+        metrics.first_token_time = metrics.first_token_time or now
+        metrics.last_token_time = now
+        delta.text += self._advance_text(seq, token)
 
     def _advance_text(self, seq: Sequence, token: int) -> str:
         """Detokenize the new token, check every stop condition, return the text safe to emit."""
         completion = self._texts[seq]
         text, reason = completion.add_token(token)
-        if reason is None and seq.num_tokens >= self.max_model_len:
+        if reason is None and seq.num_resolved_tokens >= self.max_model_len:
             text += completion.finish()
             reason = FinishReason.LENGTH
         if reason is not None:
@@ -322,6 +352,7 @@ class LLMEngine:
 
     def _finish(self, seq: Sequence, reason: FinishReason) -> None:
         seq.finish_reason = reason
+        seq.drop_placeholders()
         self.scheduler.remove(seq)
         if seq.request.is_finished:
             seq.request.metrics.finished_time = time.time()

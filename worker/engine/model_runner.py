@@ -9,6 +9,7 @@ size of a ladder: padding rows write no KV (slot -1) and attend to nothing (leng
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from itertools import chain
 
@@ -16,6 +17,7 @@ import numpy as np
 import torch
 
 from worker.engine.scheduler import ScheduledSeq
+from worker.engine.sequence import Sequence
 from worker.layers.attention import AttentionBackend, AttentionMetadata
 from worker.models.llama import LlamaForCausalLM
 
@@ -29,6 +31,10 @@ class StepInputs:
     meta: AttentionMetadata
     logits_indices: torch.Tensor | None  # rows of the step whose logits are sampled; None = all
     sampled: list[ScheduledSeq]  # in the order of the logits rows
+    # Input rows whose token is still on the device, and that token's row in the previous
+    # step's sampled ids (async scheduling); None when every input token is known.
+    fill_rows: torch.Tensor | None = None
+    fill_from: torch.Tensor | None = None
     graph_batch: int | None = None  # replay the decode graph of this batch size
 
 
@@ -171,7 +177,11 @@ class ModelRunner:
         self.graphs = graphs
         log.info("captured CUDA graphs for decode batches %s", graphs.sizes)
 
-    def prepare(self, scheduled: list[ScheduledSeq]) -> StepInputs:
+    def prepare(
+        self, scheduled: list[ScheduledSeq], pending_rows: Mapping[Sequence, int]
+    ) -> StepInputs:
+        """pending_rows: for each sequence with a placeholder among its input tokens, the row of
+        that token in the previous step's sampled ids."""
         bs, n = self.block_size, len(scheduled)
         seqs = [s.seq for s in scheduled]
         query_lens = np.fromiter((s.num_new_tokens for s in scheduled), np.int32, n)
@@ -194,6 +204,12 @@ class ModelRunner:
         block_tables = block_table_array([seq.block_table for seq in seqs])
         slots = block_tables[seq_of_token, positions // bs] * bs + positions % bs
 
+        fill_rows = np.flatnonzero(token_ids < 0).astype(np.int32)
+        fill_from = np.fromiter(
+            (pending_rows[seqs[i]] for i in seq_of_token[fill_rows].tolist()),
+            np.int32,
+            fill_rows.size,
+        )
         samples = np.fromiter((s.samples for s in scheduled), bool, n)
         sampled = [s for s, keep in zip(scheduled, samples.tolist(), strict=True) if keep]
         logits_indices = query_start_loc[1:][samples] - 1
@@ -209,10 +225,10 @@ class ModelRunner:
                 np.pad(slots, (0, pad), constant_values=-1),
                 np.pad(seq_lens, (0, pad)),
             ])  # fmt: skip
-            parts = [rows.ravel(), logits_indices, block_tables.ravel()]
+            parts = [rows.ravel()]
         else:
-            parts = [token_ids, positions, slots, query_start_loc, seq_lens, logits_indices]
-            parts.append(block_tables.ravel())
+            parts = [token_ids, positions, slots, query_start_loc, seq_lens]
+        parts += [fill_rows, fill_from, logits_indices, block_tables.ravel()]
         # Each part starts 16-byte aligned: Triton compiles a variant per pointer alignment.
         padded = [-(-p.size // 4) * 4 for p in parts]
         packed_host = np.zeros(sum(padded), np.int32)
@@ -224,12 +240,13 @@ class ModelRunner:
         tables = views[-1].view(block_tables.shape)
         # Every row one token, and every row sampled: the logits rows are the first n rows.
         indices = None if num_tokens == n and samples.all() else views[-2]
+        fills = (views[-4], views[-3]) if fill_rows.size else (None, None)
 
         if batch is not None:
             self.graphs.load(batch, views[0].view(4, batch), tables)
             meta = self.graphs.metas[batch]
             ids, pos = self.graphs.static[0, :batch], self.graphs.static[1, :batch]
-            return StepInputs(ids, pos, meta, indices, sampled, graph_batch=batch)
+            return StepInputs(ids, pos, meta, indices, sampled, *fills, graph_batch=batch)
         ids, pos, slot_view, qsl, lens = views[:5]
         meta = AttentionMetadata(
             slot_mapping=slot_view,
@@ -240,14 +257,18 @@ class ModelRunner:
             max_seq_len=int(seq_lens.max()),
             num_decodes=num_decodes,
         )
-        return StepInputs(ids, pos, meta, indices, sampled)
+        return StepInputs(ids, pos, meta, indices, sampled, *fills)
 
     def forward(self, input_ids, positions, meta: AttentionMetadata) -> torch.Tensor:
         return self.model(input_ids, positions, self.kv_caches, meta, self.backend)
 
     @torch.inference_mode()
-    def execute(self, inputs: StepInputs) -> torch.Tensor:
-        """Logits [num_sampled, vocab] for the sequences that sample this step."""
+    def execute(self, inputs: StepInputs, previous_ids: torch.Tensor | None) -> torch.Tensor:
+        """Logits [num_sampled, vocab] for the sequences that sample this step. previous_ids:
+        the previous step's sampled ids, still on the device, that fill the placeholders."""
+        if inputs.fill_rows is not None:
+            filled = previous_ids[inputs.fill_from].to(inputs.input_ids.dtype)
+            inputs.input_ids[inputs.fill_rows] = filled
         if inputs.graph_batch is not None:
             hidden = self.graphs.replay(inputs.graph_batch)
         else:

@@ -69,6 +69,9 @@ class Scheduler:
         i = 0
         while i < len(self.running) and budget > 0:
             seq = self.running[i]
+            if seq.has_last_token:  # its final token is in flight: it ends when that resolves
+                i += 1
+                continue
             num_new = min(seq.num_uncomputed_tokens, budget)
             while not self.block_manager.can_append(seq, num_new):
                 victim = self.running[-1]

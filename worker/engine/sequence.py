@@ -20,12 +20,16 @@ class SequenceStatus(enum.Enum):
 
 _seq_ids = itertools.count()
 
+# A sampled token that is still on the device: the step after it reads it there (async
+# scheduling), and the host writes the real id in once the copy has landed.
+PLACEHOLDER = -1
+
 
 @dataclass(eq=False)
 class Sequence:
     request: Request
     index: int  # which of the request's n completions
-    token_ids: list[int]  # prompt + generated so far
+    token_ids: list[int]  # prompt + generated so far, ending in num_pending placeholders
     generator: torch.Generator | None
     seq_id: int = field(default_factory=lambda: next(_seq_ids))
     status: SequenceStatus = SequenceStatus.WAITING
@@ -35,6 +39,7 @@ class Sequence:
     num_cached_tokens: int = 0  # prompt tokens that came from the prefix cache
     logprobs: list[TokenLogprob] = field(default_factory=list)
     finish_reason: FinishReason | None = None
+    num_pending: int = 0  # trailing placeholders: sampled tokens the host has not read yet
 
     @property
     def params(self) -> SamplingParams:
@@ -49,8 +54,34 @@ class Sequence:
         return len(self.token_ids)
 
     @property
+    def num_resolved_tokens(self) -> int:
+        return self.num_tokens - self.num_pending
+
+    @property
     def output_token_ids(self) -> list[int]:
-        return self.token_ids[self.num_prompt_tokens :]
+        """Generated tokens the host knows (placeholders left out)."""
+        return self.token_ids[self.num_prompt_tokens : self.num_resolved_tokens]
+
+    @property
+    def has_last_token(self) -> bool:
+        """Whether every token max_tokens allows has been sampled (the last may be in flight),
+        so that computing another step for it would be wasted."""
+        return self.num_tokens - self.num_prompt_tokens >= self.params.max_tokens
+
+    def add_placeholder(self) -> None:
+        """Append a token that was sampled on the device and not read yet."""
+        self.token_ids.append(PLACEHOLDER)
+        self.num_pending += 1
+
+    def resolve(self, token_id: int) -> None:
+        """Write in the oldest placeholder's real id (steps resolve in launch order)."""
+        self.token_ids[self.num_resolved_tokens] = token_id
+        self.num_pending -= 1
+
+    def drop_placeholders(self) -> None:
+        """A finished sequence keeps no token sampled after its end."""
+        del self.token_ids[self.num_resolved_tokens :]
+        self.num_pending = 0
 
     @property
     def is_finished(self) -> bool:

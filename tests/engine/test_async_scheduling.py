@@ -1,0 +1,124 @@
+"""Async scheduling: step N+1 is launched before step N's tokens are read, and that changes no
+output — whatever the sampling, stops, aborts and preemptions."""
+
+from __future__ import annotations
+
+import pytest
+
+from worker.engine.config import EngineConfig
+from worker.engine.engine import LLMEngine
+from worker.engine.in_flight import InFlightStep
+from worker.engine.outputs import FinishReason
+from worker.engine.sampling_params import SamplingParams
+from worker.engine.sequence import PLACEHOLDER
+
+
+def make_engine(stories_dir, async_scheduling: bool, **settings) -> LLMEngine:
+    config = dict(block_size=4, max_num_batched_tokens=24, max_num_seqs=8) | settings
+    return LLMEngine(
+        EngineConfig(model=str(stories_dir), async_scheduling=async_scheduling, **config)
+    )
+
+
+# Every way of choosing tokens and of stopping: greedy, seeded samples with top-k/top-p/min-p,
+# logprobs, penalties (which make the engine read the step before launching), stop strings,
+# EOS, n > 1.
+WORK = [
+    ("Once upon a time", SamplingParams(temperature=0.0, max_tokens=40)),
+    ("Lily", SamplingParams(temperature=0.8, top_k=40, seed=3, max_tokens=30, logprobs=3)),
+    ("Tom and", SamplingParams(temperature=1.0, top_p=0.9, min_p=0.05, seed=5, max_tokens=25)),
+    ("The dog", SamplingParams(temperature=0.0, max_tokens=30, stop=["."])),
+    ("One day", SamplingParams(temperature=0.7, seed=9, max_tokens=4, repetition_penalty=1.3)),
+    ("She", SamplingParams(temperature=0.0, max_tokens=4, frequency_penalty=0.5)),
+    ("Once", SamplingParams(n=3, temperature=1.0, seed=11, max_tokens=15)),
+    ("The sun", SamplingParams(temperature=0.0, max_tokens=1)),
+]
+
+
+def run(engine: LLMEngine, abort_after: dict[int, int] | None = None) -> list:
+    """Add one request per step, abort some after a number of steps, collect final outputs."""
+    abort_after = abort_after or {}
+    tokenizer = engine.tokenizer
+    pending, ids, done, steps = list(WORK), [], {}, 0
+    while pending or engine.has_unfinished_requests():
+        if pending:
+            prompt, params = pending.pop(0)
+            ids.append(engine.add_request(tokenizer.encode(prompt), params))
+        for index, after in abort_after.items():
+            if steps == after and index < len(ids):
+                engine.abort_request(ids[index])
+        for out in engine.step():
+            if out.finished:
+                done[out.request_id] = out
+        steps += 1
+    stats = engine.stats()
+    assert stats.num_free_blocks == stats.num_gpu_blocks, "blocks leaked"
+    return [
+        [(c.token_ids, c.text, c.finish_reason, c.logprobs) for c in done[rid].outputs]
+        for rid in ids
+    ]
+
+
+@pytest.mark.parametrize("settings", [{}, {"num_kv_blocks": 20}], ids=["roomy", "preempting"])
+def test_async_scheduling_changes_no_output(stories_dir, settings):
+    sync = make_engine(stories_dir, async_scheduling=False, **settings)
+    overlapped = make_engine(stories_dir, async_scheduling=True, **settings)
+    expected = run(sync)
+    got = run(overlapped)
+    # Logprobs may differ by rounding where preemption recomputed a sequence at another step.
+    assert [[c[:3] for c in outs] for outs in got] == [[c[:3] for c in outs] for outs in expected]
+    for outs, want_outs in zip(got, expected, strict=True):
+        for c, want in zip(outs, want_outs, strict=True):
+            got_lps = [lp.logprob for lp in c[3] or []]
+            assert got_lps == pytest.approx([lp.logprob for lp in want[3] or []], abs=1e-5)
+    if settings:
+        assert overlapped.stats().num_preemptions > 0, "meant to preempt with tokens in flight"
+    finishes = {c[2] for outputs in expected for c in outputs}
+    assert {FinishReason.STOP, FinishReason.LENGTH} <= finishes
+
+
+def test_aborts_with_tokens_in_flight(stories_dir):
+    aborts = {0: 3, 1: 4, 6: 8}
+    sync = run(make_engine(stories_dir, async_scheduling=False), aborts)
+    overlapped = run(make_engine(stories_dir, async_scheduling=True), aborts)
+    for got, want in zip(overlapped, sync, strict=True):
+        for (tokens, _, reason, _), (want_tokens, _, want_reason, _) in zip(got, want, strict=True):
+            assert PLACEHOLDER not in tokens
+            assert reason is want_reason
+            if reason is FinishReason.ABORT:  # may have read one step fewer than sync
+                assert tokens == want_tokens[: len(tokens)]
+            else:
+                assert tokens == want_tokens
+
+
+def test_next_step_is_launched_before_the_previous_is_read(stories_dir, monkeypatch):
+    engine = make_engine(stories_dir, async_scheduling=True)
+    events = []
+    execute, wait = engine.runner.execute, InFlightStep.wait
+    monkeypatch.setattr(engine.runner, "execute", lambda *a: events.append("launch") or execute(*a))
+    monkeypatch.setattr(InFlightStep, "wait", lambda self: events.append("read") or wait(self))
+    params = SamplingParams(temperature=0.0, max_tokens=5, ignore_eos=True)
+    engine.add_request(engine.tokenizer.encode("Once upon a time"), params)
+    outputs = []
+    while engine.has_unfinished_requests():
+        outputs += engine.step()
+    # A prefill and 4 decodes; each launch but the first comes before the step ahead is read, and
+    # no step is launched past max_tokens.
+    assert events == ["launch", *["launch", "read"] * 4, "read"]
+    assert len(outputs[-1].outputs[0].token_ids) == 5 and outputs[-1].finished
+
+
+def test_penalties_read_the_previous_step_first(stories_dir, monkeypatch):
+    engine = make_engine(stories_dir, async_scheduling=True)
+    histories = []
+    sampler = engine.sampler
+    monkeypatch.setattr(
+        engine, "sampler", lambda logits, rows: histories.append(rows[0].output_token_ids) or
+        sampler(logits, rows),
+    )  # fmt: skip
+    params = SamplingParams(temperature=0.0, max_tokens=6, presence_penalty=1.0)
+    engine.add_request(engine.tokenizer.encode("Once upon a time"), params)
+    while engine.has_unfinished_requests():
+        engine.step()
+    assert [len(h) for h in histories] == list(range(6)), "each sample saw every earlier token"
+    assert all(PLACEHOLDER not in h for h in histories)
