@@ -14,7 +14,9 @@ from worker.engine.sequence import PLACEHOLDER
 
 
 def make_engine(stories_dir, async_scheduling: bool, **settings) -> LLMEngine:
-    config = dict(block_size=4, max_num_batched_tokens=24, max_num_seqs=8) | settings
+    # A fixed KV cache: on a GPU the memory budget would let only one engine per process start.
+    config = dict(block_size=4, max_num_batched_tokens=24, max_num_seqs=8, num_kv_blocks=200)
+    config |= settings
     return LLMEngine(
         EngineConfig(model=str(stories_dir), async_scheduling=async_scheduling, **config)
     )
