@@ -20,6 +20,37 @@ DECODE_BLOCK_N = 64
 MAX_SPLITS = 16
 
 
+@triton.jit
+def _attend_span(
+    q, acc, m_i, l_i, query_pos, k_cache_ptr, v_cache_ptr, table, kv_head, start, end, qk_scale,
+    stride_kb, stride_kt, stride_kh,
+    BLOCK_SIZE: tl.constexpr, D_PAD: tl.constexpr, HEAD_DIM: tl.constexpr,
+    BLOCK_N: tl.constexpr, PRECISION: tl.constexpr,
+):  # fmt: skip
+    """Online softmax of the query rows `q` over the cached keys at positions [start, end),
+    each row seeing the keys up to its query_pos; returns the updated (acc, m_i, l_i)."""
+    dims = tl.arange(0, D_PAD)
+    dim_ok = dims < HEAD_DIM
+    for n0 in range(start, end, BLOCK_N):
+        pos = n0 + tl.arange(0, BLOCK_N)
+        pos_ok = pos < end
+        block = tl.load(table + pos // BLOCK_SIZE, mask=pos_ok, other=0).to(tl.int64)
+        offsets = block * stride_kb + (pos % BLOCK_SIZE) * stride_kt + kv_head * stride_kh
+        kv_mask = pos_ok[:, None] & dim_ok[None, :]
+        k = tl.load(k_cache_ptr + offsets[:, None] + dims[None, :], mask=kv_mask, other=0.0)
+        s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale
+        visible = pos_ok[None, :] & (pos[None, :] <= query_pos[:, None])
+        s = tl.where(visible, s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        alpha = tl.exp2(m_i - m_new)
+        p = tl.exp2(s - m_new[:, None])
+        l_i = l_i * alpha + tl.sum(p, 1)
+        v = tl.load(v_cache_ptr + offsets[:, None] + dims[None, :], mask=kv_mask, other=0.0)
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
+        m_i = m_new
+    return acc, m_i, l_i
+
+
 # Triton compiles a variant per integer argument that is 1 or a multiple of 16; the block-table
 # width (eager steps) and the first prefill sequence change every step: no variants for them.
 @triton.jit(do_not_specialize=["stride_bt"])
@@ -53,23 +84,12 @@ def _decode_kernel(
     m_i = tl.full([GROUP_PAD], float("-inf"), tl.float32)
     l_i = tl.zeros([GROUP_PAD], tl.float32)
     acc = tl.zeros([GROUP_PAD, D_PAD], tl.float32)
-    table = block_tables_ptr + seq * stride_bt
-    for n0 in range(start, end, BLOCK_N):
-        pos = n0 + tl.arange(0, BLOCK_N)
-        pos_ok = pos < end
-        block = tl.load(table + pos // BLOCK_SIZE, mask=pos_ok, other=0).to(tl.int64)
-        offsets = block * stride_kb + (pos % BLOCK_SIZE) * stride_kt + kv_head * stride_kh
-        kv_mask = pos_ok[:, None] & dim_ok[None, :]
-        k = tl.load(k_cache_ptr + offsets[:, None] + dims[None, :], mask=kv_mask, other=0.0)
-        s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale
-        s = tl.where(pos_ok[None, :], s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        alpha = tl.exp2(m_i - m_new)
-        p = tl.exp2(s - m_new[:, None])
-        l_i = l_i * alpha + tl.sum(p, 1)
-        v = tl.load(v_cache_ptr + offsets[:, None] + dims[None, :], mask=kv_mask, other=0.0)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
-        m_i = m_new
+    query_pos = tl.full([GROUP_PAD], seq_len - 1, tl.int32)  # the query is the last token
+    acc, m_i, l_i = _attend_span(
+        q, acc, m_i, l_i, query_pos, k_cache_ptr, v_cache_ptr, block_tables_ptr + seq * stride_bt,
+        kv_head, start, end, qk_scale, stride_kb, stride_kt, stride_kh,
+        BLOCK_SIZE, D_PAD, HEAD_DIM, BLOCK_N, PRECISION,
+    )  # fmt: skip
 
     if NUM_SPLITS == 1:
         out = acc / tl.where(l_i == 0.0, 1.0, l_i)[:, None]  # an empty sequence (padding) gives 0
@@ -149,24 +169,11 @@ def _prefill_kernel(
     m_i = tl.full([BLOCK_Q * GROUP_PAD], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_Q * GROUP_PAD], tl.float32)
     acc = tl.zeros([BLOCK_Q * GROUP_PAD, D_PAD], tl.float32)
-    table = block_tables_ptr + seq * stride_bt
-    for n0 in range(0, end, BLOCK_N):
-        pos = n0 + tl.arange(0, BLOCK_N)
-        pos_ok = pos < end
-        block = tl.load(table + pos // BLOCK_SIZE, mask=pos_ok, other=0).to(tl.int64)
-        offsets = block * stride_kb + (pos % BLOCK_SIZE) * stride_kt + kv_head * stride_kh
-        kv_mask = pos_ok[:, None] & dim_ok[None, :]
-        k = tl.load(k_cache_ptr + offsets[:, None] + dims[None, :], mask=kv_mask, other=0.0)
-        s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale
-        visible = pos_ok[None, :] & (pos[None, :] <= query_pos[:, None])
-        s = tl.where(visible, s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        alpha = tl.exp2(m_i - m_new)
-        p = tl.exp2(s - m_new[:, None])
-        l_i = l_i * alpha + tl.sum(p, 1)
-        v = tl.load(v_cache_ptr + offsets[:, None] + dims[None, :], mask=kv_mask, other=0.0)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
-        m_i = m_new
+    acc, m_i, l_i = _attend_span(
+        q, acc, m_i, l_i, query_pos, k_cache_ptr, v_cache_ptr, block_tables_ptr + seq * stride_bt,
+        kv_head, 0, end, qk_scale, stride_kb, stride_kt, stride_kh,
+        BLOCK_SIZE, D_PAD, HEAD_DIM, BLOCK_N, PRECISION,
+    )  # fmt: skip
 
     out = acc / tl.where(l_i == 0.0, 1.0, l_i)[:, None]
     out_offsets = (q_start + token).to(tl.int64) * stride_ot + heads * stride_oh
