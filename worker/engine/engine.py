@@ -300,7 +300,7 @@ class LLMEngine:
 
     def _resolve(self, step: InFlightStep, deltas: dict[Sequence, _Delta]) -> list[Request]:
         """Read a launched step's tokens into its sequences; returns the requests it touched.
-        A sequence that finished meanwhile (aborted, or ended by the step before) drops its."""
+        A sequence that finished meanwhile (aborted, or ended by the step before) gets nothing."""
         sampled = step.wait()
         now = time.time()
         live = [item.seq for item in step.scheduled if not item.seq.is_finished]
@@ -321,7 +321,12 @@ class LLMEngine:
         )
 
     def _append_token(
-        self, seq: Sequence, row: int, sampled: SampledOnHost, deltas, now: float
+        self,
+        seq: Sequence,
+        row: int,
+        sampled: SampledOnHost,
+        deltas: dict[Sequence, _Delta],
+        now: float,
     ) -> None:
         token = sampled.token_ids[row]
         delta = deltas.setdefault(seq, _Delta([], "", []))
