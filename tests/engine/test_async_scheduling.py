@@ -23,15 +23,14 @@ def make_engine(stories_dir, async_scheduling: bool, **settings) -> LLMEngine:
 
 
 # Every way of choosing tokens and of stopping: greedy, seeded samples with top-k/top-p/min-p,
-# logprobs, penalties (which make the engine read the step before launching), stop strings,
-# EOS, n > 1.
+# logprobs, penalties (which must count the token still in flight), stop strings, EOS, n > 1.
 WORK = [
     ("Once upon a time", SamplingParams(temperature=0.0, max_tokens=40)),
     ("Lily", SamplingParams(temperature=0.8, top_k=40, seed=3, max_tokens=30, logprobs=3)),
     ("Tom and", SamplingParams(temperature=1.0, top_p=0.9, min_p=0.05, seed=5, max_tokens=25)),
     ("The dog", SamplingParams(temperature=0.0, max_tokens=30, stop=["."])),
-    ("One day", SamplingParams(temperature=0.7, seed=9, max_tokens=4, repetition_penalty=1.3)),
-    ("She", SamplingParams(temperature=0.0, max_tokens=4, frequency_penalty=0.5)),
+    ("One day", SamplingParams(temperature=0.7, seed=9, max_tokens=20, repetition_penalty=1.3)),
+    ("She", SamplingParams(temperature=0.0, max_tokens=20, frequency_penalty=0.5)),
     ("Once", SamplingParams(n=3, temperature=1.0, seed=11, max_tokens=15)),
     ("The sun", SamplingParams(temperature=0.0, max_tokens=1)),
 ]
@@ -110,17 +109,22 @@ def test_next_step_is_launched_before_the_previous_is_read(stories_dir, monkeypa
     assert len(outputs[-1].outputs[0].token_ids) == 5 and outputs[-1].finished
 
 
-def test_penalties_read_the_previous_step_first(stories_dir, monkeypatch):
-    engine = make_engine(stories_dir, async_scheduling=True)
-    histories = []
-    sampler = engine.sampler
-    monkeypatch.setattr(
-        engine, "sampler", lambda logits, rows: histories.append(rows[0].output_token_ids) or
-        sampler(logits, rows),
-    )  # fmt: skip
-    params = SamplingParams(temperature=0.0, max_tokens=6, presence_penalty=1.0)
-    engine.add_request(engine.tokenizer.encode("Once upon a time"), params)
-    while engine.has_unfinished_requests():
-        engine.step()
-    assert [len(h) for h in histories] == list(range(6)), "each sample saw every earlier token"
-    assert all(PLACEHOLDER not in h for h in histories)
+def test_penalties_count_the_token_in_flight(stories_dir):
+    """With async scheduling the newest token is still on the device when the next one is
+    sampled; a penalty that missed it would draw differently from the engine that reads every
+    step first (this seeded request does, checked by leaving the in-flight token out)."""
+    params = SamplingParams(temperature=1.2, seed=3, max_tokens=40, repetition_penalty=3.0)
+    plain = SamplingParams(temperature=1.2, seed=3, max_tokens=40)
+    outputs = {}
+    for overlap in (False, True):
+        engine = make_engine(stories_dir, async_scheduling=overlap)
+        rids = [
+            engine.add_request(engine.tokenizer.encode("Once upon a time"), p)
+            for p in (params, plain)
+        ]
+        done = {}
+        while engine.has_unfinished_requests():
+            done |= {out.request_id: out for out in engine.step() if out.finished}
+        outputs[overlap] = [done[rid].outputs[0].token_ids for rid in rids]
+    assert outputs[True] == outputs[False]
+    assert outputs[True][0] != outputs[True][1], "the penalties were meant to change the output"

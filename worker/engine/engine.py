@@ -253,17 +253,13 @@ class LLMEngine:
 
     def step(self) -> list[RequestOutput]:
         """Launch the next step, then read the tokens of the one before (async scheduling): the
-        device has work queued while the host detokenizes, checks stops and schedules. The
-        previous step is read first instead when async scheduling is off, or when one of its
-        sequences needs every token on the host to sample again (penalties)."""
+        device has work queued while the host detokenizes, checks stops and schedules. Without
+        async scheduling each step is read right after its launch."""
         deltas: dict[Sequence, _Delta] = {}
         touched = list(self._aborted)
         self._aborted.clear()
 
         previous, self._in_flight = self._in_flight, None
-        if previous is not None and any(s.params.uses_token_history for s in previous.seqs):
-            touched += self._resolve(previous, deltas)
-            previous = None
         self._in_flight = self._launch(previous)
         if previous is not None:
             touched += self._resolve(previous, deltas)
@@ -295,7 +291,11 @@ class LLMEngine:
             metrics = item.seq.request.metrics
             metrics.scheduled_time = metrics.scheduled_time or now
         seqs = [item.seq for item in inputs.sampled]
-        result = self.sampler(logits, [self._sampling_row(s) for s in seqs]) if seqs else None
+        result = None
+        if seqs:
+            pending = previous.rows if previous else {}
+            rows = [self._sampling_row(seq, pending) for seq in seqs]
+            result = self.sampler(logits, rows, previous.token_ids if previous else None)
         return InFlightStep(plan.scheduled, seqs, result)
 
     def _resolve(self, step: InFlightStep, deltas: dict[Sequence, _Delta]) -> list[Request]:
@@ -312,12 +312,13 @@ class LLMEngine:
                 self.block_manager.commit(seq)  # blocks whose ids were placeholders
         return [seq.request for seq in live]
 
-    def _sampling_row(self, seq: Sequence) -> SamplingRow:
+    def _sampling_row(self, seq: Sequence, pending_rows: dict[Sequence, int]) -> SamplingRow:
         return SamplingRow(
             params=seq.params,
             prompt_token_ids=seq.request.prompt_token_ids,
             output_token_ids=seq.output_token_ids,
             generator=seq.generator,
+            pending_row=pending_rows[seq] if seq.num_pending else None,
         )
 
     def _append_token(

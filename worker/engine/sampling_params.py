@@ -41,15 +41,6 @@ class SamplingParams:
     def greedy(self) -> bool:
         return self.temperature == 0.0
 
-    @property
-    def uses_token_history(self) -> bool:
-        """Penalties need every generated token on the host before the next sample."""
-        return (
-            self.repetition_penalty != 1.0
-            or self.frequency_penalty != 0.0
-            or self.presence_penalty != 0.0
-        )
-
     def validate(self) -> None:
         checks = [
             ("n", self.n >= 1, "must be at least 1"),
