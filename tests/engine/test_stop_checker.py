@@ -185,14 +185,6 @@ def test_a_stop_string_in_the_last_bytes_wins_over_max_tokens(tokenizer):
     assert run(done, ids) == ("there was a ", FinishReason.STOP)
 
 
-def test_finish_releases_held_text(tokenizer):
-    ids = ids_of(tokenizer, "there was a 😀")
-    done = completion(tokenizer, "Hi", max_tokens=50, stop=["a 😀!"])
-    assert run(done, ids) == ("there was ", None)
-    assert done.finish() == "a 😀"
-    assert done.text == "there was a 😀"
-
-
 def test_prompt_context_keeps_the_leading_space(tokenizer):
     done = CompletionText(
         tokenizer,

@@ -259,7 +259,7 @@ class LLMEngine:
         touched = list(self._aborted)
         self._aborted.clear()
 
-        previous, self._in_flight = self._in_flight, None
+        previous = self._in_flight
         self._in_flight = self._launch(previous)
         if previous is not None:
             touched += self._resolve(previous, deltas)
@@ -283,8 +283,10 @@ class LLMEngine:
         if not plan.scheduled:
             return None
         now = time.time()
-        inputs = self.runner.prepare(plan.scheduled, previous.rows if previous else {})
-        logits = self.runner.execute(inputs, previous.token_ids if previous else None)
+        pending_rows = previous.rows if previous else {}
+        pending_ids = previous.token_ids if previous else None
+        inputs = self.runner.prepare(plan.scheduled, pending_rows)
+        logits = self.runner.execute(inputs, pending_ids)
         for item in plan.scheduled:
             item.seq.num_computed_tokens += item.num_new_tokens
             self.block_manager.commit(item.seq)
@@ -293,9 +295,8 @@ class LLMEngine:
         seqs = [item.seq for item in inputs.sampled]
         result = None
         if seqs:
-            pending = previous.rows if previous else {}
-            rows = [self._sampling_row(seq, pending) for seq in seqs]
-            result = self.sampler(logits, rows, previous.token_ids if previous else None)
+            rows = [self._sampling_row(seq, pending_rows) for seq in seqs]
+            result = self.sampler(logits, rows, pending_ids)
         return InFlightStep(plan.scheduled, seqs, result)
 
     def _resolve(self, step: InFlightStep, deltas: dict[Sequence, _Delta]) -> list[Request]:
@@ -347,11 +348,9 @@ class LLMEngine:
 
     def _advance_text(self, seq: Sequence, token: int) -> str:
         """Detokenize the new token, check every stop condition, return the text safe to emit."""
-        completion = self._texts[seq]
-        text, reason = completion.add_token(token)
-        if reason is None and seq.num_resolved_tokens >= self.max_model_len:
-            text += completion.finish()
-            reason = FinishReason.LENGTH
+        # add_request keeps prompt + max_tokens within the context window, so max_tokens is
+        # the only length limit left to check.
+        text, reason = self._texts[seq].add_token(token)
         if reason is not None:
             self._finish(seq, reason)
         return text

@@ -129,12 +129,6 @@ class CompletionText:
         self.text += text
         return text, stopped or finish
 
-    def finish(self) -> str:
-        """The held-back text, for a completion the engine ends itself (context window full)."""
-        text, _ = self._drain()
-        self.text += text
-        return text
-
     def _drain(self) -> tuple[str, FinishReason | None]:
         held = self._detokenizer.flush() if self._detokenizer else ""
         text, stopped = self._stop.check_text(held)
