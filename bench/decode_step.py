@@ -100,6 +100,7 @@ def main() -> int:
     layers_bytes = sum(p.numel() * p.element_size() for p in engine.model.model.layers.parameters())
     head_bytes = sum(p.numel() * p.element_size() for p in engine.model.lm_head.parameters())
     kv_bytes = sum(
+        # K and V of the prompt plus the few tokens decoded so far (2-4), per layer
         2 * args.batch * (args.context + 4) * c.shape[3] * c.shape[4] * c.element_size()
         for c in engine.runner.kv_caches
     )
