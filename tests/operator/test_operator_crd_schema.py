@@ -57,6 +57,7 @@ def test_nested_objects_default_to_their_full_defaults():
         "maxSurge": 1,
         "maxUnavailable": 0,
         "progressDeadlineSeconds": 1800,
+        "minReadySeconds": 30,
     }
     assert spec["engine"]["default"]["tensorParallelSize"] == 1
     assert "maxModelLen" not in spec["engine"]["default"], "unset stays absent, not null"

@@ -32,6 +32,21 @@ def test_defaults():
         ({"engine": {"gpuMemoryUtilization": 0}}, "greater than 0"),
         ({"engine": {"dtype": "int4"}}, "auto"),
         ({"model": {"name": "m", "source": {"uri": "ftp://x/m.tar"}}}, "pattern"),
+        # What the children's validation would reject later, rejected up front.
+        ({"resources": {"cpu": "1.2.3"}}, "pattern"),
+        ({"resources": {"memory": "1..5Gi"}}, "pattern"),
+        ({"resources": {"memory": "-1Gi"}}, "pattern"),
+        ({"resources": {"nodeSelector": {"gpu type": "a100"}}}, "valid label/annotation key"),
+        ({"resources": {"nodeSelector": {"gpu": "a100 80g"}}}, "pattern"),
+        ({"resources": {"nodeSelector": {"gpu": "x" * 64}}}, "at most 63"),
+        ({"resources": {"tolerations": [{"key": "bad key", "operator": "Exists"}]}}, "pattern"),
+        ({"resources": {"tolerations": [{"key": "k", "value": "a b"}]}}, "pattern"),
+        ({"resources": {"tolerations": [{"value": "v"}]}}, "empty key must use operator Exists"),
+        ({"resources": {"tolerations": [{"key": "k", "tolerationSeconds": 5}]}}, "NoExecute"),
+        ({"podAnnotations": {"not/a/key": "v"}}, "valid label/annotation key"),
+        ({"image": "registry.local/pagoda worker:1"}, "pattern"),
+        ({"image": "Pagoda:1"}, "pattern"),
+        ({"rollout": {"progressDeadlineSeconds": 30}}, "minReadySeconds must be less than"),
     ],
 )
 def test_invalid_specs(changes, says):
@@ -44,3 +59,33 @@ def test_camel_case_aliases_round_trip():
     dumped = spec.model_dump(by_alias=True)
     assert dumped["rollout"]["maxSurge"] == 2
     assert LLMDeploymentSpec.model_validate(dumped) == spec
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        "pagoda-worker:0.1.0",
+        "localhost:5000/pagoda/worker",
+        "ghcr.io/org/pagoda_worker:v1.2-rc.1",
+        "worker@sha256:" + "a" * 64,
+        "registry.example.com:443/a/b/c:tag@sha256:" + "0" * 64,
+    ],
+)
+def test_image_references_that_runtimes_accept(image):
+    assert parse(image=image).image == image
+
+
+def test_valid_keys_values_and_quantities():
+    spec = parse(
+        resources={
+            "cpu": "500m",
+            "memory": "1.5Gi",
+            "nodeSelector": {"nvidia.com/gpu.product": "A100-SXM4-80GB", "zone": ""},
+            "tolerations": [
+                {"operator": "Exists"},
+                {"key": "k", "effect": "NoExecute", "tolerationSeconds": 5},
+            ],
+        },
+        podAnnotations={"prometheus.io/scrape": "true"},
+    )
+    assert spec.resources.memory == "1.5Gi"

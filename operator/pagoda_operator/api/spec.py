@@ -11,8 +11,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
+from .formats import QUALIFIED_NAME, AnnotationMap, Image, LabelMap, LabelValue, Quantity
+
 DEFAULT_IMAGE = "pagoda-worker:0.1.0"
-QUANTITY = r"^([+]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$"
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 
@@ -167,27 +168,47 @@ class EngineSpec(ApiModel):
 
 
 class Toleration(ApiModel):
-    """A pod toleration, as in the core Pod API."""
+    """A pod toleration, as in the core Pod API (and validated as it validates one)."""
 
     model_config = ConfigDict(
         json_schema_extra=validations(
             cel(
                 "self.operator != 'Exists' || self.value == ''",
                 "a toleration with operator Exists must not set a value",
-            )
+            ),
+            cel(
+                "self.key != '' || self.operator == 'Exists'",
+                "a toleration with an empty key must use operator Exists (it matches every taint)",
+            ),
+            cel(
+                "!has(self.tolerationSeconds) || self.effect == 'NoExecute'",
+                "a toleration's tolerationSeconds needs effect NoExecute",
+            ),
         )
     )
 
-    key: str = Field("", max_length=316)
-    """Taint key to tolerate; empty with operator Exists tolerates every taint."""
+    key: str = Field("", max_length=316, pattern=f"^$|{QUALIFIED_NAME}")
+    """Taint key to tolerate (a label key); empty with operator Exists tolerates every taint."""
     operator: Literal["Exists", "Equal"] = "Equal"
     """Equal matches key and value; Exists matches the key alone."""
-    value: str = Field("", max_length=63)
-    """Taint value to match when operator is Equal."""
+    value: LabelValue = ""
+    """Taint value to match when operator is Equal (a label value)."""
     effect: Literal["", "NoSchedule", "PreferNoSchedule", "NoExecute"] = ""
     """Taint effect to match; empty matches every effect."""
     toleration_seconds: int | None = Field(None, ge=0)
     """For NoExecute: how long the pod stays bound after the taint appears."""
+
+    @model_validator(mode="after")
+    def _as_the_pod_api_validates(self) -> Toleration:
+        if self.operator == "Exists" and self.value:
+            raise ValueError("a toleration with operator Exists must not set a value")
+        if not self.key and self.operator != "Exists":
+            raise ValueError(
+                "a toleration with an empty key must use operator Exists (it matches every taint)"
+            )
+        if self.toleration_seconds is not None and self.effect != "NoExecute":
+            raise ValueError("a toleration's tolerationSeconds needs effect NoExecute")
+        return self
 
 
 class ResourcesSpec(ApiModel):
@@ -195,13 +216,13 @@ class ResourcesSpec(ApiModel):
 
     gpus: int = Field(1, ge=0, le=16)
     """GPUs (nvidia.com/gpu) per pod; 0 runs the engine on CPU."""
-    cpu: str = Field("2", max_length=32, pattern=QUANTITY)
+    cpu: Quantity = "2"
     """CPU request per pod (a Kubernetes quantity)."""
-    memory: str = Field("16Gi", max_length=32, pattern=QUANTITY)
+    memory: Quantity = "16Gi"
     """Memory request and limit per pod (a Kubernetes quantity). Pods that exceed it are
     OOMKilled, which status reports."""
-    node_selector: dict[str, str] = Field(default_factory=dict, max_length=32)
-    """Node labels a worker pod's node must have."""
+    node_selector: LabelMap = Field(default_factory=dict)
+    """Node labels a worker pod's node must have (label keys and values)."""
     tolerations: list[Toleration] = Field(default_factory=list, max_length=32)
     """Taints worker pods tolerate, e.g. the GPU nodes' taint."""
 
@@ -216,7 +237,11 @@ class RolloutSpec(ApiModel):
                 "self.maxSurge > 0 || self.maxUnavailable > 0",
                 "rollout.maxSurge and rollout.maxUnavailable cannot both be 0: no pod could ever"
                 " be replaced",
-            )
+            ),
+            cel(
+                "self.minReadySeconds < self.progressDeadlineSeconds",
+                "rollout.minReadySeconds must be less than rollout.progressDeadlineSeconds",
+            ),
         )
     )
 
@@ -228,6 +253,18 @@ class RolloutSpec(ApiModel):
     progress_deadline_seconds: int = Field(1800, ge=5, le=86400)
     """How long a rollout may go without progress before it is rolled back to the last revision
     that became Ready. Leave room for image pulls and model loading."""
+    min_ready_seconds: int = Field(30, ge=0, le=3600)
+    """Bake time: how long a new pod must stay ready before it counts as available, and a
+    revision becomes the last ready one (where rollbacks return) only once all its pods have.
+    A pod of a revision that has not become ready yet and crashes rolls it back at once."""
+
+    @model_validator(mode="after")
+    def _bake_within_deadline(self) -> RolloutSpec:
+        if self.min_ready_seconds >= self.progress_deadline_seconds:
+            raise ValueError(
+                "rollout.minReadySeconds must be less than rollout.progressDeadlineSeconds"
+            )
+        return self
 
 
 class ApiKeySecret(ApiModel):
@@ -279,7 +316,7 @@ class FallbackSpec(ApiModel):
     """Engine settings of the fallback tier."""
     resources: ResourcesSpec = ResourcesSpec()
     """Resources of each fallback pod."""
-    image: str | None = Field(None, min_length=1, max_length=512)
+    image: Image | None = None
     """Worker image of the fallback tier; unset uses spec.image."""
     warm: bool = True
     """Keep the fallback pods running at all times (fast switch, costs GPUs); false starts them
@@ -315,8 +352,8 @@ class LLMDeploymentSpec(ApiModel):
     """The model to serve."""
     replicas: int = Field(1, ge=0, le=64)
     """Worker pods of the primary tier."""
-    image: str = Field(DEFAULT_IMAGE, min_length=1, max_length=512)
-    """Worker container image (docker/worker.Dockerfile)."""
+    image: Image = DEFAULT_IMAGE
+    """Worker container image (docker/worker.Dockerfile): [registry/]path[:tag][@digest]."""
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
     """When the kubelet pulls the worker image."""
     engine: EngineSpec = EngineSpec()
@@ -329,5 +366,6 @@ class LLMDeploymentSpec(ApiModel):
     """Port, authentication and lifecycle timing, shared by both tiers."""
     fallback: FallbackSpec | None = None
     """Optional fallback tier; unset means the primary alone serves."""
-    pod_annotations: dict[str, str] = Field(default_factory=dict, max_length=64)
-    """Extra annotations on every worker pod (both tiers), e.g. for scrapers or meshes."""
+    pod_annotations: AnnotationMap = Field(default_factory=dict)
+    """Extra annotations on every worker pod (both tiers), e.g. for scrapers or meshes. Keys are
+    annotation keys; values at most 4096 characters."""
