@@ -33,6 +33,7 @@ sys.path.insert(0, str(REPO))
 from worker.engine.config import EngineConfig  # noqa: E402
 from worker.engine.engine import LLMEngine  # noqa: E402
 from worker.engine.sampling_params import SamplingParams  # noqa: E402
+from worker.models.source import DEFAULT_MODEL  # noqa: E402
 
 # Architectures by name, for random-weight runs of a real model's shape.
 SHAPES = {
@@ -75,7 +76,7 @@ class Preset:
 
 PRESETS = {
     "stories": Preset(
-        model=str(REPO.parent / "shared/models/stories260K"), shape=None, num_requests=64,
+        model=str(DEFAULT_MODEL), shape=None, num_requests=64,
         input_len=(16, 128), output_len=64, dtype="float32", baseline_batch=16,
     ),
     # The GPU issue's anchor workload A: 155,627 prompt tokens, 256 outputs each.

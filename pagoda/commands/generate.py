@@ -10,7 +10,11 @@ from worker.engine.config import add_engine_args, engine_config_from_args
 
 def add_parser(subparsers, help_text: str) -> None:
     parser = subparsers.add_parser("generate", help=help_text, description=help_text)
-    parser.add_argument("--model", required=True, help="Hugging Face model folder")
+    parser.add_argument(
+        "--model",
+        default=argparse.SUPPRESS,
+        help="a Hugging Face model folder or id (default: the shipped stories260K)",
+    )
     parser.add_argument("--prompt", required=True, help="text to complete")
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--temperature", type=float, default=0.0, help="0 means greedy")

@@ -16,9 +16,14 @@ import time
 from dataclasses import fields
 from pathlib import Path
 
-from worker.engine.config import EngineConfig, add_engine_args
+from worker.engine.config import (
+    EngineConfig,
+    add_engine_args,
+    format_bytes,
+    parse_bytes,
+    with_default,
+)
 
-DEFAULT_MODEL = "../shared/models/stories260K"
 ENGINE_FIELDS = [f.name for f in fields(EngineConfig)]
 
 
@@ -27,6 +32,11 @@ class UsageError(Exception):
 
 
 def add_parser(subparsers, help_text: str) -> None:
+    # Defaults shown in --help are read from the dataclasses that the code itself uses.
+    from worker.engine.async_engine import AsyncEngineOptions
+    from worker.server.runner import ServerSettings
+
+    server_defaults, engine_defaults = ServerSettings(), AsyncEngineOptions()
     parser = subparsers.add_parser(
         "serve",
         help=help_text,
@@ -34,11 +44,25 @@ def add_parser(subparsers, help_text: str) -> None:
         epilog="Engine flags given here override the keys of --config.",
     )
     parser.add_argument(
-        "--model", help=f"Hugging Face model folder (default: {DEFAULT_MODEL}, when present)"
+        "--model",
+        help="a Hugging Face model folder, or a Hugging Face id (org/name) found in the local "
+        "cache ($HF_HOME) or downloaded into it (default: the shipped stories260K)",
     )
-    parser.add_argument("--served-model-name", help="the name clients ask for (default: folder)")
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    parser.add_argument("--port", type=int, default=8000, help="port to listen on (0: any free)")
+    parser.add_argument(
+        "--served-model-name",
+        help="the name clients ask for (default: the folder's name, or the Hugging Face id)",
+    )
+    parser.add_argument(
+        "--host",
+        default=server_defaults.host,
+        help=with_default("address to listen on", server_defaults.host),
+    )
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=server_defaults.port,
+        help=with_default("port to listen on; 0 picks a free one", server_defaults.port),
+    )
     parser.add_argument("--config", help="JSON file of engine settings (EngineConfig field names)")
     parser.add_argument(
         "--api-key-file",
@@ -48,48 +72,66 @@ def add_parser(subparsers, help_text: str) -> None:
     server.add_argument(
         "--max-waiting-requests",
         type=int,
-        default=1024,
-        help="requests allowed to wait; beyond them: 429 (default: 1024)",
+        default=engine_defaults.max_waiting_requests,
+        help=with_default(
+            "requests allowed to wait; beyond them: 429", engine_defaults.max_waiting_requests
+        ),
     )
     server.add_argument(
         "--request-timeout",
         type=float,
-        default=600.0,
-        help="seconds before a request is aborted; 0 disables (default: 600)",
+        default=engine_defaults.request_timeout_s,
+        help=with_default(
+            "seconds before a request is aborted; 0 disables", engine_defaults.request_timeout_s
+        ),
     )
     server.add_argument(
         "--drain-timeout",
         type=float,
-        default=25.0,
-        help="seconds in-flight requests get after SIGTERM (default: 25)",
+        default=server_defaults.drain_timeout_s,
+        help=with_default(
+            "seconds in-flight requests get after SIGTERM", server_defaults.drain_timeout_s
+        ),
     )
     server.add_argument(
         "--max-body-bytes",
-        type=int,
-        default=4 * 2**20,
-        help="largest request body; beyond it: 413 (default: 4 MiB)",
+        type=parse_bytes,
+        metavar="SIZE",
+        default=server_defaults.max_body_bytes,
+        help=with_default(
+            "largest request body; beyond it: 413", format_bytes(server_defaults.max_body_bytes)
+        ),
     )
     server.add_argument(
         "--heartbeat-timeout",
         type=float,
-        default=30.0,
-        help="engine loop silence after which /health fails (default: 30)",
+        default=engine_defaults.heartbeat_timeout_s,
+        help=with_default(
+            "seconds of engine-loop silence after which /health fails",
+            engine_defaults.heartbeat_timeout_s,
+        ),
     )
     server.add_argument(
         "--canary-interval",
         type=float,
-        default=10.0,
-        help="seconds between canary generations behind /ready (default: 10)",
+        default=engine_defaults.canary_interval_s,
+        help=with_default(
+            "idle seconds between canary generations behind /ready",
+            engine_defaults.canary_interval_s,
+        ),
     )
     server.add_argument(
         "--audit-log",
         action="store_true",
         help="log prompts and completions (redacted) to the pagoda.audit logger",
     )
-    server.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
+    server.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning"],
+        help=with_default("log level of the server's own messages", "info"),
+    )
     add_engine_args(parser)
-    # None marks an engine flag as not given, so that it does not override --config.
-    parser.set_defaults(**{name: None for name in ENGINE_FIELDS if name != "model"})  # fmt: skip
 
 
 def read_config_file(path: str) -> dict:
@@ -114,24 +156,15 @@ def engine_config(args: argparse.Namespace) -> EngineConfig:
     import pydantic
 
     values = read_config_file(args.config) if args.config else {}
-    given = {name: getattr(args, name) for name in ENGINE_FIELDS if name != "model"}
-    values |= {name: value for name, value in given.items() if value is not None}
-    values["model"] = args.model or values.get("model") or _default_model()
+    values |= {name: getattr(args, name) for name in ENGINE_FIELDS if hasattr(args, name)}
+    if args.model:
+        values["model"] = args.model
     try:
         return pydantic.TypeAdapter(EngineConfig).validate_json(json.dumps(values), strict=True)
     except pydantic.ValidationError as e:
         problem = e.errors(include_url=False)[0]
         where = ".".join(map(str, problem["loc"])) or "engine settings"
         raise UsageError(f"{where}: {problem['msg']}") from e
-
-
-def _default_model() -> str:
-    if Path(DEFAULT_MODEL).is_dir():
-        return DEFAULT_MODEL
-    raise UsageError(
-        f"no model given, and the default {DEFAULT_MODEL} is not here; pass a Hugging Face "
-        "model folder: pagoda serve --model /path/to/model"
-    )
 
 
 class _LogFormatter(logging.Formatter):

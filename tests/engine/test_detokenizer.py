@@ -1,5 +1,3 @@
-from pathlib import Path
-
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -7,8 +5,9 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from worker.engine.detokenizer import IncrementalDetokenizer
+from worker.models.source import DEFAULT_MODEL
 
-MODEL_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "models" / "stories260K"
+MODEL_DIR = DEFAULT_MODEL
 UNICODE_TEXT = "Hello 😀 world 日本語 café 🎉🎉 Ω≈ç√ done"
 
 

@@ -1,5 +1,4 @@
 from itertools import pairwise
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -9,8 +8,9 @@ from transformers import AutoTokenizer
 from worker.engine.outputs import FinishReason
 from worker.engine.sampling_params import SamplingParams
 from worker.engine.stop_checker import CompletionText, StopChecker
+from worker.models.source import DEFAULT_MODEL
 
-MODEL_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "models" / "stories260K"
+MODEL_DIR = DEFAULT_MODEL
 EOS = 2
 
 

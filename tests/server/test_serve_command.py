@@ -71,12 +71,6 @@ def test_bad_config_files_are_refused_clearly(tmp_path, content, message):
         engine_config(parse("--model", "m", "--config", str(config)))
 
 
-def test_no_model_and_no_default_says_how_to_pass_one(tmp_path, monkeypatch, capsys):
-    monkeypatch.chdir(tmp_path)
-    assert main(["serve"]) == 2
-    assert "pagoda serve --model" in capsys.readouterr().err
-
-
 def test_a_model_that_does_not_load_exits_1(tmp_path, capsys):
     assert main(["serve", "--model", str(tmp_path / "nothing"), "--port", "0"]) == 1
     assert str(tmp_path / "nothing") in capsys.readouterr().err

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass, fields
+from dataclasses import Field, dataclass, fields
+
+from pydantic import ByteSize, TypeAdapter, ValidationError
+
+from worker.models.source import DEFAULT_MODEL
 
 
 @dataclass
 class EngineConfig:
-    model: str
+    model: str = str(DEFAULT_MODEL)  # a model folder or a Hugging Face id (org/name)
     load_format: str = "safetensors"  # safetensors | dummy (random weights from config.json)
     dtype: str = "auto"  # auto | float32 | bfloat16 | float16
     device: str = "auto"  # auto | cpu | cuda | cuda:N
@@ -50,13 +54,13 @@ _HELP = {
     "device": "auto (cuda when available), cpu, cuda, cuda:N",
     "attention_backend": "auto (triton on CUDA, reference elsewhere), reference, triton",
     "block_size": "tokens per KV-cache block",
-    "max_model_len": "context window (defaults to the model's)",
+    "max_model_len": "context window in tokens",
     "max_num_seqs": "most sequences in one step",
     "max_num_batched_tokens": "token budget of one step (prefill chunks + decodes)",
     "enable_prefix_caching": "reuse KV blocks of shared prompt prefixes",
-    "kv_cache_bytes": "KV-cache budget in bytes on CPU",
+    "kv_cache_bytes": "KV-cache budget on CPU",
     "gpu_memory_utilization": "fraction of GPU memory the worker may use (weights + KV cache)",
-    "num_kv_blocks": "KV-cache size in blocks, overriding the memory budget",
+    "num_kv_blocks": "KV-cache size in blocks, overriding the memory budgets",
     "enforce_eager": "disable CUDA graphs",
     "async_scheduling": "launch each step before reading the previous step's tokens, so host "
     "bookkeeping overlaps the device's work",
@@ -64,20 +68,72 @@ _HELP = {
 }
 
 
+# Flags that take a byte count accept size suffixes: 256MiB, 4GiB, 1.5GB, 512k.
+_BYTE_FIELDS = {"kv_cache_bytes"}
+
+
+def parse_bytes(text: str) -> int:
+    """`argparse` type for sizes; the message names the accepted forms."""
+    try:
+        return int(TypeAdapter(ByteSize).validate_python(text))
+    except ValidationError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a size: give bytes, or a number with a unit such as 256MiB or 4GiB"
+        ) from None
+
+
+def format_bytes(size: int) -> str:
+    return ByteSize(size).human_readable().replace(".0", "")
+
+
+def describe_default(value: object) -> str:
+    """How --help shows a default: switches as on/off."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if value is None:
+        return "none"
+    return str(value)
+
+
+def with_default(help_text: str, value: object) -> str:
+    return f"{help_text} (default: {describe_default(value)})"
+
+
 def add_engine_args(parser: argparse.ArgumentParser) -> None:
-    """Add one --flag per EngineConfig field (except model, which callers add themselves)."""
+    """Add one --flag per EngineConfig field (except model, which callers add themselves).
+
+    A flag that is not given leaves no attribute (SUPPRESS), so EngineConfig's own default,
+    or a config file, decides; --help shows that default, read from the dataclass."""
     group = parser.add_argument_group("engine")
     for f in fields(EngineConfig):
-        if f.name == "model":
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        if f.type == "bool":
+        if f.name != "model":
             group.add_argument(
-                flag, action=argparse.BooleanOptionalAction, default=f.default, help=_HELP[f.name]
+                "--" + f.name.replace("_", "-"),
+                default=argparse.SUPPRESS,
+                help=with_default(_HELP[f.name], _shown_default(f)),
+                **_parsing(f),
             )
-        else:
-            kind = {"int": int, "float": float, "int | None": int}.get(f.type, str)
-            group.add_argument(flag, type=kind, default=f.default, help=_HELP[f.name])
+
+
+def _parsing(f: Field) -> dict:
+    if f.type == "bool":
+        return {"action": argparse.BooleanOptionalAction}
+    if f.name in _BYTE_FIELDS:
+        return {"type": parse_bytes, "metavar": "SIZE"}
+    return {"type": {"int": int, "float": float, "int | None": int}.get(f.type, str)}
+
+
+def _shown_default(f: Field) -> object:
+    if f.name in _BYTE_FIELDS:
+        return format_bytes(f.default)
+    return _DEFAULT_TEXT.get(f.name, f.default)
+
+
+# Defaults that read better in words than as the dataclass's value.
+_DEFAULT_TEXT = {
+    "max_model_len": "the model's",
+    "num_kv_blocks": "from the budget",
+}
 
 
 def engine_config_from_args(args: argparse.Namespace) -> EngineConfig:

@@ -45,6 +45,7 @@ from worker.models.loader import (
     load_tokenizer,
     resolve_dtype,
 )
+from worker.models.source import resolve_model
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +84,9 @@ def resolve_device(name: str) -> torch.device:
 class LLMEngine:
     def __init__(self, config: EngineConfig) -> None:
         self.config = config
-        model_dir = Path(config.model)
-        self.model_name = model_dir.resolve().name
+        source = resolve_model(config.model)
+        model_dir = source.folder
+        self.model_name = source.name
         self.device = resolve_device(config.device)
         self.dtype = resolve_dtype(config.dtype, load_hf_config(model_dir))
         torch.manual_seed(config.seed)  # dummy weights are reproducible
@@ -95,7 +97,7 @@ class LLMEngine:
         dummy_without_tokenizer = config.load_format == "dummy" and not has_tokenizer(model_dir)
         self.tokenizer = None if dummy_without_tokenizer else load_tokenizer(model_dir)
         self.max_model_len = self._max_model_len()
-        self.eos_token_ids = self._eos_token_ids()
+        self.eos_token_ids = self._eos_token_ids(model_dir)
 
         backend = select_attention_backend(config.attention_backend, self.device)
         block_bytes = kv_cache_block_bytes(self.model, config.block_size, self.dtype)
@@ -137,12 +139,12 @@ class LLMEngine:
             )
         return wanted
 
-    def _eos_token_ids(self) -> set[int]:
+    def _eos_token_ids(self, model_dir: Path) -> set[int]:
         """EOS ids from the config, the generation config (chat models add their turn-end
         tokens there) and the tokenizer."""
         sources = [getattr(self.hf_config, "eos_token_id", None)]
-        if (Path(self.config.model) / "generation_config.json").is_file():
-            sources.append(GenerationConfig.from_pretrained(self.config.model).eos_token_id)
+        if (model_dir / "generation_config.json").is_file():
+            sources.append(GenerationConfig.from_pretrained(model_dir).eos_token_id)
         if self.tokenizer is not None:
             sources.append(self.tokenizer.eos_token_id)
         ids: set[int] = set()

@@ -1,4 +1,4 @@
-"""The offline API: LLM(model_dir).generate(prompts, params)."""
+"""The offline API: LLM(model).generate(prompts, params)."""
 
 from __future__ import annotations
 
@@ -6,12 +6,14 @@ from worker.engine.config import EngineConfig
 from worker.engine.engine import LLMEngine
 from worker.engine.outputs import RequestOutput
 from worker.engine.sampling_params import SamplingParams
+from worker.models.source import DEFAULT_MODEL
 
 Prompt = str | list[int]
 
 
 class LLM:
-    def __init__(self, model: str, **engine_settings) -> None:
+    def __init__(self, model: str = str(DEFAULT_MODEL), **engine_settings) -> None:
+        """`model`: a Hugging Face model folder or id; by default the shipped stories260K."""
         self.engine = LLMEngine(EngineConfig(model=model, **engine_settings))
         self.tokenizer = self.engine.tokenizer
 

@@ -15,10 +15,7 @@ from transformers import AutoConfig, AutoTokenizer
 
 from worker.layers.rotary import RotaryEmbedding
 from worker.models.llama import LlamaForCausalLM, LlamaShape
-
-
-class ModelLoadError(RuntimeError):
-    pass
+from worker.models.source import ModelLoadError
 
 
 @dataclass(frozen=True)

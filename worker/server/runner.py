@@ -14,7 +14,6 @@ import signal
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from aiohttp import web
 
@@ -34,7 +33,7 @@ log = logging.getLogger("pagoda.server")
 class ServerSettings:
     host: str = "127.0.0.1"
     port: int = 8000
-    served_model_name: str | None = None  # defaults to the model folder's name
+    served_model_name: str | None = None  # defaults to the folder's name or the Hub id
     api_keys: list[str] = field(default_factory=list)
     max_body_bytes: int = 4 * 2**20
     drain_timeout_s: float = 25.0  # under Kubernetes' default 30 s grace period
@@ -73,7 +72,7 @@ class Server:
 
         progress(f"loading {config.model}")
         engine = await in_daemon_thread(LLMEngine, config)
-        name = self.settings.served_model_name or Path(config.model).resolve().name
+        name = self.settings.served_model_name or engine.model_name
         metrics = ServerMetrics(name, engine.max_model_len)
         async_engine = AsyncLLMEngine(engine, self.settings.engine, observer=metrics)
         progress(f"warming up ({engine.max_model_len}-token context, KV cache "
