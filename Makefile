@@ -2,22 +2,27 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-MODEL ?= ../shared/models/stories260K
+# MODEL empty: the stories260K model shipped inside the package.
+MODEL ?=
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
 .PHONY: setup serve test lint unit kernels e2e bench fmt
 
 $(VENV)/.installed: pyproject.toml
+	@echo "== setup: creating $(VENV) with Pagoda and its dependencies: PyTorch (its Linux wheels"
+	@echo "== bring the CUDA libraries), transformers, aiohttp, kopf, kubernetes and the test tools."
+	@echo "== About 3 GB to download and 5 GB in $(VENV); a few minutes on a fast link."
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --progress-bar on -e '.[dev]'
 	touch $@
+	@echo "== setup done: activate it with 'source $(VENV)/bin/activate'"
 
 setup: $(VENV)/.installed
 
 serve: setup
-	$(VENV)/bin/pagoda serve --model $(MODEL) --host $(HOST) --port $(PORT)
+	$(VENV)/bin/pagoda serve $(if $(MODEL),--model $(MODEL)) --host $(HOST) --port $(PORT)
 
 test: lint unit kernels e2e
 

@@ -4,7 +4,8 @@
 # PyTorch's wheels bring their own CUDA libraries; the node's driver comes in through the NVIDIA
 # container runtime. Triton compiles small launchers at run time, hence gcc and Python headers.
 # curl and tar serve the init container that fetches `source.uri` archives; the Hugging Face
-# `hf` CLI (from huggingface_hub) serves `source.hf`.
+# `hf` CLI (from huggingface_hub) serves `source.hf`. The default model (stories260K) is package
+# data, so `docker run -p 8000:8000 pagoda-worker:0.1.0` serves it with nothing mounted.
 ARG CUDA_IMAGE=nvidia/cuda:12.8.1-base-ubuntu24.04
 
 FROM ${CUDA_IMAGE}
@@ -30,4 +31,4 @@ ENV HOME=/tmp HF_HOME=/tmp/hf TRITON_CACHE_DIR=/tmp/triton
 USER 1000:1000
 EXPOSE 8000
 ENTRYPOINT []
-CMD ["pagoda", "serve", "--help"]
+CMD ["pagoda", "serve", "--host", "0.0.0.0"]

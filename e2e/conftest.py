@@ -14,7 +14,7 @@ from e2e import build
 from e2e.cluster import start_cluster
 from e2e.kube import Cluster
 
-_LOG_REPORT = pytest.StashKey[str]()
+_LOG_DIR = pytest.StashKey[Path]()
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -36,12 +36,10 @@ def bin_dir() -> Path:
 def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
     # One name per run, so test runs side by side (a shared checkout) keep their logs apart.
     plane, handle = start_cluster(f"pytest-{os.getpid()}", log=lambda line: None)
+    request.config.stash[_LOG_DIR] = plane.log_dir
     yield handle
-    failed = request.session.testsfailed
-    if failed:
-        request.config.stash[_LOG_REPORT] = plane.log_report(lines=40)
     plane.stop()
-    if not failed:
+    if not request.session.testsfailed:
         shutil.rmtree(plane.log_dir.parent, ignore_errors=True)  # logs are kept for failures
 
 
@@ -54,8 +52,26 @@ def namespace(cluster: Cluster) -> Iterator[str]:
     cluster.delete_namespace(name, wait=False)
 
 
+def _log_files(config: pytest.Config) -> str | None:
+    log_dir = config.stash.get(_LOG_DIR, None)
+    if log_dir is None:
+        return None
+    return f"{log_dir}/{{{','.join(sorted(p.name for p in log_dir.glob('*.log')))}}}"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    """A failed cluster test names the component logs (kept on failure) instead of printing
+    them: its own error stays the last thing it prints."""
+    report = yield
+    if report.failed and "cluster" in getattr(item, "fixturenames", ()):
+        files = _log_files(item.config)
+        if files:
+            report.sections.append(("control plane logs", files))
+    return report
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
-    report = config.stash.get(_LOG_REPORT, None)
-    if report:
-        terminalreporter.write_sep("=", "control plane logs (tails; the full logs are kept)")
-        terminalreporter.write_line(report)
+    files = _log_files(config)
+    if files and terminalreporter.stats.get("failed"):
+        terminalreporter.write_line(f"control plane logs kept: {files}")

@@ -80,6 +80,32 @@ class Cluster:
                 raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
             time.sleep(0.5)
 
+    def wait_condition(
+        self,
+        kind: str,
+        name: str,
+        condition: str,
+        namespace: str | None = None,
+        timeout: float = 60,
+    ) -> None:
+        """Wait until the object's status has `condition` True. Polled here rather than with
+        `kubectl wait`, which fails at once ("status.conditions accessor error") when it reads an
+        object whose status nobody has written yet, as with a CRD or node just created."""
+
+        def met() -> bool:
+            where = [f"--namespace={namespace}"] if namespace else []
+            found = self.try_kubectl("get", kind, name, "-o", "json", *where)
+            if found.returncode != 0:
+                return False
+            conditions = (json.loads(found.stdout).get("status") or {}).get("conditions") or []
+            return any(c["type"] == condition and c["status"] == "True" for c in conditions)
+
+        self.wait_for(met, timeout, what=f"{kind}/{name} to be {condition}")
+
+    def wait_crds_established(self, *names: str, timeout: float = 60) -> None:
+        for name in names:
+            self.wait_condition("crd", name, "Established", timeout=timeout)
+
     def create_namespace(self, name: str) -> None:
         """Create a namespace and wait for its default service account (pods need it)."""
         self.kubectl("create", "namespace", name)
@@ -126,16 +152,10 @@ class Cluster:
                 "status": {"capacity": resources, "allocatable": resources},
             }
         )
-        self.kubectl("wait", "--for=condition=Ready", f"node/{name}", "--timeout=60s")
+        self.wait_condition("node", name, "Ready")
 
     def wait_pod_ready(self, name: str, namespace: str, timeout: float = 60) -> None:
-        self.kubectl(
-            "wait",
-            "--for=condition=Ready",
-            f"pod/{name}",
-            f"-n={namespace}",
-            f"--timeout={timeout}s",
-        )
+        self.wait_condition("pod", name, "Ready", namespace, timeout)
 
     def inject_fault(self, pod: str, namespace: str, fault: Fault | str) -> None:
         """Make KWOK fake `fault` (see e2e/faults.py) on a pod; a different fault already on it

@@ -56,9 +56,7 @@ def service_account_kubeconfig(cluster, path) -> None:
 
 
 def test_manifests_install_a_hardened_operator(cluster, installed):
-    cluster.kubectl(
-        "wait", "--for=condition=Established", "--timeout=60s", "crd/llmdeployments.pagoda.dev"
-    )
+    cluster.wait_crds_established("llmdeployments.pagoda.dev")
     deployment = cluster.get("deployment", "pagoda-operator", "pagoda-system")
     assert deployment["spec"]["replicas"] == 2
     pod = deployment["spec"]["template"]["spec"]

@@ -25,10 +25,7 @@ STORIES_SOURCE = {"pvc": {"claimName": "pagoda-models", "path": "stories260K"}}
 
 def install_crds(cluster: Cluster) -> None:
     cluster.kubectl("apply", "--server-side", "-k", str(CRDS))
-    cluster.kubectl(
-        "wait", "--for=condition=Established", "--timeout=60s",
-        "crd/llmdeployments.pagoda.dev", "crd/clusterkopfpeerings.kopf.dev",
-    )  # fmt: skip
+    cluster.wait_crds_established("llmdeployments.pagoda.dev", "clusterkopfpeerings.kopf.dev")
 
 
 def remove_crds(cluster: Cluster) -> None:

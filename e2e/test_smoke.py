@@ -163,7 +163,7 @@ def test_crd_schema_rejects_an_invalid_object_with_the_apiservers_message(
 ) -> None:
     cluster.apply(CRD)
     try:
-        cluster.kubectl("wait", "--for=condition=Established", f"crd/{CRD['metadata']['name']}")
+        cluster.wait_crds_established(CRD["metadata"]["name"])
         cluster.apply(widget("good", {"model": "stories", "replicas": 2}), namespace=namespace)
 
         result = cluster.try_kubectl(
