@@ -6,7 +6,8 @@ Every way a folder can be wrong ends in one ModelLoadError that names the proble
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -16,6 +17,8 @@ from transformers import AutoConfig, AutoTokenizer
 from worker.layers.rotary import RotaryEmbedding
 from worker.models.llama import LlamaForCausalLM, LlamaShape
 from worker.models.source import ModelLoadError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,23 @@ def _with_config_bias(arch: Architecture, hf_config) -> Architecture:
     return arch
 
 
+def _within_sliding_window(shape: LlamaShape, hf_config) -> LlamaShape:
+    """We have no sliding-window attention; up to the window's length, full attention computes
+    the same thing, so a model with a window (Mistral-7B-v0.1: 4,096 of 32,768) keeps a context
+    no longer than its window instead of giving different answers beyond it."""
+    window = getattr(hf_config, "sliding_window", None)
+    if not window or getattr(hf_config, "use_sliding_window", True) is False:
+        return shape
+    if window >= shape.max_position:
+        return shape
+    log.warning(
+        "the model attends through a sliding window of %d tokens, which Pagoda does not "
+        "implement: its context is limited to %d tokens (of %d)",
+        window, window, shape.max_position,
+    )  # fmt: skip
+    return replace(shape, max_position=window)
+
+
 def weight_files(model_dir: Path) -> list[Path]:
     index = model_dir / "model.safetensors.index.json"
     if index.is_file():
@@ -142,6 +162,7 @@ def load_model(model_dir: Path, dtype: torch.dtype, device: torch.device, load_f
         shape = LlamaShape.from_hf(hf_config, arch.qkv_bias, arch.qk_norm)
     except (AttributeError, TypeError) as exc:
         raise ModelLoadError(f"{model_dir}/config.json lacks a required field: {exc}") from exc
+    shape = _within_sliding_window(shape, hf_config)
     # Rotary tables are computed, not loaded: build them on the device first.
     try:
         rotary = RotaryEmbedding(hf_config, shape.head_dim, shape.max_position).to(device)
