@@ -11,13 +11,14 @@ from .verdict import Verdict
 # The status value of each condition that calls for attention (a Warning Event).
 TROUBLE_WHEN = {
     "Ready": False,
+    "UpToDate": None,  # False while a rollout runs is normal; the reasons below are not
     "Progressing": None,  # neither value is trouble in itself; its reason may be
     "Degraded": True,
     "FallbackActive": True,
     "QuotaExceeded": True,
     "RolledBack": True,
 }
-TROUBLE_REASONS = {"ProgressDeadlineExceeded"}
+TROUBLE_REASONS = {"ProgressDeadlineExceeded", "CrashedDuringRollout"}
 CALM_REASONS = {"DemotionPending"}  # FallbackActive, but on the way back
 
 
@@ -34,7 +35,12 @@ class Transition:
     def warning(self) -> bool:
         if self.reason in CALM_REASONS:
             return False
-        return TROUBLE_WHEN[self.type] is self.status or self.reason in TROUBLE_REASONS
+        return TROUBLE_WHEN[self.type] is self.status or trouble_reason(self.reason)
+
+
+def trouble_reason(reason: str) -> bool:
+    """Reasons that call for attention whatever the status (a refused child is <Kind>Rejected)."""
+    return reason in TROUBLE_REASONS or reason.endswith("Rejected")
 
 
 def merge_conditions(
@@ -63,14 +69,14 @@ def merge_conditions(
 
 
 def transitions(previous: list[Condition], current: list[Condition]) -> list[Transition]:
-    """Changes of status or reason. A condition seen for the first time counts only when True:
-    a new LLMDeployment should not announce six non-events."""
+    """Changes of status or reason. A condition seen for the first time counts only when True
+    or troubling: a new LLMDeployment should not announce six non-events."""
     before = {c.type: c for c in previous}
     found = []
     for condition in current:
         old = before.get(condition.type)
         if old is None:
-            changed = condition.status == "True"
+            changed = condition.status == "True" or trouble_reason(condition.reason)
         else:
             changed = (old.status, old.reason) != (condition.status, condition.reason)
         if changed:

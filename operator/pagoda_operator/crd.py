@@ -34,11 +34,22 @@ PRINTER_COLUMNS = [
         "jsonPath": '.status.conditions[?(@.type=="Ready")].status',
         "description": "Whether the endpoint serves",
     },
+    {
+        "name": "Up-To-Date",
+        "type": "string",
+        "jsonPath": '.status.conditions[?(@.type=="UpToDate")].status',
+        "description": "Whether the spec's revision is what runs",
+    },
+    {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
     {"name": "Tier", "type": "string", "jsonPath": ".status.activeTier"},
-    {"name": "Model", "type": "string", "jsonPath": ".spec.model.name"},
+    {
+        "name": "Model",
+        "type": "string",
+        "jsonPath": ".status.model",
+        "description": "Model served by the last revision that became ready",
+    },
     {"name": "Replicas", "type": "integer", "jsonPath": ".status.readyReplicas", "priority": 1},
-    {"name": "GPUs", "type": "integer", "jsonPath": ".status.gpus.requested"},
-    {"name": "Phase", "type": "string", "jsonPath": ".status.phase", "priority": 1},
+    {"name": "GPUs", "type": "integer", "jsonPath": ".status.gpus.steady"},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
 ]
 

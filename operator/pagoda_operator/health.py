@@ -34,11 +34,11 @@ def pod_problem(pod: dict) -> PodProblem | None:
     conditions = {c["type"]: c for c in status.get("conditions") or []}
     scheduled = conditions.get("PodScheduled", {})
     if scheduled.get("status") == "False" and scheduled.get("reason") == "Unschedulable":
+        why = scheduled.get("message", "")
         return PodProblem(
             name,
             "Unschedulable",
-            f"pod {name} cannot be scheduled: {scheduled.get('message', '')}".rstrip(": ")
-            + " (check resources.gpus, nodeSelector and tolerations against the nodes)",
+            f"pod {name} cannot be scheduled: {why}".rstrip(": ") + f" ({_scheduling_hint(why)})",
         )
     found = [
         problem
@@ -59,6 +59,28 @@ def pod_problem(pod: dict) -> PodProblem | None:
             f" kubectl logs {name}",
         )
     return None
+
+
+def pod_crash(pod: dict) -> str | None:
+    """Whether a container of this pod has restarted (crashed, or killed by a probe): why, in
+    words, or None."""
+    for container in (pod.get("status") or {}).get("containerStatuses") or []:
+        restarts = container.get("restartCount", 0)
+        if restarts:
+            died = (container.get("lastState") or {}).get("terminated") or {}
+            how = died.get("reason") or "unknown reason"
+            return (
+                f"container {container['name']} of pod {pod['metadata']['name']} restarted"
+                f" {restarts} time{'' if restarts == 1 else 's'} (last: {how}, exit code"
+                f" {died.get('exitCode', 'unknown')})"
+            )
+    return None
+
+
+def _scheduling_hint(why: str) -> str:
+    if "persistentvolumeclaim" in why.lower():
+        return "check that the PersistentVolumeClaim of spec.model.source.pvc exists and is bound"
+    return "check resources.gpus, nodeSelector and tolerations against the nodes"
 
 
 def _container_problem(pod: str, container: dict) -> PodProblem | None:

@@ -7,16 +7,27 @@ from datetime import UTC, datetime
 
 from kubernetes import client
 from kubernetes.dynamic import DynamicClient
-from kubernetes.dynamic.exceptions import ConflictError, NotFoundError
+from kubernetes.dynamic.exceptions import ConflictError, DynamicApiError, NotFoundError
 
 from .api import API_VERSION, KIND
 from .conditions import Transition
 from .naming import FIELD_MANAGER, LABEL_DEPLOYMENT, deployment_name
 from .plan import World
+from .rejection import Rejection
+
+# What the apiserver answers when it refuses an object as written (invalid, or forbidden by an
+# admission check), as opposed to failing to answer: retrying the same object will not help.
+REFUSALS = (400, 403, 422)
 
 
 class StatusConflict(Exception):
     """The LLMDeployment changed while it was being reconciled; reconcile it again."""
+
+
+class ChildRejected(Exception):
+    def __init__(self, rejection: Rejection):
+        super().__init__(f"{rejection.kind} {rejection.name} rejected: {rejection.message}")
+        self.rejection = rejection
 
 
 class Cluster:
@@ -54,13 +65,20 @@ class Cluster:
         )
 
     def apply(self, obj: dict) -> None:
-        """Server-side apply as the operator's field manager; unchanged objects stay untouched."""
-        self.dynamic.server_side_apply(
-            self.resource(obj["apiVersion"], obj["kind"]),
-            body=obj,
-            field_manager=FIELD_MANAGER,
-            force_conflicts=True,
-        )
+        """Server-side apply as the operator's field manager; unchanged objects stay untouched.
+        Raises ChildRejected when the apiserver refuses the object."""
+        try:
+            self.dynamic.server_side_apply(
+                self.resource(obj["apiVersion"], obj["kind"]),
+                body=obj,
+                field_manager=FIELD_MANAGER,
+                force_conflicts=True,
+            )
+        except DynamicApiError as error:
+            if error.status not in REFUSALS:
+                raise
+            name = obj["metadata"]["name"]
+            raise ChildRejected(Rejection(obj["kind"], name, error.summary())) from error
 
     def delete(self, namespace: str, ref: dict) -> None:
         with contextlib.suppress(NotFoundError):  # already gone
@@ -73,7 +91,7 @@ class Cluster:
         the object makes this fail rather than overwrite what someone else just did."""
         body = {**resource, "status": status}
         try:
-            self.resource(API_VERSION, KIND).status.replace(body=body)
+            self.resource(API_VERSION, KIND).status.replace(body=body, field_manager=FIELD_MANAGER)
         except (ConflictError, NotFoundError) as error:
             raise StatusConflict(str(error)) from error
 
@@ -102,6 +120,7 @@ class Cluster:
                 "lastTimestamp": now,
                 "count": 1,
             },
+            field_manager=FIELD_MANAGER,
         )
 
     def _get(self, api_version: str, kind: str, namespace: str, name: str) -> dict | None:

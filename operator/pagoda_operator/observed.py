@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+
+from kubernetes.utils import parse_quantity
 
 from .naming import GPU, LABEL_REVISION, LABEL_TIER
 
@@ -61,8 +64,10 @@ class GpuQuota:
         found = [
             cls(
                 name=q["metadata"]["name"],
-                hard=_count(q["spec"]["hard"][key]),
-                used=_count(((q.get("status") or {}).get("used") or {}).get(key, "0")),
+                hard=math.floor(parse_quantity(q["spec"]["hard"][key])),
+                used=math.ceil(
+                    parse_quantity(((q.get("status") or {}).get("used") or {}).get(key, "0"))
+                ),
             )
             for q in quotas
             if key in (q.get("spec") or {}).get("hard", {})
@@ -79,11 +84,5 @@ def pod_gpus(pod: dict) -> int:
     if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
         return 0
     containers = pod.get("spec", {}).get("containers", [])
-    return sum(
-        _count(((c.get("resources") or {}).get("requests") or {}).get(GPU, "0")) for c in containers
-    )
-
-
-def _count(quantity: str | int) -> int:
-    """A whole-number quantity such as GPUs ("2"); extended resources cannot be fractional."""
-    return int(str(quantity))
+    requests = [((c.get("resources") or {}).get("requests") or {}) for c in containers]
+    return sum(math.ceil(parse_quantity(r.get(GPU, "0"))) for r in requests)

@@ -7,12 +7,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from .api import LLMDeploymentSpec, LLMDeploymentStatus
-from .api.status import Phase, Revisions
+from .api.status import Phase
 from .conditions import Transition, merge_conditions, transitions
-from .health import SEVERITY, PodProblem, pod_problem
+from .health import SEVERITY, PodProblem, pod_crash, pod_problem
 from .naming import (
     LABEL_REVISION,
-    LABEL_TIER,
     Owner,
     config_map_name,
     deployment_name,
@@ -22,8 +21,10 @@ from .naming import (
 from .network import disruption_budget, endpoint, service
 from .observed import DeploymentState, GpuQuota, pod_gpus, pod_tier
 from .quota import plan_gpus
+from .records import RevisionRecord, read_records
+from .rejection import Rejection, rejected_verdict
 from .revision import TierConfig, fallback_config, primary_config
-from .rollout import decide_rollout
+from .rollout import RevisionTrouble, RolloutDecision, decide_rollout
 from .tiers import decide_tier
 from .verdict import Verdict
 from .workload import deployment, engine_config_map
@@ -55,7 +56,9 @@ class Plan:
         return (stored or {}) != self.status
 
 
-def plan(world: World) -> Plan:
+def plan(world: World, rejections: tuple[Rejection, ...] = ()) -> Plan:
+    """`rejections`: children the apiserver refused when this plan was applied; planning again
+    with them gives the status that says so."""
     meta = world.resource["metadata"]
     owner = Owner(meta["namespace"], meta["name"], meta["uid"])
     generation = meta.get("generation", 0)
@@ -69,7 +72,7 @@ def plan(world: World) -> Plan:
     fallback = _deployment_state(world, "fallback") if fallback_config_now else None
     # Only what this LLMDeployment owns: a labelled look-alike is never read back or deleted.
     config_maps = [cm for cm in world.config_maps if _owned_by(cm, owner)]
-    stored = _stored_configs(config_maps)
+    records = read_records(config_maps)
 
     tier = decide_tier(
         spec.fallback,
@@ -88,26 +91,30 @@ def plan(world: World) -> Plan:
     )
     rollout = decide_rollout(
         primary_config_now,
-        previous.revisions,
+        records,
         primary,
-        stored.get(previous.revisions.last_ready or ""),
-        spec.rollout.progress_deadline_seconds,
+        _trouble(world.pods, primary_config_now.revision),
+        spec.rollout,
         gpus.strategy,
         gpus.surge_note,
+        now,
     )
 
-    deadline = spec.rollout.progress_deadline_seconds
     apply = [
-        engine_config_map(owner, rollout.render),
-        deployment(owner, rollout.render, spec.replicas, gpus.strategy, deadline),
+        engine_config_map(owner, record.config, record.annotations())
+        for record in _primary_revisions(rollout)
     ]
+    apply.append(deployment(owner, rollout.render, spec.replicas, gpus.strategy, spec.rollout))
     if fallback_config_now:
         apply += [
             engine_config_map(owner, fallback_config_now),
-            deployment(owner, fallback_config_now, tier.fallback_replicas, gpus.strategy, deadline),
+            deployment(
+                owner, fallback_config_now, tier.fallback_replicas, gpus.strategy, spec.rollout
+            ),
         ]
     apply += [service(owner, spec.serving.port, tier.active), disruption_budget(owner)]
-    delete = _obsolete(world, config_maps, owner, apply, fallback_config_now, rollout.revisions)
+    keep = {rollout.revisions.last_ready, primary.revision if primary else None}
+    delete = _obsolete(world, config_maps, owner, apply, fallback_config_now, keep)
 
     url = endpoint(owner, spec.serving.port)
     degraded = _degraded(world.pods, [d for d in (primary, fallback) if d])
@@ -117,9 +124,14 @@ def plan(world: World) -> Plan:
         else (primary.ready if primary else 0)
     )
     active_wanted = tier.fallback_replicas if tier.active == "fallback" else spec.replicas
-    ready = _ready(tier.active, active_ready, active_wanted, url)
+    ever_ready = rollout.revisions.last_ready is not None
+    ready = _ready(tier.active, active_ready, active_wanted, url, ever_ready)
+    up_to_date = rollout.up_to_date
+    if rejections:
+        ready = up_to_date = rejected_verdict(rejections, _serving(ready))
     verdicts = {
         "Ready": ready,
+        "UpToDate": up_to_date,
         "Progressing": rollout.progressing,
         "Degraded": degraded,
         "FallbackActive": tier.verdict,
@@ -128,7 +140,7 @@ def plan(world: World) -> Plan:
     }
     conditions = merge_conditions(previous.conditions, verdicts, generation, now)
     status = LLMDeploymentStatus(
-        phase=_phase(ready, rollout.progressing, degraded, tier.active),
+        phase=_phase(ready, rollout, degraded, tier.active, bool(rejections)),
         observed_generation=generation,
         replicas=primary.replicas if primary else 0,
         ready_replicas=primary.ready if primary else 0,
@@ -136,6 +148,7 @@ def plan(world: World) -> Plan:
         fallback_replicas=fallback.replicas if fallback else 0,
         fallback_ready_replicas=fallback.ready if fallback else 0,
         active_tier=tier.active,
+        model=_serving_model(rollout.records, rollout.revisions.last_ready),
         endpoint=url,
         selector=selector_string(tier_selector(owner.name, "primary")),
         gpus=gpus.accounting,
@@ -158,17 +171,34 @@ def _deployment_state(world: World, tier: str) -> DeploymentState | None:
     return DeploymentState.from_object(found) if found else None
 
 
-def _stored_configs(config_maps: list[dict]) -> dict[str, TierConfig]:
-    """Primary revisions recorded in ConfigMaps, by revision."""
-    configs = {}
-    for cm in config_maps:
-        labels = cm["metadata"].get("labels", {})
-        text = (cm.get("data") or {}).get("revision.json")
-        if labels.get(LABEL_TIER) == "primary" and text:
-            config = TierConfig.model_validate_json(text)
-            if config.revision == labels.get(LABEL_REVISION):
-                configs[config.revision] = config
-    return configs
+def _trouble(pods: list[dict], revision: str) -> RevisionTrouble:
+    """How the primary pods of `revision` fare: the first crash, and the worst problem."""
+    mine = [
+        p
+        for p in pods
+        if pod_tier(p) == "primary"
+        and p["metadata"].get("labels", {}).get(LABEL_REVISION) == revision
+    ]
+    crashes = sorted(filter(None, map(pod_crash, mine)))
+    problems = sorted(
+        filter(None, map(pod_problem, mine)), key=lambda p: (SEVERITY.index(p.reason), p.pod)
+    )
+    return RevisionTrouble(
+        crashed=crashes[0] if crashes else None,
+        worst=problems[0].message if problems else None,
+    )
+
+
+def _primary_revisions(rollout: RolloutDecision) -> list[RevisionRecord]:
+    """The primary ConfigMaps to apply, with their facts: the spec's revision (which keeps a
+    rollback's memory) and, when it differs, the one that runs."""
+    wanted = rollout.revisions.desired
+    revisions = [wanted] + ([rollout.render.revision] if rollout.render.revision != wanted else [])
+    return [rollout.records[r] for r in revisions]
+
+
+def _serving_model(records: dict[str, RevisionRecord], last_ready: str | None) -> str:
+    return records[last_ready].config.served_name if last_ready in records else ""
 
 
 def _owned_by(obj: dict, owner: Owner) -> bool:
@@ -181,13 +211,13 @@ def _obsolete(
     owner: Owner,
     apply: list[dict],
     fallback: TierConfig | None,
-    revisions: Revisions,
+    keep_revisions: set[str | None],
 ) -> list[dict]:
     """Children that no longer belong: the fallback Deployment once spec.fallback is gone, and
-    revision ConfigMaps neither in use nor kept for a rollback."""
+    revision ConfigMaps neither applied, nor kept for a rollback, nor still mounted by the
+    primary Deployment's template (whose update the apiserver may have refused)."""
     keep = {obj["metadata"]["name"] for obj in apply if obj["kind"] == "ConfigMap"}
-    if revisions.last_ready:
-        keep.add(config_map_name(owner.name, "primary", revisions.last_ready))
+    keep |= {config_map_name(owner.name, "primary", r) for r in keep_revisions if r}
     delete = [
         {"apiVersion": "v1", "kind": "ConfigMap", "name": cm["metadata"]["name"]}
         for cm in config_maps
@@ -216,23 +246,36 @@ def _degraded(pods: list[dict], deployments: list[DeploymentState]) -> Verdict:
     return Verdict(True, reason, shown)
 
 
-def _ready(tier: str, ready: int, wanted: int, url: str) -> Verdict:
+def _ready(tier: str, ready: int, wanted: int, url: str, ever_ready: bool) -> Verdict:
     if ready:
         return Verdict(True, "Serving", f"{ready}/{wanted} {tier} pods ready; OpenAI API at {url}")
     if wanted == 0:
         return Verdict(False, "ScaledToZero", f"the {tier} tier has 0 replicas")
+    yet = "" if ever_ready else " yet"
     return Verdict(
         False,
         "NoReadyPods",
-        f"no {tier} pod is ready yet (0/{wanted}); see the Progressing and Degraded conditions",
+        f"no {tier} pod is ready{yet} (0/{wanted}); see the Progressing and Degraded conditions",
     )
 
 
-def _phase(ready: Verdict, progressing: Verdict, degraded: Verdict, active: str) -> Phase:
+def _serving(ready: Verdict) -> str:
+    if ready.status:
+        return ready.message.split(";")[0] + " (earlier revisions)"
+    return "nothing serves"
+
+
+def _phase(
+    ready: Verdict, rollout: RolloutDecision, degraded: Verdict, active: str, rejected: bool
+) -> Phase:
+    if rejected:
+        return "Failed"
     if not ready.status:
         return "Degraded" if degraded.status else "Pending"
+    if rollout.rolled_back.status:
+        return "RolledBack"
     if degraded.status or active == "fallback":
         return "Degraded"
-    if progressing.status:
+    if rollout.progressing.status:
         return "Progressing"
     return "Ready"

@@ -41,7 +41,11 @@ def plan_gpus(
 
     if quota is None:
         accounting = GpuAccounting(
-            requested=steady + wanted_surge, primary=primary, surge=wanted_surge, fallback=fallback
+            requested=steady + wanted_surge,
+            steady=steady,
+            primary=primary,
+            surge=wanted_surge,
+            fallback=fallback,
         )
         verdict = Verdict(
             False, "NoQuota", f"namespace {namespace} has no ResourceQuota on requests.{GPU}"
@@ -55,6 +59,7 @@ def plan_gpus(
     surge = wanted_surge if may_surge else 0
     accounting = GpuAccounting(
         requested=steady + surge,
+        steady=steady,
         primary=primary,
         surge=surge,
         fallback=fallback,
@@ -71,7 +76,7 @@ def plan_gpus(
     else:
         strategy = Strategy(0, max(1, rollout.max_unavailable))
         note = (
-            f"rolling without surge: {primary_surge + fallback_surge} extra pods would need"
+            f"rolling without surge: a surge of {_pods(primary_surge + fallback_surge)} would need"
             f" {wanted_surge} GPUs but the quota leaves {max(0, available - steady)}"
         )
     if steady > available:
@@ -94,3 +99,7 @@ def _surge_pods(max_surge: int, replicas: int) -> int:
     """Extra pods a rolling Deployment may run: up to maxSurge (rollouts stacked on unfinished
     ones reach it even above `replicas`), none when it is scaled to zero."""
     return max_surge if replicas else 0
+
+
+def _pods(count: int) -> str:
+    return f"{count} pod" if count == 1 else f"{count} pods"

@@ -6,15 +6,25 @@ from __future__ import annotations
 import logging
 
 from . import metrics
-from .kube import Cluster
+from .kube import ChildRejected, Cluster
 from .plan import plan
+from .rejection import Rejection
 
 log = logging.getLogger(__name__)
 
 
+class ChildrenRejected(Exception):
+    """The apiserver refused children; status and a Warning Event say so. Retried with backoff
+    (an admission webhook may change its mind), and at once when the spec changes."""
+
+    def __init__(self, rejections: list[Rejection]):
+        super().__init__("; ".join(f"{r.kind} {r.name}: {r.message}" for r in rejections))
+
+
 def reconcile(cluster: Cluster, namespace: str, name: str) -> float | None:
     """Bring one LLMDeployment's children and status in line with its spec. Returns when it
-    must be looked at again even if nothing changes (a fallback deadline), or None."""
+    must be looked at again even if nothing changes (a fallback deadline), or None. Raises
+    ChildrenRejected, after writing the status that says so, when a child was refused."""
     with metrics.RECONCILE_SECONDS.time():
         world = cluster.read_world(namespace, name)
         if world is None:
@@ -23,9 +33,16 @@ def reconcile(cluster: Cluster, namespace: str, name: str) -> float | None:
         if world.resource["metadata"].get("deletionTimestamp"):
             return None  # being deleted: the garbage collector takes the children
         result = plan(world)
+        rejections = []
         for obj in result.apply:
-            cluster.apply(obj)
+            try:
+                cluster.apply(obj)
+            except ChildRejected as refused:
+                rejections.append(refused.rejection)
+                continue
             metrics.APPLIES.labels(obj["kind"]).inc()
+        if rejections:
+            result = plan(world, tuple(rejections))
         for ref in result.delete:
             log.info("deleting %s %s/%s", ref["kind"], namespace, ref["name"])
             cluster.delete(namespace, ref)
@@ -46,4 +63,6 @@ def reconcile(cluster: Cluster, namespace: str, name: str) -> float | None:
                 transition.message,
             )
         metrics.record_status(namespace, name, result.status)
+        if rejections:
+            raise ChildrenRejected(rejections)
         return result.requeue_after

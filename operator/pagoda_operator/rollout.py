@@ -1,12 +1,15 @@
 """Which revision the primary Deployment runs: the spec's, or, after the spec's missed its
-progress deadline, the last one that became ready."""
+progress deadline or crashed before it became ready, the last one that became ready."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import datetime
 
+from .api.spec import RolloutSpec
 from .api.status import Revisions
 from .observed import DeploymentState
+from .records import RevisionRecord, Rollback, last_ready
 from .revision import TierConfig
 from .verdict import Verdict
 from .workload import Strategy
@@ -15,89 +18,135 @@ from .workload import Strategy
 @dataclass(frozen=True)
 class RolloutDecision:
     render: TierConfig  # what the primary Deployment's pod template is built from
+    records: dict[str, RevisionRecord]  # updated facts, to write back on the ConfigMaps
     revisions: Revisions
     progressing: Verdict
     rolled_back: Verdict
+    up_to_date: Verdict
+
+
+@dataclass(frozen=True)
+class RevisionTrouble:
+    """What the desired revision's pods show, when it has not become ready yet."""
+
+    crashed: str | None = None  # a pod of it restarted: why, in words
+    worst: str | None = None  # its pods' worst problem, for a stall's message
 
 
 def decide_rollout(
     desired: TierConfig,
-    previous: Revisions,
+    records: dict[str, RevisionRecord],
     deployment: DeploymentState | None,
-    last_ready_config: TierConfig | None,
-    deadline_seconds: int,
+    trouble: RevisionTrouble,
+    rollout: RolloutSpec,
     strategy: Strategy,
     surge_note: str,
+    now: datetime,
 ) -> RolloutDecision:
-    """`last_ready_config`: the stored TierConfig of `previous.last_ready`, if it can be read."""
     wanted = desired.revision
+    records = {**records, wanted: records.get(wanted) or RevisionRecord(desired)}
     running = deployment.revision if deployment else None
-    last_ready = previous.last_ready
+    # Complete means every pod stayed ready for minReadySeconds (the Deployment's availability).
     # A Deployment scaled to zero is complete without any pod having become ready.
-    if deployment is not None and deployment.complete and deployment.wanted and running:
-        last_ready = running
-    # A rollback lasts until the spec asks for another revision.
-    rolled_back_from = previous.rolled_back_from if previous.rolled_back_from == wanted else None
+    complete = deployment is not None and deployment.complete and deployment.wanted
+    if complete and running in records and last_ready(records) != running:
+        records[running] = replace(records[running], ready_at=now)
+    ready = last_ready(records)
+    can_return = ready is not None and ready != wanted
     stalled = (
         deployment is not None
         and deployment.synced
         and deployment.deadline_exceeded
         and running == wanted
     )
-    can_return = (
-        last_ready is not None
-        and last_ready != wanted
-        and last_ready_config is not None
-        and last_ready_config.revision == last_ready
-    )
-    if stalled and rolled_back_from is None and can_return:
-        rolled_back_from = wanted
-    render = last_ready_config if rolled_back_from and last_ready_config else desired
+    rollback = records[wanted].rollback  # lasts until the spec asks for another revision
+    if rollback is None and can_return and running == wanted:
+        rollback = _rollback_for(wanted, trouble, stalled, rollout)
+        if rollback is not None:
+            records[wanted] = replace(records[wanted], rollback=rollback)
+    rolled_back = rollback is not None and can_return
+    render = records[ready].config if rolled_back else desired
     revisions = Revisions(
         desired=wanted,
         current=render.revision,
-        last_ready=last_ready,
-        rolled_back_from=rolled_back_from,
+        last_ready=ready,
+        rolled_back_from=wanted if rolled_back else None,
     )
 
-    if rolled_back_from:
-        rolled_back = Verdict(
+    if rolled_back:
+        rolled_back_verdict = Verdict(
             True,
-            "ProgressDeadlineExceeded",
-            f"revision {wanted} did not become ready within rollout.progressDeadlineSeconds"
-            f" ({deadline_seconds}s), so the primary went back to revision {render.revision}, the"
-            " last one that became ready; see Degraded for why, fix the spec and apply it again",
-        )
-    elif previous.rolled_back_from:
-        rolled_back = Verdict(
-            False, "NoRollback", f"the spec changed after a rollback; revision {wanted} is next"
+            rollback.reason,
+            f"{rollback.message}; the primary went back to revision {render.revision}, the last"
+            " one that became ready. Fix the spec and apply it again",
         )
     else:
-        rolled_back = Verdict(False, "NoRollback", "no rollout has been rolled back")
+        rolled_back_verdict = Verdict(False, "NoRollback", "no rollout has been rolled back")
 
     progressing = _progress(
-        render, deployment, running, last_ready, strategy, surge_note, deadline_seconds
+        render, deployment, running, ready, strategy, surge_note, rollout.progress_deadline_seconds
     )
-    if rolled_back_from and progressing.reason == "RolloutComplete":
+    if rolled_back and progressing.reason == "RolloutComplete":
         progressing = Verdict(
             False, "RolledBack", f"running revision {render.revision} again after a rollback"
         )
-    elif stalled and not rolled_back_from:
+    elif stalled and not rolled_back:
         progressing = Verdict(
             False,
             "ProgressDeadlineExceeded",
-            f"revision {wanted} made no progress for {deadline_seconds}s and"
-            f" {_why_no_rollback(wanted, last_ready)}; see Degraded for why",
+            f"revision {wanted} made no progress for {rollout.progress_deadline_seconds}s and"
+            f" {_why_no_rollback(wanted, ready)}: {trouble.worst or 'its pods are not ready'}",
         )
-    return RolloutDecision(render, revisions, progressing, rolled_back)
+    return RolloutDecision(
+        render,
+        records,
+        revisions,
+        progressing,
+        rolled_back_verdict,
+        _up_to_date(wanted, render, rollback if rolled_back else None, progressing),
+    )
+
+
+def _rollback_for(
+    wanted: str, trouble: RevisionTrouble, stalled: bool, rollout: RolloutSpec
+) -> Rollback | None:
+    if trouble.crashed:
+        return Rollback(
+            "CrashedDuringRollout",
+            f"revision {wanted} crashed before all its pods had stayed ready for"
+            f" rollout.minReadySeconds ({rollout.min_ready_seconds}s): {trouble.crashed}",
+        )
+    if stalled:
+        why = trouble.worst or "its pods did not get ready"
+        return Rollback(
+            "ProgressDeadlineExceeded",
+            f"revision {wanted} did not become ready within rollout.progressDeadlineSeconds"
+            f" ({rollout.progress_deadline_seconds}s): {why}",
+        )
+    return None
+
+
+def _up_to_date(
+    wanted: str, render: TierConfig, rollback: Rollback | None, progressing: Verdict
+) -> Verdict:
+    if rollback is not None:
+        return Verdict(
+            False,
+            "RolledBack",
+            f"the spec's revision {wanted} does not run: it was rolled back ({rollback.reason}),"
+            f" the primary runs revision {render.revision}; see RolledBack",
+        )
+    if progressing.status:
+        return Verdict(False, "RollingOut", f"revision {wanted} is rolling out; see Progressing")
+    if progressing.reason == "ProgressDeadlineExceeded":
+        return Verdict(False, "ProgressDeadlineExceeded", progressing.message)
+    return Verdict(True, "UpToDate", f"the primary runs revision {wanted}, the spec's")
 
 
 def _why_no_rollback(wanted: str, last_ready: str | None) -> str:
     if last_ready is None:
         return "no earlier revision became ready, so there is nothing to roll back to"
-    if last_ready == wanted:
-        return "it is the last revision that became ready: its new pods (e.g. of a scale-up) fail"
-    return f"the ConfigMap of revision {last_ready}, the last that became ready, is gone"
+    return "it is the last revision that became ready: its new pods (e.g. of a scale-up) fail"
 
 
 def _progress(
@@ -116,7 +165,9 @@ def _progress(
     replaced = deployment.updated == deployment.replicas == deployment.wanted
     if deployment.complete or (target == last_ready and replaced):
         return Verdict(
-            False, "RolloutComplete", f"revision {target} is rolled out to {deployment.wanted} pods"
+            False,
+            "RolloutComplete",
+            f"revision {target} is rolled out to {_pods(deployment.wanted)}",
         )
     message = (
         f"rolling out revision {target}: {deployment.updated}/{deployment.wanted} pods updated,"
@@ -125,3 +176,7 @@ def _progress(
         f" progress for {deadline_seconds}s)"
     )
     return Verdict(True, "RollingUpdate", f"{message}; {surge_note}" if surge_note else message)
+
+
+def _pods(count: int) -> str:
+    return f"{count} pod" if count == 1 else f"{count} pods"

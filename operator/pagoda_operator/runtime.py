@@ -10,7 +10,7 @@ from collections import Counter
 from . import metrics
 from .kube import Cluster, StatusConflict
 from .peering import PeeringGate
-from .reconciler import reconcile
+from .reconciler import ChildrenRejected, reconcile
 from .workqueue import WorkQueue
 
 log = logging.getLogger(__name__)
@@ -76,10 +76,14 @@ class Runtime:
         except StatusConflict:
             metrics.RECONCILES.labels("conflict").inc()
             self.queue.add(key)  # changed meanwhile: again, with the fresh object
+        except ChildrenRejected as refused:
+            metrics.RECONCILES.labels("rejected").inc()
+            delay = self._backoff(key)
+            log.warning("%s/%s: %s; retrying in %.1fs", *key, refused, delay)
+            self.queue.add(key, delay)
         except Exception:
             metrics.RECONCILES.labels("error").inc()
-            self._failures[key] += 1
-            delay = min(0.5 * 2 ** (self._failures[key] - 1), 60.0)
+            delay = self._backoff(key)
             log.exception("reconciling %s/%s failed; retrying in %.1fs", *key, delay)
             self.queue.add(key, delay)
         else:
@@ -87,3 +91,7 @@ class Runtime:
             self._failures.pop(key, None)
             if key in self.known or wake is not None:
                 self.queue.add(key, min(wake or self.resync_seconds, self.resync_seconds))
+
+    def _backoff(self, key: Key) -> float:
+        self._failures[key] += 1
+        return min(0.5 * 2 ** (self._failures[key] - 1), 60.0)

@@ -7,7 +7,7 @@ import math
 import posixpath
 from dataclasses import dataclass
 
-from .api.spec import ModelSource
+from .api.spec import ModelSource, RolloutSpec
 from .naming import (
     GPU,
     LABEL_REVISION,
@@ -38,23 +38,29 @@ class Strategy:
     max_unavailable: int
 
 
-def engine_config_map(owner: Owner, config: TierConfig) -> dict:
+def engine_config_map(
+    owner: Owner, config: TierConfig, annotations: dict[str, str] | None = None
+) -> dict:
     """The revision's engine.json, plus the whole TierConfig so a rollback can re-render it.
-    Content-addressed by name, hence immutable."""
+    Content-addressed by name, hence immutable; `annotations` are the facts the operator
+    remembers about the revision (records.py), and metadata stays writable."""
     engine = json.dumps(config.engine.engine_json(), indent=2, sort_keys=True) + "\n"
     revision = config.model_dump_json(by_alias=True, indent=2) + "\n"
     name = config_map_name(owner.name, config.tier, config.revision)
+    metadata = owner.metadata(name, config.tier, **{LABEL_REVISION: config.revision})
+    if annotations:
+        metadata["annotations"] = annotations
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": owner.metadata(name, config.tier, **{LABEL_REVISION: config.revision}),
+        "metadata": metadata,
         "immutable": True,
         "data": {ENGINE_FILE: engine, "revision.json": revision},
     }
 
 
 def deployment(
-    owner: Owner, config: TierConfig, replicas: int, strategy: Strategy, progress_deadline: int
+    owner: Owner, config: TierConfig, replicas: int, strategy: Strategy, rollout: RolloutSpec
 ) -> dict:
     return {
         "apiVersion": "apps/v1",
@@ -70,7 +76,10 @@ def deployment(
                     "maxUnavailable": strategy.max_unavailable,
                 },
             },
-            "progressDeadlineSeconds": progress_deadline,
+            "progressDeadlineSeconds": rollout.progress_deadline_seconds,
+            # Bake time: a pod counts as available, and a rollout as complete, only once its
+            # pods have stayed ready this long.
+            "minReadySeconds": rollout.min_ready_seconds,
             "revisionHistoryLimit": 3,
             "template": pod_template(owner, config),
         },

@@ -6,7 +6,7 @@ import json
 
 import pytest
 from operator_world import PVC_SOURCE
-from pagoda_operator.api.spec import LLMDeploymentSpec
+from pagoda_operator.api.spec import LLMDeploymentSpec, RolloutSpec
 from pagoda_operator.naming import Owner
 from pagoda_operator.network import disruption_budget, service
 from pagoda_operator.revision import TierConfig, fallback_config, primary_config
@@ -214,13 +214,15 @@ def test_scheduling_constraints_reach_the_pod():
     ]
 
 
-def test_deployment_rolls_with_the_given_strategy_and_deadline():
+def test_deployment_rolls_with_the_given_strategy_deadline_and_bake_time():
     config = primary_config(spec())
-    obj = deployment(OWNER, config, 3, Strategy(0, 1), 900)
+    rollout = RolloutSpec(progress_deadline_seconds=900, min_ready_seconds=45)
+    obj = deployment(OWNER, config, 3, Strategy(0, 1), rollout)
     assert obj["metadata"]["name"] == "demo-primary"
     assert obj["spec"]["replicas"] == 3
     assert obj["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 0, "maxUnavailable": 1}
     assert obj["spec"]["progressDeadlineSeconds"] == 900
+    assert obj["spec"]["minReadySeconds"] == 45
     assert obj["spec"]["selector"]["matchLabels"] == {
         "pagoda.dev/deployment": "demo",
         "pagoda.dev/tier": "primary",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from operator_world import pod
-from pagoda_operator.health import pod_problem
+from pagoda_operator.health import pod_crash, pod_problem
 
 
 @pytest.mark.parametrize(
@@ -19,6 +19,13 @@ from pagoda_operator.health import pod_problem
             pod(phase="Pending", ready=False, unschedulable="0/2: Insufficient nvidia.com/gpu"),
             "Unschedulable",
             "Insufficient nvidia.com/gpu",
+        ),
+        (
+            "its volume claim is not bound: no GPU hint",
+            pod(phase="Pending", ready=False,
+                unschedulable="0/2 nodes: pod has unbound immediate PersistentVolumeClaims"),
+            "Unschedulable",
+            "PersistentVolumeClaim of spec.model.source.pvc exists and is bound",
         ),
         (
             "crash loop",
@@ -93,3 +100,11 @@ def test_the_worst_container_problem_wins():
         {"name": "fetch-model", "ready": False, "state": {"waiting": {"reason": "ErrImagePull"}}}
     ]
     assert pod_problem(observed).reason == "ImagePullBackOff"
+
+
+def test_a_restart_is_a_crash_even_once_ready_again():
+    assert pod_crash(pod()) is None
+    crashed = pod_crash(pod(ready=True, last_terminated="OOMKilled", exit_code=137, restarts=1))
+    assert crashed == (
+        "container worker of pod demo-primary-abc restarted 1 time (last: OOMKilled, exit code 137)"
+    )

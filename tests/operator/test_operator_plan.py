@@ -9,6 +9,8 @@ from operator_world import PVC_SOURCE, T0, deployment, llmd, pod, quota
 from pagoda_operator.api.spec import LLMDeploymentSpec
 from pagoda_operator.naming import Owner
 from pagoda_operator.plan import World, plan
+from pagoda_operator.records import READY_AT
+from pagoda_operator.rejection import Rejection
 from pagoda_operator.revision import primary_config
 from pagoda_operator.workload import engine_config_map
 
@@ -131,6 +133,7 @@ def test_quota_failures_surface_as_degraded_and_quota_exceeded():
     assert conditions(status)["Degraded"] == ("True", "FailedCreate")
     assert status["gpus"] == {
         "requested": 6,
+        "steady": 6,
         "primary": 6,
         "surge": 0,
         "fallback": 0,
@@ -215,35 +218,85 @@ def test_old_revision_config_maps_are_deleted_but_the_last_ready_one_is_kept():
         return engine_config_map(owner, primary_config(spec))
 
     ready, stale = config_map("ready-one"), config_map("stale-one")
-    last_ready = ready["metadata"]["labels"]["pagoda.dev/revision"]
-    resource = llmd(status={"revisions": {"lastReady": last_ready}})
-    result = plan(World(resource, config_maps=[ready, stale], now=T0))
+    ready["metadata"]["annotations"] = {READY_AT: "2025-12-31T00:00:00Z"}
+    result = plan(World(llmd(), config_maps=[ready, stale], now=T0))
     deleted = [ref["name"] for ref in result.delete]
     assert deleted == [stale["metadata"]["name"]]
 
 
-def test_rollback_renders_the_last_ready_revision_from_its_config_map():
+def rolled_back_world(status: dict | None = None) -> World:
+    """Revision "new" stalled; "old" became ready earlier (its ConfigMap says so)."""
     owner = Owner("team", "demo", "uid-1")
     old_spec = LLMDeploymentSpec.model_validate({"model": {"name": "old", "source": PVC_SOURCE}})
-    old = primary_config(old_spec)
-    resource = llmd(
-        model={"name": "new", "source": PVC_SOURCE},
-        status={"revisions": {"lastReady": old.revision}},
+    old_map = engine_config_map(owner, primary_config(old_spec), {READY_AT: "2025-12-31T00:00:00Z"})
+    resource = llmd(model={"name": "new", "source": PVC_SOURCE}, status=status)
+    stalled = deployment(
+        revision=revision_of(resource), updated=1, replicas=3, deadline_exceeded=True
     )
-    new_revision = revision_of(resource)
-    stalled = deployment(revision=new_revision, updated=1, replicas=3, deadline_exceeded=True)
-    world = World(
-        resource,
-        deployments={"primary": stalled},
-        config_maps=[engine_config_map(owner, old)],
-        now=T0,
-    )
+    return World(resource, deployments={"primary": stalled}, config_maps=[old_map], now=T0)
+
+
+def test_rollback_renders_the_last_ready_revision_from_its_config_map():
+    world = rolled_back_world()
+    old = primary_config(LLMDeploymentSpec.model_validate(
+        {"model": {"name": "old", "source": PVC_SOURCE}}
+    )).revision  # fmt: skip
+    new = revision_of(world.resource)
     result = plan(world)
     primary = next(o for o in result.apply if o["kind"] == "Deployment")
-    assert primary["spec"]["template"]["metadata"]["labels"]["pagoda.dev/revision"] == old.revision
-    assert result.status["revisions"]["rolledBackFrom"] == new_revision
+    assert primary["spec"]["template"]["metadata"]["labels"]["pagoda.dev/revision"] == old
+    assert result.status["revisions"]["rolledBackFrom"] == new
     assert conditions(result.status)["RolledBack"] == ("True", "ProgressDeadlineExceeded")
+    assert conditions(result.status)["UpToDate"] == ("False", "RolledBack")
+    assert conditions(result.status)["Ready"] == ("True", "Serving")
+    assert result.status["phase"] == "RolledBack"
+    assert result.status["model"] == "old", "the model that serves, not the spec's"
     assert any(t.type == "RolledBack" and t.warning for t in result.transitions)
+
+
+def test_the_rollback_is_remembered_on_the_config_maps_not_in_status():
+    first = plan(rolled_back_world())
+    applied = {o["metadata"]["name"]: o for o in first.apply if o["kind"] == "ConfigMap"}
+    new_map = applied[f"demo-primary-{revision_of(rolled_back_world().resource)}"]
+    assert new_map["metadata"]["annotations"]["pagoda.dev/rollback-reason"] == (
+        "ProgressDeadlineExceeded"
+    )
+    # Status wiped (a restore without status); the Deployment already runs the old revision.
+    world = rolled_back_world()
+    old_map = world.config_maps[0]
+    running_old = deployment(revision=old_map["metadata"]["labels"]["pagoda.dev/revision"])
+    wiped = World(
+        world.resource,
+        deployments={"primary": running_old},
+        config_maps=list(applied.values()),
+        now=T0,
+    )
+    again = plan(wiped)
+    assert again.status["revisions"] == first.status["revisions"]
+    assert conditions(again.status)["RolledBack"] == ("True", "ProgressDeadlineExceeded")
+    primary = next(o for o in again.apply if o["kind"] == "Deployment")
+    assert (
+        primary["spec"]["template"]["metadata"]["labels"]
+        == (
+            next(o for o in first.apply if o["kind"] == "Deployment")["spec"]["template"][
+                "metadata"
+            ]["labels"]
+        )
+    ), "the broken revision is not rolled out again"
+
+
+def test_a_refused_child_makes_the_llmdeployment_not_ready_and_not_up_to_date():
+    refused = (Rejection("Deployment", "demo-primary", 'Deployment "demo-primary" is invalid'),)
+    result = plan(World(llmd(), now=T0), refused)
+    ready = next(c for c in result.status["conditions"] if c["type"] == "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "DeploymentRejected")
+    assert "Deployment demo-primary was rejected by the apiserver" in ready["message"]
+    assert 'Deployment "demo-primary" is invalid' in ready["message"]
+    assert conditions(result.status)["UpToDate"] == ("False", "DeploymentRejected")
+    assert result.status["phase"] == "Failed"
+    assert result.status["observedGeneration"] == 1
+    warnings = [(t.type, t.reason) for t in result.transitions if t.warning]
+    assert ("Ready", "DeploymentRejected") in warnings, "a new LLMDeployment announces it too"
 
 
 @pytest.mark.parametrize("replicas", [0, 1, 3])

@@ -69,7 +69,7 @@ def test_exceeded_message_has_the_numbers():
 
 def test_rolling_without_surge_is_said_even_between_rollouts():
     plan = plan_gpus(spec(), 0, "team", GpuQuota.tightest([quota(5, 4)]), ours=4)
-    assert "rolling without surge: 1 extra pods would need 2 GPUs but the quota leaves 1" in (
+    assert "rolling without surge: a surge of 1 pod would need 2 GPUs but the quota leaves 1" in (
         plan.verdict.message
     )
 
@@ -79,3 +79,11 @@ def test_tightest_quota_wins_and_others_are_ignored():
     found = GpuQuota.tightest([cpu_only, quota(10, 2, "big"), quota(4, 1, "small")])
     assert (found.name, found.hard, found.used) == ("small", 4, 1)
     assert GpuQuota.tightest([cpu_only]) is None
+
+
+def test_quota_quantities_are_parsed_as_kubernetes_writes_them():
+    key = "requests.nvidia.com/gpu"
+    thousand = {"metadata": {"name": "k"}, "spec": {"hard": {key: "1k"}},
+                "status": {"used": {key: "2"}}}  # fmt: skip
+    found = GpuQuota.tightest([thousand])
+    assert (found.hard, found.used) == (1000, 2)

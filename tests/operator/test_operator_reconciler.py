@@ -7,19 +7,21 @@ import asyncio
 import pytest
 from operator_world import T0, deployment, llmd
 from pagoda_operator import runtime as runtime_module
-from pagoda_operator.kube import StatusConflict
+from pagoda_operator.kube import ChildRejected, StatusConflict
 from pagoda_operator.peering import PeeringGate
 from pagoda_operator.plan import World
-from pagoda_operator.reconciler import reconcile
+from pagoda_operator.reconciler import ChildrenRejected, reconcile
+from pagoda_operator.rejection import Rejection
 from pagoda_operator.runtime import Runtime
 
 
 class FakeCluster:
     """Records calls; serves a world whose LLMDeployment keeps the last status written."""
 
-    def __init__(self, resource: dict | None, conflict: bool = False):
+    def __init__(self, resource: dict | None, conflict: bool = False, refuse: str = ""):
         self.resource = resource
         self.conflict = conflict
+        self.refuse = refuse  # a kind the apiserver refuses
         self.calls: list[tuple[str, str]] = []
 
     def read_world(self, namespace, name):
@@ -28,6 +30,9 @@ class FakeCluster:
         return World(self.resource, deployments={"primary": deployment(ready=0)}, now=T0)
 
     def apply(self, obj):
+        if obj["kind"] == self.refuse:
+            message = f'{obj["kind"]} "{obj["metadata"]["name"]}" is invalid: quantities must match'
+            raise ChildRejected(Rejection(obj["kind"], obj["metadata"]["name"], message))
         self.calls.append(("apply", obj["kind"]))
 
     def delete(self, namespace, ref):
@@ -66,6 +71,23 @@ def test_a_status_conflict_posts_no_event():
     with pytest.raises(StatusConflict):
         reconcile(cluster, "team", "demo")
     assert not [call for call, _ in cluster.calls if call == "event"]
+
+
+def test_a_refused_child_is_reported_in_status_and_an_event_then_retried():
+    cluster = FakeCluster(llmd(), refuse="Deployment")
+    with pytest.raises(ChildrenRejected, match="demo-primary"):
+        reconcile(cluster, "team", "demo")
+    applied = [what for call, what in cluster.calls if call == "apply"]
+    assert applied == ["ConfigMap", "Service", "PodDisruptionBudget"], "the others still apply"
+    ready = next(c for c in cluster.resource["status"]["conditions"] if c["type"] == "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "DeploymentRejected")
+    assert "quantities must match" in ready["message"]
+    assert ("event", "DeploymentRejected") in cluster.calls
+    # Retried: the same refusal writes nothing new and announces nothing again.
+    cluster.calls.clear()
+    with pytest.raises(ChildrenRejected):
+        reconcile(cluster, "team", "demo")
+    assert [call for call, _ in cluster.calls if call != "apply"] == []
 
 
 def test_deleted_or_deleting_objects_are_left_alone():
@@ -108,13 +130,17 @@ async def test_failures_are_retried_and_wake_ups_honoured(monkeypatch):
         seen.append(name)
         if name == "broken" and seen.count("broken") == 1:
             raise RuntimeError("API hiccup")
+        if name == "refused" and seen.count("refused") == 1:
+            raise ChildrenRejected([Rejection("Deployment", "refused-primary", "invalid")])
         return 0.05 if name == "deadline" and seen.count("deadline") == 1 else None
 
     monkeypatch.setattr(runtime_module, "reconcile", flaky)
     monkeypatch.setattr(runtime_module.log, "exception", lambda *args: None)
+    monkeypatch.setattr(runtime_module.log, "warning", lambda *args: None)
     runtime = Runtime(None, Gate(True), workers=2, resync_seconds=60)
-    await run_briefly(runtime, ("ns", "broken"), ("ns", "deadline"), seconds=0.8)
+    await run_briefly(runtime, ("ns", "broken"), ("ns", "refused"), ("ns", "deadline"), seconds=0.8)
     assert seen.count("broken") == 2, "retried 0.5 s after the first failure"
+    assert seen.count("refused") == 2, "a refusal is retried with the same backoff"
     assert seen.count("deadline") == 2, "woken up at the deadline"
 
 

@@ -1,15 +1,23 @@
-"""Rollout decisions: which revision runs, when a rollout is rolled back, what status says."""
+"""Rollout decisions: which revision runs, when a rollout is rolled back, what status says, and
+the facts remembered on the revision ConfigMaps."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
-from operator_world import PVC_SOURCE, deployment
-from pagoda_operator.api.spec import LLMDeploymentSpec
-from pagoda_operator.api.status import Revisions
+from operator_world import PVC_SOURCE, T0, deployment
+from pagoda_operator.api.spec import LLMDeploymentSpec, RolloutSpec
 from pagoda_operator.observed import DeploymentState
+from pagoda_operator.records import RevisionRecord, Rollback
 from pagoda_operator.revision import primary_config
-from pagoda_operator.rollout import decide_rollout
+from pagoda_operator.rollout import RevisionTrouble, decide_rollout
 from pagoda_operator.workload import Strategy
+
+ROLLOUT = RolloutSpec(progress_deadline_seconds=600, min_ready_seconds=30)
+CRASH = RevisionTrouble(crashed="container worker of pod p restarted 1 time (last: Error)")
+STUCK = RevisionTrouble(worst="pod p cannot pull the image")
+FINE = RevisionTrouble()
 
 
 def config(model: str):
@@ -21,67 +29,85 @@ def config(model: str):
 
 OLD, NEW = config("old"), config("new")
 REV = {"old": OLD.revision, "new": NEW.revision, None: None}
+EARLIER, LATER = T0 - timedelta(hours=2), T0 - timedelta(hours=1)
 
 
 def state(revision: str, **kwargs) -> DeploymentState:
     return DeploymentState.from_object(deployment(revision=REV[revision], **kwargs))
 
 
-def revisions(current=None, last_ready=None, rolled_back_from=None) -> Revisions:
-    return Revisions(
-        desired=REV["new"],
-        current=REV[current],
-        last_ready=REV[last_ready],
-        rolled_back_from=REV[rolled_back_from],
-    )
+def records(old_ready=False, new_ready=False, new_rolled_back=False, old_stored=True):
+    """The ConfigMaps as read back: `old` exists (unless old_stored is False), `new` may not."""
+    found = {}
+    if old_stored:
+        found[REV["old"]] = RevisionRecord(OLD, EARLIER if old_ready else None)
+    if new_ready or new_rolled_back:
+        rollback = Rollback("ProgressDeadlineExceeded", "it stalled") if new_rolled_back else None
+        found[REV["new"]] = RevisionRecord(NEW, LATER if new_ready else None, rollback)
+    return found
 
 
-# The spec asks for revision "new"; "old" is what ran before. `stored`: whether the ConfigMap
-# recording the last ready revision can be read. Expected: (render, last ready, rolled back
-# from), then the Progressing and RolledBack conditions.
+def decide(found, observed, trouble=FINE, now=T0):
+    return decide_rollout(NEW, found, observed, trouble, ROLLOUT, Strategy(1, 0), "", now)
+
+
+# The spec asks for revision "new"; "old" is what ran before. Expected: (render, last ready,
+# rolled back from), then the Progressing, RolledBack and UpToDate conditions.
 @pytest.mark.parametrize(
-    ("case", "previous", "observed", "stored", "expected", "progressing", "rolled_back"),
+    ("case", "found", "observed", "trouble", "expected", "progressing", "rolled_back", "current"),
     [
         ("first apply: nothing exists yet",
-         revisions(), None, False,
-         ("new", None, None), ("True", "RollingUpdate"), ("False", "NoRollback")),
-        ("first revision rolled out completely: it becomes last ready",
-         revisions("new"), state("new"), False,
-         ("new", "new", None), ("False", "RolloutComplete"), ("False", "NoRollback")),
+         {}, None, RevisionTrouble(),
+         ("new", None, None), ("True", "RollingUpdate"), ("False", "NoRollback"),
+         ("False", "RollingOut")),
+        ("first revision rolled out and baked: it becomes last ready",
+         records(old_stored=False), state("new"), RevisionTrouble(),
+         ("new", "new", None), ("False", "RolloutComplete"), ("False", "NoRollback"),
+         ("True", "UpToDate")),
+        ("ready but not yet available (baking): not ready yet",
+         records(old_ready=True), state("new", available=1), RevisionTrouble(),
+         ("new", "old", None), ("True", "RollingUpdate"), ("False", "NoRollback"),
+         ("False", "RollingOut")),
         ("a revision that became ready loses pods later: not a rollout (see Degraded)",
-         revisions("new", "new"), state("new", ready=0), False,
-         ("new", "new", None), ("False", "RolloutComplete"), ("False", "NoRollback")),
+         records(new_ready=True), state("new", ready=0), CRASH,
+         ("new", "new", None), ("False", "RolloutComplete"), ("False", "NoRollback"),
+         ("True", "UpToDate")),
         ("spec changed: roll towards the new revision, keep the old one as last ready",
-         revisions("old", "old"), state("old"), True,
-         ("new", "old", None), ("True", "RollingUpdate"), ("False", "NoRollback")),
-        ("mid-rollout, step by step",
-         revisions("new", "old"), state("new", updated=1, replicas=3), True,
-         ("new", "old", None), ("True", "RollingUpdate"), ("False", "NoRollback")),
+         records(old_ready=True), state("old"), RevisionTrouble(),
+         ("new", "old", None), ("True", "RollingUpdate"), ("False", "NoRollback"),
+         ("False", "RollingOut")),
         ("the new revision missed its deadline: roll back to the last ready one",
-         revisions("new", "old"), state("new", updated=1, replicas=3, deadline_exceeded=True),
-         True,
-         ("old", "old", "new"), ("True", "RollingUpdate"), ("True", "ProgressDeadlineExceeded")),
+         records(old_ready=True), state("new", updated=1, replicas=3, deadline_exceeded=True),
+         STUCK,
+         ("old", "old", "new"), ("True", "RollingUpdate"), ("True", "ProgressDeadlineExceeded"),
+         ("False", "RolledBack")),
+        ("a new pod crashed while baking: roll back at once",
+         records(old_ready=True), state("new", updated=1, replicas=3, available=2), CRASH,
+         ("old", "old", "new"), ("True", "RollingUpdate"), ("True", "CrashedDuringRollout"),
+         ("False", "RolledBack")),
         ("rolling back, the Deployment has taken the old template",
-         revisions("old", "old", "new"), state("old", replicas=3), True,
-         ("old", "old", "new"), ("True", "RollingUpdate"), ("True", "ProgressDeadlineExceeded")),
+         records(old_ready=True, new_rolled_back=True), state("old", replicas=3),
+         RevisionTrouble(),
+         ("old", "old", "new"), ("True", "RollingUpdate"), ("True", "ProgressDeadlineExceeded"),
+         ("False", "RolledBack")),
         ("rollback finished: it stays rolled back while the spec is unchanged",
-         revisions("old", "old", "new"), state("old"), True,
-         ("old", "old", "new"), ("False", "RolledBack"), ("True", "ProgressDeadlineExceeded")),
+         records(old_ready=True, new_rolled_back=True), state("old"), RevisionTrouble(),
+         ("old", "old", "new"), ("False", "RolledBack"), ("True", "ProgressDeadlineExceeded"),
+         ("False", "RolledBack")),
         ("a stale deadline before the controller saw the new template is ignored",
-         revisions("new", "old"), state("new", synced=False, deadline_exceeded=True), True,
-         ("new", "old", None), ("True", "RollingUpdate"), ("False", "NoRollback")),
+         records(old_ready=True), state("new", synced=False, deadline_exceeded=True),
+         RevisionTrouble(),
+         ("new", "old", None), ("True", "RollingUpdate"), ("False", "NoRollback"),
+         ("False", "RollingOut")),
         ("deadline missed with nothing ready before: nothing to roll back to",
-         revisions("new"), state("new", ready=0, deadline_exceeded=True), False,
-         ("new", None, None), ("False", "ProgressDeadlineExceeded"), ("False", "NoRollback")),
-        ("last ready revision's ConfigMap is gone: cannot roll back",
-         revisions("new", "old"), state("new", ready=1, deadline_exceeded=True), False,
-         ("new", "old", None), ("False", "ProgressDeadlineExceeded"), ("False", "NoRollback")),
+         records(), state("new", ready=0, deadline_exceeded=True), STUCK,
+         ("new", None, None), ("False", "ProgressDeadlineExceeded"), ("False", "NoRollback"),
+         ("False", "ProgressDeadlineExceeded")),
     ],
 )  # fmt: skip
-def test_decide_rollout(case, previous, observed, stored, expected, progressing, rolled_back):
-    decision = decide_rollout(
-        NEW, previous, observed, OLD if stored else None, 600, Strategy(1, 0), ""
-    )
+def test_decide_rollout(case, found, observed, trouble, expected, progressing, rolled_back,
+                        current):  # fmt: skip
+    decision = decide(found, observed, trouble)
     render, last_ready, rolled_back_from = (REV[name] for name in expected)
     assert decision.render.revision == render, case
     assert decision.revisions.desired == REV["new"]
@@ -90,57 +116,83 @@ def test_decide_rollout(case, previous, observed, stored, expected, progressing,
     assert decision.revisions.rolled_back_from == rolled_back_from, case
     assert (str(decision.progressing.status), decision.progressing.reason) == progressing, case
     assert (str(decision.rolled_back.status), decision.rolled_back.reason) == rolled_back, case
+    assert (str(decision.up_to_date.status), decision.up_to_date.reason) == current, case
+
+
+def test_becoming_ready_and_rolling_back_are_recorded_for_the_config_maps():
+    baked = decide(records(old_stored=False), state("new"))
+    assert baked.records[REV["new"]].ready_at == T0
+    again = decide(baked.records, state("new"), now=T0 + timedelta(minutes=5))
+    assert again.records[REV["new"]].ready_at == T0, "recorded once, not on every pass"
+
+    crashed = decide(records(old_ready=True), state("new", available=1), CRASH)
+    rollback = crashed.records[REV["new"]].rollback
+    assert rollback.reason == "CrashedDuringRollout"
+    assert CRASH.crashed in rollback.message and "minReadySeconds (30s)" in rollback.message
+    assert crashed.records[REV["new"]].annotations()["pagoda.dev/rollback-reason"] == (
+        "CrashedDuringRollout"
+    )
 
 
 def test_a_revision_scaled_to_zero_never_became_ready():
-    decision = decide_rollout(
-        NEW, revisions("new", "old"), state("new", wanted=0, ready=0), OLD, 600, Strategy(1, 0), ""
-    )
+    decision = decide(records(old_ready=True), state("new", wanted=0, ready=0))
     assert decision.revisions.last_ready == REV["old"]
 
 
+def test_a_crash_of_a_revision_that_was_ready_is_not_rolled_back():
+    decision = decide(records(old_ready=True, new_ready=True), state("new", ready=1), CRASH)
+    assert decision.revisions.rolled_back_from is None
+    assert decision.records[REV["new"]].rollback is None
+
+
 @pytest.mark.parametrize(
-    ("case", "previous", "stored", "says"),
+    ("case", "found", "says"),
     [
-        ("nothing ever became ready", revisions("new"), False, "no earlier revision became ready"),
-        ("a scale-up of the last ready revision stalls", revisions("new", "new"), True,
+        ("nothing ever became ready", records(), "no earlier revision became ready"),
+        ("a scale-up of the last ready revision stalls", records(new_ready=True),
          "it is the last revision that became ready"),
-        ("the last ready revision's ConfigMap is gone", revisions("new", "old"), False,
-         f"the ConfigMap of revision {REV['old']}, the last that became ready, is gone"),
     ],
 )  # fmt: skip
-def test_a_stall_without_rollback_says_why(case, previous, stored, says):
+def test_a_stall_without_rollback_says_why(case, found, says):
     observed = state("new", wanted=3, replicas=3, updated=3, ready=2, deadline_exceeded=True)
-    decision = decide_rollout(NEW, previous, observed, OLD if stored else None, 600,
-                              Strategy(1, 0), "")  # fmt: skip
+    decision = decide(found, observed, STUCK)
     assert decision.revisions.rolled_back_from is None, case
     assert (decision.progressing.status, decision.progressing.reason) == (
         False,
         "ProgressDeadlineExceeded",
     ), case
     assert says in decision.progressing.message, (case, decision.progressing.message)
+    assert STUCK.worst in decision.progressing.message
 
 
 def test_a_new_spec_after_a_rollback_is_rolled_out():
     newer = config("newer")
-    previous = revisions("old", "old", "new")
-    decision = decide_rollout(newer, previous, state("old"), OLD, 600, Strategy(1, 0), "")
+    found = records(old_ready=True, new_rolled_back=True)
+    decision = decide_rollout(newer, found, state("old"), RevisionTrouble(), ROLLOUT,
+                              Strategy(1, 0), "", T0)  # fmt: skip
     assert decision.render == newer
     assert decision.revisions.rolled_back_from is None
     assert (decision.rolled_back.status, decision.rolled_back.reason) == (False, "NoRollback")
-    assert "the spec changed after a rollback" in decision.rolled_back.message
 
 
-def test_rollback_message_names_both_revisions_and_the_deadline():
+def test_rollback_message_says_why_and_names_both_revisions():
     observed = state("new", updated=1, replicas=3, deadline_exceeded=True)
-    decision = decide_rollout(NEW, revisions("new", "old"), observed, OLD, 600, Strategy(1, 0), "")
+    decision = decide(records(old_ready=True), observed, STUCK)
     message = decision.rolled_back.message
     assert REV["new"] in message and REV["old"] in message and "600s" in message
+    assert STUCK.worst in message, "the reason outlives the failing pods"
+    assert "Degraded" not in message
 
 
 def test_progress_message_says_when_rolling_without_surge():
     observed = state("new", updated=1, replicas=2, ready=1)
     note = "rolling without surge: quota"
-    decision = decide_rollout(NEW, Revisions(), observed, None, 600, Strategy(0, 1), note)
+    decision = decide_rollout(NEW, {}, observed, RevisionTrouble(), ROLLOUT, Strategy(0, 1),
+                              note, T0)  # fmt: skip
     assert "maxSurge 0, maxUnavailable 1" in decision.progressing.message
     assert note in decision.progressing.message
+
+
+def test_one_pod_is_not_pods():
+    decision = decide(records(old_stored=False), state("new", wanted=1, ready=1))
+    assert decision.progressing.message.endswith("rolled out to 1 pod")

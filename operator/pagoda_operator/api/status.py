@@ -10,9 +10,10 @@ from pydantic import Field
 from .spec import ApiModel
 
 Tier = Literal["primary", "fallback"]
-Phase = Literal["Pending", "Progressing", "Ready", "Degraded"]
+Phase = Literal["Pending", "Progressing", "Ready", "Degraded", "RolledBack", "Failed"]
 CONDITION_TYPES = (
     "Ready",
+    "UpToDate",
     "Progressing",
     "Degraded",
     "FallbackActive",
@@ -25,7 +26,7 @@ class Condition(ApiModel):
     """One observation about the LLMDeployment, in the Kubernetes condition convention."""
 
     type: str = Field(max_length=64)
-    """Ready, Progressing, Degraded, FallbackActive, QuotaExceeded or RolledBack."""
+    """Ready, UpToDate, Progressing, Degraded, FallbackActive, QuotaExceeded or RolledBack."""
     status: Literal["True", "False", "Unknown"]
     """Whether the condition holds."""
     reason: str = Field(max_length=64)
@@ -43,6 +44,8 @@ class GpuAccounting(ApiModel):
 
     requested: int = Field(0, ge=0)
     """Peak GPUs requested: primary + rollout surge + fallback."""
+    steady: int = Field(0, ge=0)
+    """GPUs of the running replicas of both tiers, without rollout surge."""
     primary: int = Field(0, ge=0)
     """GPUs of the primary replicas."""
     surge: int = Field(0, ge=0)
@@ -67,7 +70,8 @@ class Revisions(ApiModel):
     last_ready: str | None = None
     """The newest revision whose rollout completed with every pod ready; rollbacks return here."""
     rolled_back_from: str | None = None
-    """A revision that missed its progress deadline; it stays rolled back until the spec changes."""
+    """The spec's revision, when it was rolled back (it missed its progress deadline or crashed
+    before it became ready); it stays rolled back until the spec changes."""
 
 
 class TierClock(ApiModel):
@@ -83,8 +87,9 @@ class LLMDeploymentStatus(ApiModel):
     """What the operator observed and decided."""
 
     phase: Phase = "Pending"
-    """Pending (nothing ready yet), Progressing (rolling out), Ready, or Degraded (serving, but
-    see the Degraded condition)."""
+    """Pending (nothing ready yet), Progressing (rolling out), Ready, Degraded (see the Degraded
+    condition), RolledBack (serving an earlier revision: the spec's was rolled back) or Failed
+    (the apiserver refused a child object: see Ready)."""
     observed_generation: int = Field(0, ge=0)
     """The spec generation this status was computed from."""
     replicas: int = Field(0, ge=0)
@@ -99,6 +104,9 @@ class LLMDeploymentStatus(ApiModel):
     """Fallback pods that pass readiness."""
     active_tier: Tier = "primary"
     """The tier the Service sends traffic to."""
+    model: str = ""
+    """Model name served by the last primary revision that became ready (empty before one has);
+    during a rollout or after a rollback it can differ from spec.model.name."""
     endpoint: str = ""
     """In-cluster base URL of the OpenAI-compatible API."""
     selector: str = ""
@@ -110,7 +118,7 @@ class LLMDeploymentStatus(ApiModel):
     tier_clock: TierClock = Field(default_factory=TierClock)
     """Timestamps behind the fallback promote/demote decisions."""
     conditions: list[Condition] = Field(default_factory=list, max_length=16)
-    """Ready, Progressing, Degraded, FallbackActive, QuotaExceeded, RolledBack."""
+    """Ready, UpToDate, Progressing, Degraded, FallbackActive, QuotaExceeded, RolledBack."""
 
     def condition(self, kind: str) -> Condition | None:
         return next((c for c in self.conditions if c.type == kind), None)
