@@ -43,10 +43,10 @@ def test_server_flags_show_the_servers_defaults(capsys):
     text = help_text("serve", capsys)
     server, engine = ServerSettings(), AsyncEngineOptions()
     assert shown_default(text, "--drain-timeout") == str(server.drain_timeout_s)
-    assert shown_default(text, "--max-body-bytes") == "4MiB" == "4MiB"
+    assert shown_default(text, "--max-body-bytes") == "4MiB"
     assert server.max_body_bytes == 4 * 2**20
     assert shown_default(text, "--request-timeout") == str(engine.request_timeout_s)
-    assert shown_default(text, "--max-waiting-requests") == str(engine.max_waiting_requests)
+    assert shown_default(text, "--max-waiting-seqs") == str(engine.max_waiting_seqs)
     assert shown_default(text, "--log-level") == "info"
 
 

@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import json
 import logging
+import signal
 import sys
 import time
 from dataclasses import fields
@@ -70,11 +71,21 @@ def add_parser(subparsers, help_text: str) -> None:
     )
     server = parser.add_argument_group("server")
     server.add_argument(
-        "--max-waiting-requests",
+        "--max-waiting-seqs",
         type=int,
-        default=engine_defaults.max_waiting_requests,
+        default=engine_defaults.max_waiting_seqs,
         help=with_default(
-            "requests allowed to wait; beyond them: 429", engine_defaults.max_waiting_requests
+            "sequences (prompts x n) allowed to wait; a request that does not fit: 429",
+            engine_defaults.max_waiting_seqs,
+        ),
+    )
+    server.add_argument(
+        "--max-seqs-per-request",
+        type=int,
+        default=engine_defaults.max_seqs_per_request,
+        help=with_default(
+            "most sequences (prompts x n) in one request; beyond: 400",
+            engine_defaults.max_seqs_per_request,
         ),
     )
     server.add_argument(
@@ -100,6 +111,23 @@ def add_parser(subparsers, help_text: str) -> None:
         default=server_defaults.max_body_bytes,
         help=with_default(
             "largest request body; beyond it: 413", format_bytes(server_defaults.max_body_bytes)
+        ),
+    )
+    server.add_argument(
+        "--header-timeout",
+        type=float,
+        default=server_defaults.header_timeout_s,
+        help=with_default(
+            "seconds for a request's headers to arrive (idle keep-alive connections close then)",
+            server_defaults.header_timeout_s,
+        ),
+    )
+    server.add_argument(
+        "--body-timeout",
+        type=float,
+        default=server_defaults.body_timeout_s,
+        help=with_default(
+            "seconds for a request's body to arrive; beyond: 408", server_defaults.body_timeout_s
         ),
     )
     server.add_argument(
@@ -209,9 +237,12 @@ def run(args: argparse.Namespace) -> int:
         api_keys=keys,
         max_body_bytes=args.max_body_bytes,
         drain_timeout_s=args.drain_timeout,
+        header_timeout_s=args.header_timeout,
+        body_timeout_s=args.body_timeout,
         audit_log=args.audit_log,
         engine=AsyncEngineOptions(
-            max_waiting_requests=args.max_waiting_requests,
+            max_waiting_seqs=args.max_waiting_seqs,
+            max_seqs_per_request=args.max_seqs_per_request,
             request_timeout_s=args.request_timeout or None,
             heartbeat_timeout_s=args.heartbeat_timeout,
             canary_interval_s=args.canary_interval,
@@ -223,5 +254,8 @@ def run(args: argparse.Namespace) -> int:
     except (ModelLoadError, EngineDeadError, OSError) as e:
         print(f"pagoda serve: {e}", file=sys.stderr)
         return 1
+    # The drain is over: a late SIGTERM must not turn this clean exit into -15.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, signal.SIG_IGN)
     progress("stopped")
     return 0

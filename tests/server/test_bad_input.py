@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import openai
 import pytest
 
 pytestmark = pytest.mark.timeout(60)
@@ -34,7 +35,7 @@ CASES = [
     bad("max-tokens-float", COMPLETIONS, {"prompt": "x", "max_tokens": 2.5}, "max_tokens"),
     bad("stream-not-bool", COMPLETIONS, {"prompt": "x", "stream": "yes"}, "stream"),
     bad("unknown-field", COMPLETIONS, {"prompt": "x", "best_of": 2}, "best_of"),
-    bad("unknown-model", COMPLETIONS, {"prompt": "x", "model": "gpt-4"}, "model"),
+    bad("unknown-model", COMPLETIONS, {"prompt": "x", "model": "gpt-4"}, "model", 404),
     bad("empty-prompt-list", COMPLETIONS, {"prompt": []}, "prompt"),
     bad("empty-token-list", COMPLETIONS, {"prompt": [[1, 2], []]}, "prompt"),
     bad("token-outside-vocab", COMPLETIONS, {"prompt": [1, 99999]}, "prompt"),
@@ -64,7 +65,7 @@ CASES = [
     bad(
         "chat-bad-role", CHAT, {"messages": [{"role": "robot", "content": "x"}]}, "messages[0].role"
     ),
-    bad("chat-unknown-model", CHAT, {"messages": HELLO, "model": "gpt-4"}, "model"),
+    bad("chat-unknown-model", CHAT, {"messages": HELLO, "model": "gpt-4"}, "model", 404),
     bad("chat-beyond-context", CHAT, {"messages": HELLO, "max_tokens": 600}, "max_tokens"),
     bad(
         "chat-max-tokens-zero",
@@ -118,9 +119,12 @@ async def test_context_errors_say_how_long_the_context_is(server):
     assert "512" in error["message"]
 
 
-async def test_unknown_model_has_the_openai_code(server):
+async def test_unknown_model_is_404_with_the_openai_code(server):
     reply = await server.fetch("POST", COMPLETIONS, json={"prompt": "x", "model": "gpt-4"})
+    assert reply.status == 404
     assert reply.json()["error"]["code"] == "model_not_found"
+    with pytest.raises(openai.NotFoundError):  # as against OpenAI or vLLM
+        server.client().completions.create(model="gpt-4", prompt="x", max_tokens=1)
 
 
 @pytest.mark.parametrize(

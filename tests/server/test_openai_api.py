@@ -222,7 +222,7 @@ def test_served_model_name_is_what_clients_ask_for(make_server):
     assert [m.id for m in client.models.list().data] == ["storyteller"]
     response = client.completions.create(model="storyteller", prompt=PROMPT, max_tokens=2)
     assert response.model == "storyteller"
-    with pytest.raises(openai.BadRequestError):
+    with pytest.raises(openai.NotFoundError):
         client.completions.create(model="stories260K", prompt=PROMPT, max_tokens=2)
 
 

@@ -4,6 +4,7 @@ engine."""
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 
@@ -74,7 +75,7 @@ async def test_client_timeout_on_a_whole_response_aborts_too(server):
 async def test_full_queue_answers_429_with_retry_after(make_server):
     busy = make_server(
         engine_config={"max_num_seqs": 1},
-        engine={"max_waiting_requests": 1, "canary_interval_s": 600},  # no canary in the queue
+        engine={"max_waiting_seqs": 1, "canary_interval_s": 600},  # no canary in the queue
     )
     client = busy.async_client()
     running = await client.completions.create(model="stories260K", stream=True, **LONG)
@@ -93,13 +94,34 @@ async def test_full_queue_answers_429_with_retry_after(make_server):
     waiting.cancel()
 
 
-async def test_request_timeout_aborts_the_request(make_server):
+async def test_request_timeout_is_a_504_never_a_complete_looking_200(make_server):
     impatient = make_server(engine={"request_timeout_s": 0.2})
-    response = await impatient.async_client().completions.create(model="stories260K", **LONG)
-    choice = response.choices[0]
-    assert choice.finish_reason == "abort"
-    assert response.usage.completion_tokens < 480
+    with pytest.raises(openai.APIStatusError) as timed_out:
+        await impatient.async_client().completions.create(model="stories260K", **LONG)
+    assert timed_out.value.status_code == 504
+    assert timed_out.value.body["code"] == "request_timeout"
     assert (await scrape(impatient))[("pagoda:request_timeouts_total", ())] == 1
+    await wait_until_idle(impatient)  # aborted: its blocks are back
+
+
+async def test_request_timeout_ends_a_stream_with_an_error_event(make_server):
+    impatient = make_server(engine={"request_timeout_s": 0.3})
+    reply = await impatient.fetch(
+        "POST", "/v1/completions", json={"prompt": "Once", "max_tokens": 480, "ignore_eos": True,
+                                         "stream": True},
+    )  # fmt: skip
+    events = [line[6:] for line in reply.body.decode().splitlines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    error = json.loads(events[-2])["error"]
+    assert error["code"] == "request_timeout" and error["type"] == "timeout_error"
+    finish_reasons = {c["finish_reason"] for e in events[:-2] for c in json.loads(e)["choices"]}
+    assert finish_reasons == {None}  # no "abort", nothing that looks like an ending
+    stream = await impatient.async_client().completions.create(
+        model="stories260K", stream=True, **LONG
+    )
+    with pytest.raises(openai.APIError, match="timeout"):
+        async for _ in stream:
+            pass
 
 
 async def test_a_wedged_engine_fails_health_and_recovers(make_server):

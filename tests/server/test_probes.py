@@ -8,6 +8,7 @@ import time
 
 import aiohttp
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from worker.server.runner import Server, ServerSettings
 
@@ -27,8 +28,14 @@ async def test_while_loading_everything_says_loading():
             async with session.post(url + "/v1/completions", json={"prompt": "x"}) as r:
                 assert r.status == 503
                 assert (await r.json())["error"]["message"] == "the model is still loading"
-            async with session.get(url + "/metrics") as r:
-                assert r.status == 503
+            async with session.get(url + "/metrics") as r:  # a scrape still learns why
+                assert r.status == 200
+                samples = {
+                    s.name: s.value
+                    for family in text_string_to_metric_families(await r.text())
+                    for s in family.samples
+                }
+                assert samples == {"pagoda:ready": 0.0, "pagoda:loading": 1.0}
     finally:
         await server.stop()
 

@@ -6,7 +6,12 @@ import pytest
 from transformers import AutoTokenizer
 
 from worker.server.errors import APIError
-from worker.server.prompts import chat_prompt, completion_prompts
+from worker.server.prompts import (
+    chat_prompt,
+    check_completion_prompt,
+    completion_prompts,
+    max_prompt_chars,
+)
 from worker.server.protocol import ChatMessage
 
 MESSAGES = [ChatMessage(role="system", content="Be brief."), ChatMessage(role="user", content="Hi")]
@@ -48,4 +53,16 @@ def test_completion_prompts_in_every_form(tokenizer):
     assert completion_prompts([1, 2, 3], tokenizer) == [[1, 2, 3]]
     assert completion_prompts([[1], [2, 3]], tokenizer) == [[1], [2, 3]]
     with pytest.raises(APIError, match="prompt must not be empty"):
-        completion_prompts([], tokenizer)
+        check_completion_prompt([], max_chars=100)
+
+
+def test_no_text_over_the_character_bound_fits_the_context(tokenizer):
+    """The bound is safe: the most characters any token stands for, times the context."""
+    limit = max_prompt_chars(tokenizer, max_model_len=512)
+    longest = max(tokenizer.get_vocab(), key=len).replace("\u2581", " ")
+    densest = longest * (limit // len(longest))  # the most text per token there is
+    assert len(tokenizer.encode(densest, add_special_tokens=False)) >= 512 - 1
+    check_completion_prompt(densest, limit)
+    with pytest.raises(APIError, match="characters") as refused:
+        check_completion_prompt(["ok", "x" * (limit + 1)], limit)
+    assert refused.value.param == "prompt[1]"

@@ -5,11 +5,17 @@ The engine thread is the only one that touches the model: it applies queued comm
 `call_soon_threadsafe`. The event loop only ever enqueues commands and reads queues, so
 it never waits on the model. Each loop iteration stamps a heartbeat, also when idle, so a
 wedged engine or device shows up as a stale heartbeat.
+
+Admission counts sequences (prompts x n), not API calls: one call may bring thousands. A call
+that could never fit is refused as bad input; one that does not fit now, as a full queue. Each
+loop pass applies commands for at most `command_budget_s` before it steps again, so a burst of
+huge adds or aborts is spread over passes instead of stalling the loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import queue
 import threading
@@ -30,10 +36,13 @@ class EngineDeadError(RuntimeError):
 
 
 class QueueFullError(RuntimeError):
-    """The waiting queue is at its bound; the caller should retry later."""
+    """The waiting queue cannot take the request now; the caller should retry later."""
 
-    def __init__(self, num_waiting: int, retry_after_s: int) -> None:
-        super().__init__(f"{num_waiting} requests are already waiting; retry later")
+    def __init__(self, num_waiting: int, num_new: int, retry_after_s: int) -> None:
+        super().__init__(
+            f"{num_waiting} sequences are already waiting and this request brings {num_new}; "
+            "retry later"
+        )
         self.retry_after_s = retry_after_s
 
 
@@ -43,7 +52,9 @@ class OutputObserver(Protocol):
 
 @dataclass
 class AsyncEngineOptions:
-    max_waiting_requests: int = 1024  # beyond this, new requests are refused
+    max_waiting_seqs: int = 4096  # sequences (prompts x n) waiting; beyond: refused
+    max_seqs_per_request: int = 2048  # prompts x n of one call; beyond: a bad request
+    command_budget_s: float = 0.005  # adds and aborts applied per loop pass, at most
     request_timeout_s: float | None = 600.0  # a request running longer is aborted
     idle_wait_s: float = 0.05  # how long an idle loop sleeps between heartbeats
     heartbeat_timeout_s: float = 30.0  # older heartbeat: unhealthy
@@ -61,13 +72,23 @@ class RequestGroup:
         self.request_ids = request_ids
         self.index = {rid: i for i, rid in enumerate(request_ids)}
         self.unfinished = set(request_ids)
-        self.timed_out = False
+        self.cut_because: str | None = None  # why the server ended it early: CUT_* below
         self._abort = abort
         self._queue: asyncio.Queue[RequestOutput | BaseException] = asyncio.Queue()
 
     @property
     def finished(self) -> bool:
         return not self.unfinished
+
+    @property
+    def timed_out(self) -> bool:
+        return self.cut_because == CUT_TIMEOUT
+
+    def cut(self, reason: str) -> None:
+        """Abort on the server's own initiative; the caller tells its client why."""
+        if self.unfinished:
+            self.cut_because = reason
+            self.abort()
 
     def abort(self) -> None:
         """Stop generating now; the engine frees the KV blocks of the unfinished requests."""
@@ -106,6 +127,9 @@ class _Abort:
     request_ids: list[str]
 
 
+CUT_TIMEOUT = "timeout"  # the request ran past its timeout
+CUT_SHUTDOWN = "shutdown"  # the server stopped serving it (drain deadline, second signal)
+
 _WAKE_UP = object()  # lets an idle engine thread see that it should stop
 
 
@@ -124,7 +148,7 @@ class AsyncLLMEngine:
         self._internal: set[RequestGroup] = set()  # canaries: kept out of the metrics
         self._timers: dict[RequestGroup, asyncio.TimerHandle] = {}
         self._ids = count()
-        self._pending_adds = 0  # prompts enqueued but not yet in the engine's waiting queue
+        self._pending_seqs = 0  # sequences enqueued but not yet in the engine's waiting queue
         self._add_futures: set[asyncio.Future] = set()  # adds the engine has yet to answer
         self._heartbeat = time.monotonic()
         self._error: BaseException | None = None
@@ -134,6 +158,7 @@ class AsyncLLMEngine:
         self._canary_task: asyncio.Task | None = None
         self._canary_prompt = engine.tokenizer.encode("ping")
         self.stats = engine.stats()  # latest snapshot, written by the engine thread
+        self.longest_pass_s = 0.0  # the longest loop pass so far (commands + one step)
         self.warmed_up = False
         # Any token out of the real engine proves it works: a canary's, or real traffic's.
         self.last_generation_ok: float | None = None
@@ -143,6 +168,10 @@ class AsyncLLMEngine:
     async def start(self) -> None:
         """Start the engine thread, warm up with a real generation, then canary periodically."""
         self._loop = asyncio.get_running_loop()
+        # The model's objects live as long as the process: keep them out of the collector's
+        # full passes, which would otherwise scan them all while a big request is added.
+        gc.collect()
+        gc.freeze()
         self._thread = threading.Thread(target=self._run, name="engine", daemon=True)
         self._thread.start()
         await self._canary(max_tokens=8, timeout_s=self.options.warmup_timeout_s)
@@ -203,13 +232,14 @@ class AsyncLLMEngine:
     ) -> RequestGroup:
         """Queue one request per prompt; returns once the engine has taken them.
 
-        Raises EngineDeadError, QueueFullError, or ValueError from the engine (bad prompt).
+        Raises EngineDeadError, QueueFullError, or ValueError (too many sequences, or the
+        engine's own checks: a bad prompt).
         """
         if self._error is not None or self._stopping:
             raise EngineDeadError(f"the engine is not running: {self._error or 'stopped'}")
-        num_waiting = self.stats.num_waiting + self._pending_adds
-        if not internal and num_waiting >= self.options.max_waiting_requests:
-            raise QueueFullError(num_waiting, self.options.retry_after_s)
+        num_seqs = len(prompts) * params.n
+        if not internal:
+            self._admit(num_seqs, len(prompts), params.n)
         batch = next(self._ids)
         group = RequestGroup([f"req-{batch}-{i}" for i in range(len(prompts))], self._abort)
         for rid in group.request_ids:
@@ -217,7 +247,7 @@ class AsyncLLMEngine:
         if internal:
             self._internal.add(group)
         done = self._loop.create_future()
-        self._pending_adds += len(prompts)
+        self._pending_seqs += num_seqs
         self._add_futures.add(done)
         self._commands.put(_Add(group, prompts, params, time.time(), done))
         try:
@@ -226,21 +256,40 @@ class AsyncLLMEngine:
             group.abort()  # the caller left before the engine took the requests
             raise
         finally:
-            self._pending_adds -= len(prompts)
+            self._pending_seqs -= num_seqs
             self._add_futures.discard(done)
         timeout_s = self.options.request_timeout_s if timeout_s is None else timeout_s
         if timeout_s and not group.finished:
             self._timers[group] = self._loop.call_later(timeout_s, self._expire, group)
         return group
 
+    def _admit(self, num_seqs: int, num_prompts: int, n: int) -> None:
+        """Refuse, before any work, a call that can never fit or does not fit now."""
+        limit = min(self.options.max_seqs_per_request, self.options.max_waiting_seqs)
+        if num_seqs > limit:
+            raise ValueError(
+                f"n: {num_prompts} prompt(s) x n={n} = {num_seqs} sequences; this server takes "
+                f"at most {limit} per request"
+            )
+        num_waiting = self.stats.num_waiting + self._pending_seqs
+        if num_waiting + num_seqs > self.options.max_waiting_seqs:
+            raise QueueFullError(num_waiting, num_seqs, self.options.retry_after_s)
+
     def _abort(self, group: RequestGroup) -> None:
         self._commands.put(_Abort(sorted(group.unfinished)))
 
     def _expire(self, group: RequestGroup) -> None:
         self._timers.pop(group, None)
-        group.timed_out = True
         log.warning("request %s timed out; aborting", group.request_ids[0])
-        group.abort()
+        group.cut(CUT_TIMEOUT)
+
+    def cut_all(self) -> int:
+        """Abort every client request (canaries aside) as CUT_SHUTDOWN; returns how many
+        API calls were cut."""
+        groups = {*self._groups.values()} - self._internal
+        for group in groups:
+            group.cut(CUT_SHUTDOWN)
+        return len(groups)
 
     def _deliver(self, outputs: list[RequestOutput]) -> None:
         if any(c.new_token_ids for output in outputs for c in output.outputs):
@@ -311,35 +360,40 @@ class AsyncLLMEngine:
             while not self._stopping:
                 self._heartbeat = time.monotonic()
                 idle = not self.engine.has_unfinished_requests()
-                self._apply_commands(wait_s=self.options.idle_wait_s if idle else 0)
+                command = self._next_command(wait_s=self.options.idle_wait_s if idle else 0)
+                started = time.monotonic()  # the pass's work, without the idle wait
+                if command is not None:
+                    self._apply_commands(command, deadline=started + self.options.command_budget_s)
                 if self.engine.has_unfinished_requests():  # aborted ones too: they report
                     outputs = self.engine.step()
                     self.stats = self.engine.stats()
                     if outputs:
                         self._loop.call_soon_threadsafe(self._deliver, outputs)
+                self.longest_pass_s = max(self.longest_pass_s, time.monotonic() - started)
         except BaseException as e:  # the engine is in an unknown state: stop serving
             log.exception("engine loop failed")
             self._error = e
             dead = EngineDeadError(f"engine failed: {e!r}")
             self._loop.call_soon_threadsafe(self._fail_all, dead)
 
-    def _apply_commands(self, wait_s: float) -> None:
-        applied = False
-        answers = []  # for the event loop, once the stats show the added requests
+    def _next_command(self, wait_s: float):
         try:
-            command = self._commands.get(timeout=wait_s) if wait_s else self._commands.get_nowait()
-            while True:
-                applied = True
-                if isinstance(command, _Add):
-                    answers.append(self._add(command))
-                elif isinstance(command, _Abort):
-                    for rid in command.request_ids:
-                        self.engine.abort_request(rid)
-                command = self._commands.get_nowait()
+            return self._commands.get(timeout=wait_s) if wait_s else self._commands.get_nowait()
         except queue.Empty:
-            pass
-        if applied:  # before the adds resolve, so admission control sees them as waiting
-            self.stats = self.engine.stats()
+            return None
+
+    def _apply_commands(self, command, deadline: float) -> None:
+        """Apply commands until none is left or the deadline passes; the rest wait for the
+        next pass (a step runs in between)."""
+        answers = []  # for the event loop, once the stats show the added requests
+        while command is not None:
+            if isinstance(command, _Add):
+                answers.append(self._add(command))
+            elif isinstance(command, _Abort):
+                for rid in command.request_ids:
+                    self.engine.abort_request(rid)
+            command = self._next_command(0) if time.monotonic() < deadline else None
+        self.stats = self.engine.stats()  # before the adds resolve: admission sees them
         for answer in answers:
             self._loop.call_soon_threadsafe(*answer)
 

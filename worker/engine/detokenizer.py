@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from typing import Any
-from weakref import WeakKeyDictionary
+from weakref import ref
 
 PROMPT_CONTEXT_TOKENS = 5  # prompt tokens decoded ahead of the output with prompt_context
 _BYTE_TOKEN = re.compile(r"<0x[0-9A-Fa-f]{2}>")
@@ -30,21 +30,25 @@ _REPLACEMENT_CHAR = "\ufffd"
 @dataclass(frozen=True)
 class _TokenKinds:
     byte_ids: frozenset[int]  # byte-fallback tokens such as <0xE2>
-    special_ids: frozenset[int]
+    byte_or_special_ids: frozenset[int]  # built once: every detokenizer shares the set
 
 
-_token_kinds: WeakKeyDictionary[Any, _TokenKinds] = WeakKeyDictionary()
+# id(tokenizer) -> (a weak reference to it, its kinds). Keyed by id because making a weak
+# reference to a transformers tokenizer costs ~60 us, paid by every sequence of a request.
+_token_kinds: dict[int, tuple[ref, _TokenKinds]] = {}
 
 
 def _kinds_of(tokenizer: Any) -> _TokenKinds:
     """Scanning the vocabulary costs O(vocab), so it happens once per tokenizer."""
-    kinds = _token_kinds.get(tokenizer)
-    if kinds is None:
-        vocab = tokenizer.get_vocab()
-        byte_ids = frozenset(i for token, i in vocab.items() if _BYTE_TOKEN.fullmatch(token))
-        added_special = (i for i, t in tokenizer.added_tokens_decoder.items() if t.special)
-        special_ids = frozenset(tokenizer.all_special_ids).union(added_special)
-        kinds = _token_kinds[tokenizer] = _TokenKinds(byte_ids, special_ids)
+    cached = _token_kinds.get(id(tokenizer))
+    if cached is not None and cached[0]() is tokenizer:  # not a dead one's reused id
+        return cached[1]
+    vocab = tokenizer.get_vocab()
+    byte_ids = frozenset(i for token, i in vocab.items() if _BYTE_TOKEN.fullmatch(token))
+    added_special = (i for i, t in tokenizer.added_tokens_decoder.items() if t.special)
+    special_ids = frozenset(tokenizer.all_special_ids).union(added_special)
+    kinds = _TokenKinds(byte_ids, byte_ids | special_ids)
+    _token_kinds[id(tokenizer)] = (ref(tokenizer), kinds)
     return kinds
 
 
@@ -61,7 +65,7 @@ class IncrementalDetokenizer:
         self._skip_special_tokens = skip_special_tokens
         kinds = _kinds_of(tokenizer)
         # Tokens that leave a byte run open: bytes, and special tokens the decode drops.
-        self._run_ids = kinds.byte_ids | (kinds.special_ids if skip_special_tokens else frozenset())
+        self._run_ids = kinds.byte_or_special_ids if skip_special_tokens else kinds.byte_ids
         context = list(prompt_token_ids[-PROMPT_CONTEXT_TOKENS:]) if prompt_context else []
         self._ids = context
         self._window_start = 0  # decoded only as context for the next delta

@@ -241,7 +241,7 @@ class LLMEngine:
         bm = self.block_manager
         return EngineStats(
             num_running=len(self.scheduler.running),
-            num_waiting=len(self.scheduler.waiting),
+            num_waiting=self.scheduler.num_waiting,
             kv_cache_usage=bm.usage,
             num_gpu_blocks=bm.num_blocks,
             num_free_blocks=bm.num_free_blocks,

@@ -149,6 +149,7 @@ def apply_top_k_top_p(logits: torch.Tensor, params: list[SamplingParams]) -> tor
     mass_before = probs.cumsum(dim=-1) - probs  # of the strictly better tokens
     top_p = _column([p.top_p for p in params], logits)
     beyond_p = (mass_before >= top_p) & (top_p < 1.0)  # top_p == 1 must not cut rounding dust
+    beyond_p[:, 0] = False  # the best token always stays, also when top_p rounds to 0 in float32
     ordered = ordered.masked_fill(beyond_p, float("-inf"))
     return torch.empty_like(logits).scatter_(1, order, ordered)
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass, field, fields
 
 MAX_STOP_STRINGS = 16
 MAX_LOGPROBS = 20
+# Below this a temperature is greedy, as in vLLM: dividing logits by ~1e-39 overflows float32.
+GREEDY_BELOW_TEMPERATURE = 1e-5
 
 
 class SamplingParamsError(ValueError):
@@ -39,9 +42,13 @@ class SamplingParams:
 
     @property
     def greedy(self) -> bool:
-        return self.temperature == 0.0
+        return self.temperature < GREEDY_BELOW_TEMPERATURE
 
     def validate(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise SamplingParamsError(f.name, "must be a finite number")
         checks = [
             ("n", self.n >= 1, "must be at least 1"),
             ("temperature", self.temperature >= 0.0, "must be >= 0"),

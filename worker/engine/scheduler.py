@@ -5,6 +5,11 @@ sequence with many uncomputed tokens). Running sequences go first, in arrival or
 ones are admitted FCFS while budget, sequence slots and KV blocks last. When blocks run out, the
 most recently arrived running sequence is preempted: its blocks are freed and it goes back to the
 front of the queue to be recomputed later, so the oldest work always progresses and none starves.
+
+Removing a waiting sequence (an abort) costs O(1): it stays in the queue, marked finished, and is
+dropped when it reaches the front, or when the dead outnumber the live and the queue is rebuilt
+(amortised O(1) per removal). Aborting a request of 100k waiting sequences is linear, not
+quadratic.
 """
 
 from __future__ import annotations
@@ -44,21 +49,26 @@ class Scheduler:
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
         self.num_preemptions = 0
+        self._num_removed_waiting = 0  # finished sequences still in `waiting`
+
+    @property
+    def num_waiting(self) -> int:
+        return len(self.waiting) - self._num_removed_waiting
 
     def add(self, seq: Sequence) -> None:
         self.waiting.append(seq)
 
     def remove(self, seq: Sequence) -> None:
         """Take a sequence out (finished or aborted) and free its blocks."""
-        if seq in self.running:
-            self.running.remove(seq)
-        elif seq in self.waiting:
-            self.waiting.remove(seq)
+        if seq.status is SequenceStatus.RUNNING:
+            self.running.remove(seq)  # at most max_num_seqs long
+        elif seq.status is SequenceStatus.WAITING:
+            self._num_removed_waiting += 1
         self.block_manager.free_seq(seq)
         seq.status = SequenceStatus.FINISHED
-
-    def has_work(self) -> bool:
-        return bool(self.waiting or self.running)
+        if self._num_removed_waiting > max(len(self.waiting) // 2, 64):
+            self.waiting = deque(s for s in self.waiting if not s.is_finished)
+            self._num_removed_waiting = 0
 
     def schedule(self) -> SchedulerOutput:
         budget = self.max_num_batched_tokens
@@ -96,6 +106,10 @@ class Scheduler:
         deferred: list[Sequence] = []
         while self.waiting and budget > 0 and len(self.running) < self.max_num_seqs:
             seq = self.waiting[0]
+            if seq.is_finished:  # removed while waiting
+                self.waiting.popleft()
+                self._num_removed_waiting -= 1
+                continue
             if seq.waits_for_sibling():
                 deferred.append(self.waiting.popleft())
                 continue

@@ -10,7 +10,7 @@ from aiohttp import web
 from worker.server import openai_routes, probes
 from worker.server.access_log import LOG_FIELDS, request_id_middleware
 from worker.server.errors import APIError
-from worker.server.state import STATE, Phase, WorkerState
+from worker.server.state import STATE, WorkerState
 
 log = logging.getLogger("pagoda.server")
 
@@ -57,26 +57,36 @@ async def auth_middleware(request: web.Request, handler):
 
 @web.middleware
 async def drain_middleware(request: web.Request, handler):
-    """Count generations in flight; once draining, refuse new ones."""
-    if request.path not in GENERATION_PATHS:
-        return await handler(request)
-    state = request.app[STATE]
-    if state.phase is Phase.DRAINING:
-        if state.model:
-            state.model.metrics.reject("draining")
+    """Once draining, refuse new generations before reading their bodies (respond() checks
+    again before submitting one)."""
+    if request.path in GENERATION_PATHS:
+        request.app[STATE].refuse_if_draining()
+    return await handler(request)
+
+
+@web.middleware
+async def body_size_middleware(request: web.Request, handler):
+    """A declared Content-Length over the limit gets its 413 before a byte of the body is read."""
+    limit = request.app[STATE].max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
         raise APIError(
-            503, "the server is shutting down", error_type="service_unavailable", code="draining"
+            413,
+            f"the request body of {request.content_length} bytes exceeds the limit of "
+            f"{limit} bytes",
+            code="body_too_large",
         )
-    state.request_started()
-    try:
-        return await handler(request)
-    finally:
-        state.request_ended()
+    return await handler(request)
 
 
 def build_app(state: WorkerState) -> web.Application:
     app = web.Application(
-        middlewares=[request_id_middleware, error_middleware, auth_middleware, drain_middleware],
+        middlewares=[
+            request_id_middleware,
+            error_middleware,
+            body_size_middleware,
+            auth_middleware,
+            drain_middleware,
+        ],
         client_max_size=state.max_body_bytes,
     )
     app[STATE] = state

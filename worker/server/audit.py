@@ -1,5 +1,6 @@
-"""Prompt/completion audit log: off by default; when on, common secrets and personal data
-are redacted before anything is written."""
+"""Prompt/completion audit log: off by default; when on, the server's own API keys (wherever
+they appear, whatever they look like), common secrets and personal data are redacted before
+anything is written."""
 
 from __future__ import annotations
 
@@ -26,8 +27,15 @@ def redact(text: str) -> str:
 
 
 class AuditLog:
-    def __init__(self, enabled: bool) -> None:
+    def __init__(self, enabled: bool, api_keys: list[str] | None = None) -> None:
         self.enabled = enabled
+        # Longest first, so a key that contains another is replaced whole.
+        self._api_keys = sorted(set(api_keys or []), key=len, reverse=True)
+
+    def redact(self, text: str) -> str:
+        for key in self._api_keys:
+            text = text.replace(key, "[API_KEY]")
+        return redact(text)
 
     def record(self, request_id: str, endpoint: str, prompt: str, completions: list[str]) -> None:
         if not self.enabled:
@@ -35,7 +43,7 @@ class AuditLog:
         entry = {
             "request_id": request_id,
             "endpoint": endpoint,
-            "prompt": redact(prompt),
-            "completions": [redact(text) for text in completions],
+            "prompt": self.redact(prompt),
+            "completions": [self.redact(text) for text in completions],
         }
         audit_log.info(json.dumps(entry, ensure_ascii=False))

@@ -3,10 +3,15 @@
 Each prompt is one engine request (its `n` completions share the prompt's KV blocks);
 choice `i * n + j` is completion j of prompt i. However the handler ends (done, client
 gone, error), unfinished requests are aborted so their KV blocks are freed at once.
+
+A request the server cuts (its timeout, the drain deadline) never looks complete: a whole
+response becomes an error status, a stream ends with an error event and `[DONE]`. "abort"
+is not an OpenAI finish reason, so aborted choices are never shown.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -15,11 +20,16 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from worker.engine.async_engine import EngineDeadError, QueueFullError, RequestGroup
-from worker.engine.outputs import RequestOutput
+from worker.engine.async_engine import (
+    CUT_TIMEOUT,
+    EngineDeadError,
+    QueueFullError,
+    RequestGroup,
+)
+from worker.engine.outputs import FinishReason, RequestOutput
 from worker.engine.sampling_params import SamplingParams
 from worker.server.access_log import LOG_FIELDS, REQUEST_ID, REQUEST_ID_HEADER
-from worker.server.errors import APIError, error_body
+from worker.server.errors import APIError
 from worker.server.responses import Format, usage
 from worker.server.state import LoadedModel, WorkerState
 
@@ -41,16 +51,35 @@ class Generation:
 
 async def respond(request: web.Request, state: WorkerState, gen: Generation) -> web.StreamResponse:
     model = state.loaded()
-    group = await _submit(model, gen)
-    call = _Call(request, state, model, gen, group)
-    try:
-        return await (call.stream() if gen.stream else call.whole())
-    finally:
-        if not group.finished:
-            group.abort()
-        if group.timed_out:
-            model.metrics.timeout()
-        call.account()
+    with state.generating():  # a drain waits for this, and for nothing before it
+        group = await _submit(model, gen)
+        call = _Call(request, state, model, gen, group)
+        try:
+            return await (call.stream() if gen.stream else call.whole())
+        finally:
+            if not group.finished:
+                group.abort()
+            if group.timed_out:
+                model.metrics.timeout()
+            call.account()
+
+
+def _cut_error(group: RequestGroup, model: LoadedModel) -> APIError:
+    """Why the server ended the group early, for its client."""
+    if group.cut_because == CUT_TIMEOUT:
+        timeout_s = model.engine.options.request_timeout_s
+        return APIError(
+            504,
+            f"the request ran past the server's timeout of {timeout_s:g} s and was stopped",
+            error_type="timeout_error",
+            code="request_timeout",
+        )
+    return APIError(
+        503,
+        "the server is shutting down and stopped this request",
+        error_type="service_unavailable",
+        code="server_shutdown",
+    )
 
 
 async def _submit(model: LoadedModel, gen: Generation) -> RequestGroup:
@@ -112,6 +141,8 @@ class _Call:
                     self.finals[i] = output
         except EngineDeadError as e:
             raise APIError(503, str(e), error_type="service_unavailable") from e
+        if self.group.cut_because:
+            raise _cut_error(self.group, self.model)
         choices = [
             self.gen.format.final_choice(self.choice_index(i, c.index), c)
             for i in sorted(self.finals)
@@ -139,14 +170,21 @@ class _Call:
                 elif gen.include_usage:
                     data["usage"] = None
                 data = json.dumps(data)
-            await response.write(f"data: {data}\n\n".encode())
+            try:  # a client that stops reading must not hold its slot (or a drain) forever
+                async with asyncio.timeout(self.state.write_timeout_s):
+                    await response.write(f"data: {data}\n\n".encode())
+            except TimeoutError:
+                self.request.transport.abort()
+                raise ConnectionResetError("the client stopped reading") from None
 
         try:
             opening = fmt.opening_choices(len(self.gen.prompts) * self.gen.params.n)
             if opening:
                 await send(self.envelope(opening, chunk=True))
-            await self._stream_outputs(send)
-            if gen.include_usage:
+            error = await self._stream_outputs(send)
+            if error:
+                await send(json.dumps(error.body()))
+            elif gen.include_usage:
                 await send(json.dumps(self.envelope([], chunk=True) | {"usage": self.usage()}))
             await send("[DONE]")
             await response.write_eof()
@@ -154,7 +192,8 @@ class _Call:
             self.disconnected = True  # the finally in respond() aborts the requests
         return response
 
-    async def _stream_outputs(self, send) -> None:
+    async def _stream_outputs(self, send) -> APIError | None:
+        """Streams the choices; returns the error that ended the stream early, if one did."""
         reported_finish: set[int] = set()
         try:
             async for i, output in self.group:
@@ -162,6 +201,8 @@ class _Call:
                 for completion in output.outputs:
                     self.streamed_tokens += len(completion.new_token_ids)
                     index = self.choice_index(i, completion.index)
+                    if completion.finish_reason is FinishReason.ABORT:
+                        continue
                     if (
                         completion.new_token_ids
                         or completion.new_text
@@ -175,7 +216,8 @@ class _Call:
                 if output.finished:
                     self.finals[i] = output
         except EngineDeadError as e:
-            await send(json.dumps(error_body(str(e), "service_unavailable")))
+            return APIError(503, str(e), error_type="service_unavailable")
+        return _cut_error(self.group, self.model) if self.group.cut_because else None
 
     def account(self) -> None:
         """Access-log fields and the audit record, whatever became of the call."""

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from worker.engine.outputs import FinishReason, RequestOutput
@@ -47,8 +47,20 @@ class WorkerGauges:
 
     stats: EngineStats
     heartbeat_age_s: float
+    longest_pass_s: float
     generation_age_s: float | None  # None until the first token
     ready: bool
+
+
+def loading_metrics() -> bytes:
+    """What a scrape reads before a model is served: not ready, loading."""
+    registry = CollectorRegistry()
+    for name, doc, value in (
+        ("pagoda:ready", "1 when /ready answers 200.", 0.0),
+        ("pagoda:loading", "1 while the model loads and warms up.", 1.0),
+    ):
+        Gauge(name, doc, registry=registry).set(value)
+    return generate_latest(registry)
 
 
 class ServerMetrics:
@@ -158,6 +170,14 @@ class _WorkerCollector:
             return family
 
         yield gauge("pagoda:ready", "1 when /ready answers 200.", float(now.ready))
+        yield GaugeMetricFamily(
+            "pagoda:loading", "1 while the model loads and warms up.", value=0.0
+        )
+        yield gauge(
+            "pagoda:engine_loop_longest_pass_seconds",
+            "The engine loop's longest pass so far (commands + one step).",
+            now.longest_pass_s,
+        )
         yield gauge(
             "pagoda:engine_heartbeat_age_seconds",
             "Seconds since the engine loop last went round.",

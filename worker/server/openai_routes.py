@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pydantic
@@ -9,7 +10,13 @@ from aiohttp import web
 
 from worker.server.errors import APIError, from_validation_error
 from worker.server.generation import Generation, respond
-from worker.server.prompts import chat_prompt, check_context, completion_prompts
+from worker.server.prompts import (
+    chat_prompt,
+    check_chat_messages,
+    check_completion_prompt,
+    check_context,
+    completion_prompts,
+)
 from worker.server.protocol import ChatCompletionRequest, CompletionRequest
 from worker.server.responses import ChatFormat, CompletionFormat
 from worker.server.sampling import chat_max_tokens_param, chat_sampling, completion_sampling
@@ -19,7 +26,17 @@ DEFAULT_COMPLETION_MAX_TOKENS = 16  # as OpenAI's legacy completions API
 
 
 async def _parse(request: web.Request, schema: type[pydantic.BaseModel]):
-    body = await request.read()  # aiohttp answers 413 beyond the app's client_max_size
+    timeout_s = request.app[STATE].body_timeout_s
+    try:  # aiohttp answers 413 beyond the app's client_max_size
+        async with asyncio.timeout(timeout_s):
+            body = await request.read()
+    except TimeoutError:
+        raise APIError(
+            408,
+            f"the request body did not arrive within {timeout_s:g} s",
+            code="body_timeout",
+            headers={"Connection": "close"},
+        ) from None
     try:
         return schema.model_validate_json(body)
     except pydantic.ValidationError as e:
@@ -29,7 +46,7 @@ async def _parse(request: web.Request, schema: type[pydantic.BaseModel]):
 def _check_model(requested: str | None, model: LoadedModel) -> None:
     if requested is not None and requested != model.name:
         raise APIError(
-            400,
+            404,
             f"the model {requested!r} does not exist; this server serves {model.name!r}",
             param="model",
             code="model_not_found",
@@ -43,6 +60,7 @@ async def completions(request: web.Request) -> web.StreamResponse:
     _check_model(body.model, model)
     max_tokens = DEFAULT_COMPLETION_MAX_TOKENS if body.max_tokens is None else body.max_tokens
     params = completion_sampling(body, max_tokens)
+    check_completion_prompt(body.prompt, model.max_prompt_chars)
     prompts = await model.tokenize(completion_prompts, body.prompt, model.tokenizer)
     for prompt in prompts:
         check_context(len(prompt), max_tokens, model.max_model_len, "prompt", "max_tokens")
@@ -69,6 +87,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     model = state.loaded()
     body = await _parse(request, ChatCompletionRequest)
     _check_model(body.model, model)
+    check_chat_messages(body.messages, model.max_prompt_chars)
     prompt = await model.tokenize(chat_prompt, body.messages, model.tokenizer)
     max_tokens_param = chat_max_tokens_param(body)
     max_tokens = body.max_completion_tokens

@@ -6,7 +6,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from aiohttp import web
 
-from worker.server.metrics import CONTENT_TYPE
+from worker.server.metrics import CONTENT_TYPE, loading_metrics
 from worker.server.state import STATE
 
 
@@ -35,8 +35,9 @@ async def ready(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    model = request.app[STATE].loaded()
-    return web.Response(body=model.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
+    model = request.app[STATE].model
+    body = model.metrics.render() if model else loading_metrics()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
 
 def pagoda_version() -> str:

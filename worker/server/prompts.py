@@ -16,24 +16,59 @@ PLAIN_CHAT_TEMPLATE = (
 )
 
 
+def max_prompt_chars(tokenizer, max_model_len: int) -> int:
+    """No text longer than this fits the context window: every token stands for at most as
+    many characters as its longest vocabulary entry (byte-level and SentencePiece entries
+    spell each character or byte with at least one character)."""
+    longest = max(len(token) for token in tokenizer.get_vocab())
+    return max_model_len * longest
+
+
+def check_prompt_chars(num_chars: int, limit: int, param: str) -> None:
+    """Refuse, before tokenizing it, a text that cannot fit the context window."""
+    if num_chars > limit:
+        raise APIError(
+            400,
+            f"{param} has {num_chars} characters; no text longer than {limit} characters fits "
+            "this model's context window",
+            param=param,
+            code="context_length_exceeded",
+        )
+
+
+def check_completion_prompt(prompt, max_chars: int) -> None:
+    """Cheap checks on the event loop, before any tokenizing."""
+    if isinstance(prompt, str):
+        prompt = [prompt]
+    if not prompt:
+        raise APIError(400, "prompt must not be empty", param="prompt")
+    if len(prompt) > MAX_PROMPTS and not isinstance(prompt[0], int):
+        raise APIError(400, f"at most {MAX_PROMPTS} prompts in one request", param="prompt")
+    if isinstance(prompt[0], str):
+        for i, text in enumerate(prompt):
+            check_prompt_chars(
+                len(text), max_chars, f"prompt[{i}]" if len(prompt) > 1 else "prompt"
+            )
+
+
 def completion_prompts(prompt, tokenizer) -> list[list[int]]:
     """A string, a list of strings, token ids or a list of token-id lists -> token-id lists.
 
     Token ids are checked by the engine (non-empty, inside the vocabulary)."""
     if isinstance(prompt, str):
         return [tokenizer.encode(prompt)]
-    if not prompt:
-        raise APIError(400, "prompt must not be empty", param="prompt")
-    if len(prompt) > MAX_PROMPTS and not isinstance(prompt[0], int):
-        raise APIError(400, f"at most {MAX_PROMPTS} prompts in one request", param="prompt")
     if isinstance(prompt[0], str):
         return [tokenizer.encode(text) for text in prompt]
     return [prompt] if isinstance(prompt[0], int) else prompt
 
 
-def chat_prompt(messages: list[ChatMessage], tokenizer) -> list[int]:
+def check_chat_messages(messages: list[ChatMessage], max_chars: int) -> None:
     if not messages:
         raise APIError(400, "messages must not be empty", param="messages")
+    check_prompt_chars(sum(len(m.text) for m in messages), max_chars, "messages")
+
+
+def chat_prompt(messages: list[ChatMessage], tokenizer) -> list[int]:
     conversation = [{"role": m.role, "content": m.text} for m in messages]
     text = tokenizer.apply_chat_template(
         conversation,

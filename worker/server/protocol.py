@@ -1,19 +1,31 @@
 """Request bodies of the OpenAI API, as pydantic models.
 
-Types are checked strictly (a string is not a number) and unknown fields are refused, as
-OpenAI does; value ranges are checked once, by SamplingParams. `None` means "the default",
-because many clients send explicit nulls.
+Types are checked strictly and unknown fields are refused, as OpenAI does, with one leniency
+that OpenAI and vLLM share: numbers may come as strings ("0.7"). Non-finite numbers (JSON's
+non-standard `Infinity` and `NaN`, or "inf") are refused. Value ranges are checked once, by
+SamplingParams. `None` means "the default", because many clients send explicit nulls.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Strict
+
+
+def _not_a_bool(value):
+    if isinstance(value, bool):
+        raise ValueError("must be a number, not a boolean")
+    return value
+
+
+# A number, or a string holding one; never a boolean.
+Number = Annotated[float, Strict(False), BeforeValidator(_not_a_bool)]
+Integer = Annotated[int, Strict(False), BeforeValidator(_not_a_bool)]
 
 
 class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
 class StreamOptions(_Body):
@@ -25,15 +37,15 @@ class SamplingFields(_Body):
     """Fields shared by completions and chat completions."""
 
     model: str | None = None
-    n: int | None = None
-    temperature: float | None = None
-    top_p: float | None = None
-    top_k: int | None = None  # -1 or 0 disables (vLLM accepts both)
-    min_p: float | None = None
-    presence_penalty: float | None = None
-    frequency_penalty: float | None = None
-    repetition_penalty: float | None = None
-    seed: int | None = None
+    n: Integer | None = None
+    temperature: Number | None = None
+    top_p: Number | None = None
+    top_k: Integer | None = None  # -1 or 0 disables (vLLM accepts both)
+    min_p: Number | None = None
+    presence_penalty: Number | None = None
+    frequency_penalty: Number | None = None
+    repetition_penalty: Number | None = None
+    seed: Integer | None = None
     stop: str | list[str] | None = None
     stop_token_ids: list[int] | None = None
     ignore_eos: bool | None = None
@@ -52,8 +64,8 @@ class SamplingFields(_Body):
 
 class CompletionRequest(SamplingFields):
     prompt: str | list[str] | list[int] | list[list[int]]
-    max_tokens: int | None = None
-    logprobs: int | None = None  # top-N per token, as in the legacy completions API
+    max_tokens: Integer | None = None
+    logprobs: Integer | None = None  # top-N per token, as in the legacy completions API
 
 
 class TextPart(_Body):
@@ -75,7 +87,7 @@ class ChatMessage(_Body):
 
 class ChatCompletionRequest(SamplingFields):
     messages: list[ChatMessage]
-    max_tokens: int | None = None  # deprecated by OpenAI in favour of max_completion_tokens
-    max_completion_tokens: int | None = None
+    max_tokens: Integer | None = None  # deprecated by OpenAI in favour of max_completion_tokens
+    max_completion_tokens: Integer | None = None
     logprobs: bool | None = None
-    top_logprobs: int | None = None
+    top_logprobs: Integer | None = None

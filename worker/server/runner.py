@@ -2,6 +2,10 @@
 
 It binds before loading so that probes get answers from the start (503 "loading" until the
 model is loaded and warm); the model loads on a worker thread while the event loop answers.
+
+The drain ends when every generation has finished, at the drain deadline, or at a second
+SIGTERM/SIGINT. Generations still running then are cut: each stream gets an error event and
+`[DONE]` (a whole response, a 503) during a short grace, then the connections close.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ from worker.server.state import LoadedModel, WorkerState
 
 log = logging.getLogger("pagoda.server")
 
+CUT_GRACE_S = 1.0  # for cut generations to send their error events before connections close
+
 
 @dataclass
 class ServerSettings:
@@ -37,6 +43,11 @@ class ServerSettings:
     api_keys: list[str] = field(default_factory=list)
     max_body_bytes: int = 4 * 2**20
     drain_timeout_s: float = 25.0  # under Kubernetes' default 30 s grace period
+    # Request headers must arrive this soon after the connection opens or the last response
+    # (idle keep-alive connections close then too, as uvicorn's do after 5 s).
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 30.0  # for the whole request body
+    write_timeout_s: float = 30.0  # for one streamed event, to a client that stopped reading
     audit_log: bool = False
     engine: AsyncEngineOptions = field(default_factory=AsyncEngineOptions)
 
@@ -46,10 +57,13 @@ class Server:
         self.settings = settings
         self.state = WorkerState(
             keys=KeyChecker(settings.api_keys),
-            audit=AuditLog(settings.audit_log),
+            audit=AuditLog(settings.audit_log, settings.api_keys),
             max_body_bytes=settings.max_body_bytes,
+            body_timeout_s=settings.body_timeout_s,
+            write_timeout_s=settings.write_timeout_s,
         )
         self._runner: web.AppRunner | None = None
+        self._hurry = asyncio.Event()  # a second signal: stop draining now
         self.url = ""
 
     async def bind(self) -> str:
@@ -59,6 +73,7 @@ class Server:
             access_log=logging.getLogger("pagoda.access"),
             handler_cancellation=True,  # a client that leaves cancels its handler
             shutdown_timeout=1.0,  # cleanup comes after the drain: no more waiting then
+            keepalive_timeout=self.settings.header_timeout_s,  # aiohttp: until headers arrive
         )
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.settings.host, self.settings.port)
@@ -82,18 +97,38 @@ class Server:
         self.state.serve(model)
         return model
 
+    def hurry(self) -> None:
+        """End the drain now (a second signal): what still runs is cut."""
+        self._hurry.set()
+
     async def drain(self) -> bool:
         """Refuse new work, let in-flight requests finish (up to the deadline), stop."""
         self.state.start_draining()
         in_flight = self.state.in_flight
-        finished = await self.state.wait_idle(self.settings.drain_timeout_s)
-        log.info(
-            "drain: %d requests were in flight; %s",
-            in_flight,
-            "all finished" if finished else "deadline passed, aborting the rest",
-        )
+        finished = await self._wait_idle_unless_hurried(self.settings.drain_timeout_s)
+        if finished:
+            log.info("drain: %d requests were in flight; all finished", in_flight)
+        else:
+            cut = self.state.model.engine.cut_all() if self.state.model else 0
+            log.warning(
+                "drain: %s; cut %d generation(s) still running (streams end with an error "
+                "event and [DONE])",
+                "second signal, exiting now" if self._hurry.is_set() else "deadline passed",
+                cut,
+            )
+            await self.state.wait_idle(CUT_GRACE_S)
         await self.stop()
         return finished
+
+    async def _wait_idle_unless_hurried(self, timeout_s: float) -> bool:
+        idle = asyncio.create_task(self.state.wait_idle(timeout_s))
+        hurry = asyncio.create_task(self._hurry.wait())
+        await asyncio.wait([idle, hurry], return_when=asyncio.FIRST_COMPLETED)
+        hurry.cancel()
+        if not idle.done():
+            idle.cancel()
+            return False
+        return idle.result()
 
     async def stop(self) -> None:
         if self._runner:
@@ -132,9 +167,17 @@ async def serve_until_signalled(
     """The main job of `pagoda serve`: returns after SIGTERM or SIGINT and a drain."""
     loop = asyncio.get_running_loop()
     signalled = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
+
+    def on_signal() -> None:
+        if signalled.is_set():
+            log.warning("a second signal: ending the drain now")
+            server.hurry()
         # Not ready at once, before anything else runs: the load balancer must stop sending.
-        loop.add_signal_handler(sig, lambda: (server.state.start_draining(), signalled.set()))
+        server.state.start_draining()
+        signalled.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal)
     url = await server.bind()
     progress(f"probes answer on {url}/health and {url}/ready")
     loading = asyncio.create_task(server.load(config, progress))

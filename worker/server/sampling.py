@@ -18,6 +18,10 @@ def _build(
 ) -> SamplingParams:
     if request.n is not None and request.n > MAX_N:
         raise APIError(400, f"n: at most {MAX_N} completions per prompt", param="n")
+    if request.stream_options is not None and not request.stream:
+        raise APIError(
+            400, "stream_options: only allowed when stream is true", param="stream_options"
+        )
     stop = [request.stop] if isinstance(request.stop, str) else (request.stop or [])
     top_k = _or(request.top_k, 0)
     try:

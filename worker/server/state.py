@@ -8,6 +8,7 @@ answers 503.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -20,7 +21,10 @@ from worker.server.audit import AuditLog
 from worker.server.auth import KeyChecker
 from worker.server.errors import APIError
 from worker.server.metrics import ServerMetrics, WorkerGauges
+from worker.server.prompts import max_prompt_chars
 from worker.server.token_text import TokenText
+
+TOKENIZER_THREADS = 4  # one huge prompt must not hold up everyone else's tokenizing
 
 
 class Phase(StrEnum):
@@ -39,16 +43,20 @@ class LoadedModel:
         self.tokenizer = engine.engine.tokenizer
         self.max_model_len: int = engine.engine.max_model_len
         self.created = int(time.time())
-        # Tokenizing long prompts takes a while: off the event loop, on one thread.
-        self._tokenizer_thread = ThreadPoolExecutor(1, thread_name_prefix="tokenizer")
+        # No text longer than this can fit the context window: refused before tokenizing.
+        self.max_prompt_chars = max_prompt_chars(self.tokenizer, self.max_model_len)
+        # Tokenizing long prompts takes a while: off the event loop, on a few threads.
+        self._tokenizer_threads = ThreadPoolExecutor(
+            TOKENIZER_THREADS, thread_name_prefix="tokenizer"
+        )
         self.token_text = TokenText(self.tokenizer)
 
     async def tokenize(self, fn, *args):
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._tokenizer_thread, fn, *args)
+        return await loop.run_in_executor(self._tokenizer_threads, fn, *args)
 
     def close(self) -> None:
-        self._tokenizer_thread.shutdown(wait=False, cancel_futures=True)
+        self._tokenizer_threads.shutdown(wait=False, cancel_futures=True)
 
 
 @dataclass
@@ -56,6 +64,8 @@ class WorkerState:
     keys: KeyChecker
     audit: AuditLog
     max_body_bytes: int
+    body_timeout_s: float  # to receive a whole request body
+    write_timeout_s: float  # for one streamed event to leave, to a client that stopped reading
     phase: Phase = Phase.LOADING
     model: LoadedModel | None = None
     in_flight: int = 0
@@ -95,6 +105,7 @@ class WorkerState:
         return WorkerGauges(
             stats=engine.stats,
             heartbeat_age_s=engine.heartbeat_age(),
+            longest_pass_s=engine.longest_pass_s,
             generation_age_s=engine.generation_age(),
             ready=not self.not_ready_reasons(),
         )
@@ -104,14 +115,30 @@ class WorkerState:
     def start_draining(self) -> None:
         self.phase = Phase.DRAINING
 
-    def request_started(self) -> None:
+    def refuse_if_draining(self) -> None:
+        if self.phase is Phase.DRAINING:
+            if self.model:
+                self.model.metrics.reject("draining")
+            raise APIError(
+                503,
+                "the server is shutting down",
+                error_type="service_unavailable",
+                code="draining",
+            )
+
+    @contextlib.contextmanager
+    def generating(self):
+        """A generation in flight, from its submission to its last byte: what a drain waits
+        for. Reading the body and tokenizing come before, so a stalled upload holds no drain."""
+        self.refuse_if_draining()
         self.in_flight += 1
         self._idle.clear()
-
-    def request_ended(self) -> None:
-        self.in_flight -= 1
-        if self.in_flight == 0:
-            self._idle.set()
+        try:
+            yield
+        finally:
+            self.in_flight -= 1
+            if self.in_flight == 0:
+                self._idle.set()
 
     async def wait_idle(self, timeout_s: float) -> bool:
         """True when every in-flight request finished within the timeout."""
