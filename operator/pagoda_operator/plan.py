@@ -9,6 +9,7 @@ from datetime import datetime
 from .api import LLMDeploymentSpec, LLMDeploymentStatus
 from .api.status import Phase
 from .conditions import Transition, merge_conditions, transitions
+from .handover import primary_scale
 from .health import SEVERITY, PodProblem, pod_crash, pod_problem
 from .naming import (
     LABEL_REVISION,
@@ -82,12 +83,16 @@ def plan(world: World, rejections: tuple[Rejection, ...] = ()) -> Plan:
         previous.tier_clock,
         now,
     )
+    scale = primary_scale(
+        spec.replicas, spec.fallback, tier, world.pods, primary, primary_config_now.revision
+    )
     gpus = plan_gpus(
         spec,
         tier.fallback_replicas,
         owner.namespace,
         GpuQuota.tightest(world.quotas),
         ours=sum(pod_gpus(p) for p in world.pods),
+        primary_replicas=scale.replicas,
     )
     rollout = decide_rollout(
         primary_config_now,
@@ -104,7 +109,7 @@ def plan(world: World, rejections: tuple[Rejection, ...] = ()) -> Plan:
         engine_config_map(owner, record.config, record.annotations())
         for record in _primary_revisions(rollout)
     ]
-    apply.append(deployment(owner, rollout.render, spec.replicas, gpus.strategy, spec.rollout))
+    apply.append(deployment(owner, rollout.render, scale.replicas, gpus.strategy, spec.rollout))
     if fallback_config_now:
         apply += [
             engine_config_map(owner, fallback_config_now),
@@ -134,7 +139,7 @@ def plan(world: World, rejections: tuple[Rejection, ...] = ()) -> Plan:
         "UpToDate": up_to_date,
         "Progressing": rollout.progressing,
         "Degraded": degraded,
-        "FallbackActive": tier.verdict,
+        "FallbackActive": _with_note(tier.verdict, scale.note),
         "QuotaExceeded": gpus.verdict,
         "RolledBack": rollout.rolled_back,
     }
@@ -257,6 +262,12 @@ def _ready(tier: str, ready: int, wanted: int, url: str, ever_ready: bool) -> Ve
         "NoReadyPods",
         f"no {tier} pod is ready{yet} (0/{wanted}); see the Progressing and Degraded conditions",
     )
+
+
+def _with_note(verdict: Verdict, note: str) -> Verdict:
+    if not note:
+        return verdict
+    return Verdict(verdict.status, verdict.reason, f"{verdict.message}; {note}")
 
 
 def _serving(ready: Verdict) -> str:

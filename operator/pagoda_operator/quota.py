@@ -26,16 +26,19 @@ def plan_gpus(
     namespace: str,
     quota: GpuQuota | None,
     ours: int,
+    primary_replicas: int | None = None,
 ) -> GpuPlan:
-    """`ours`: GPUs this LLMDeployment's pods hold now (they are part of the quota's usage)."""
+    """`ours`: GPUs this LLMDeployment's pods hold now (they are part of the quota's usage);
+    `primary_replicas`: when the primary runs fewer than spec.replicas (handover.py)."""
     rollout = spec.rollout
+    replicas = spec.replicas if primary_replicas is None else primary_replicas
     per_pod = spec.resources.gpus
     per_fallback_pod = spec.fallback.resources.gpus if spec.fallback else 0
-    primary = spec.replicas * per_pod
+    primary = replicas * per_pod
     fallback = fallback_replicas * per_fallback_pod
     steady = primary + fallback
     # Both tiers roll with the same strategy (and one change, e.g. of spec.image, rolls both).
-    primary_surge = _surge_pods(rollout.max_surge, spec.replicas)
+    primary_surge = _surge_pods(rollout.max_surge, replicas)
     fallback_surge = _surge_pods(rollout.max_surge, fallback_replicas)
     wanted_surge = primary_surge * per_pod + fallback_surge * per_fallback_pod
 
@@ -79,8 +82,12 @@ def plan_gpus(
             f"rolling without surge: a surge of {_pods(primary_surge + fallback_surge)} would need"
             f" {wanted_surge} GPUs but the quota leaves {max(0, available - steady)}"
         )
+    # A cold fallback holds nothing until a failover, when it must fit next to the primary.
+    idle = 0
+    if spec.fallback and not fallback_replicas:
+        idle = spec.fallback.replicas * per_fallback_pod
     if steady > available:
-        breakdown = f"{spec.replicas} primary x {per_pod}"
+        breakdown = f"{replicas} primary x {per_pod}"
         if spec.fallback:
             breakdown += f" + {fallback_replicas} fallback x {spec.fallback.resources.gpus}"
         verdict = Verdict(
@@ -88,6 +95,15 @@ def plan_gpus(
             "GPUQuotaExceeded",
             f"needs {steady} GPUs ({breakdown}) but {numbers}: raise requests.{GPU} of"
             f" {quota.name} to at least {others + steady}, or lower replicas or resources.gpus",
+        )
+    elif steady + idle > available:
+        verdict = Verdict(
+            True,
+            "FallbackWouldNotFit",
+            f"a failover would start {spec.fallback.replicas} fallback x {per_fallback_pod} GPUs"
+            f" next to the primary's {primary}, {steady + idle} in all, but {numbers}: raise"
+            f" requests.{GPU} of {quota.name} to at least {others + steady + idle}, or lower"
+            " fallback.replicas or fallback.resources.gpus",
         )
     else:
         message = f"requests {steady + surge} GPUs; {numbers}"

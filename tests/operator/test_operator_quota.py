@@ -42,6 +42,9 @@ def spec(replicas=2, gpus=2, surge=1, unavailable=0, fallback_gpus=None):
          "WithinQuota"),
         ("the pods alone exceed the quota", spec(replicas=3), 0, quota(4, 0), 0, 6, -2, (0, 1),
          True, "GPUQuotaExceeded"),
+        ("an idle cold fallback must fit next to the primary at a failover", spec(
+            fallback_gpus=2, surge=0, unavailable=1), 0, quota(5, 0), 0, 4, 1, (0, 1), True,
+         "FallbackWouldNotFit"),
         ("CPU-only pods never touch the GPU quota", spec(gpus=0), 0, quota(0, 0), 0, 0, 0,
          (1, 0), False, "WithinQuota"),
     ],
@@ -87,3 +90,16 @@ def test_quota_quantities_are_parsed_as_kubernetes_writes_them():
                 "status": {"used": {key: "2"}}}  # fmt: skip
     found = GpuQuota.tightest([thousand])
     assert (found.hard, found.used) == (1000, 2)
+
+
+def test_fallback_would_not_fit_has_the_numbers():
+    plan = plan_gpus(spec(fallback_gpus=2, surge=0, unavailable=1), 0, "team",
+                     GpuQuota.tightest([quota(5, 0)]), ours=0)  # fmt: skip
+    for fact in ("a failover would start 1 fallback x 2 GPUs", "next to the primary's 4",
+                 "6 in all", "allows 5", "at least 6", "fallback.resources.gpus"):  # fmt: skip
+        assert fact in plan.verdict.message, (fact, plan.verdict.message)
+
+
+def test_a_scaled_down_primary_counts_what_it_runs():
+    plan = plan_gpus(spec(fallback_gpus=1), 1, "team", None, ours=0, primary_replicas=0)
+    assert (plan.accounting.primary, plan.accounting.steady) == (0, 1)
