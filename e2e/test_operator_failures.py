@@ -123,7 +123,7 @@ def test_failing_primary_hands_traffic_to_a_cold_fallback_and_back(cluster, name
     assert cluster.get("deployment", "fb-fallback", namespace)["spec"]["replicas"] == 1
     assert condition(cluster, namespace, "fb", "Ready")["status"] == "True", "fallback serves"
     table = cluster.kubectl("get", "llmd", "fb", f"-n={namespace}", "--no-headers").stdout.split()
-    assert table[1:3] == ["True", "fallback"]
+    assert table[1] == "True" and table[3:5] == ["Degraded", "fallback"]
 
     cluster.clear_fault(oom, namespace)
     cluster.clear_fault(crashing, namespace)
@@ -236,7 +236,23 @@ INVALID = [
     ({"engine": {"gpuMemoryUtilization": 1.5}}, "gpuMemoryUtilization"),
     ({"replicas": 100}, "spec.replicas"),
     ({"enigne": {}}, 'unknown field "spec.enigne"'),
-]
+    # Accepted before, then refused on the Deployment or pod: now refused up front.
+    ({"resources": {"cpu": "1.2.3"}}, "spec.resources.cpu"),
+    ({"resources": {"memory": "1..5Gi"}}, "must be a Kubernetes quantity"),
+    ({"resources": {"tolerations": [{"key": "gpu type", "operator": "Exists"}]}},
+     "spec.resources.tolerations[0].key"),
+    ({"resources": {"tolerations": [{"value": "x"}]}}, "empty key must use operator Exists"),
+    ({"resources": {"tolerations": [{"key": "k", "tolerationSeconds": 5}]}},
+     "tolerationSeconds needs effect NoExecute"),
+    ({"resources": {"nodeSelector": {"pool": "a100 80g"}}}, "spec.resources.nodeSelector.pool"),
+    ({"resources": {"nodeSelector": {"gpu pool": "a"}}}, "must be a valid label/annotation key"),
+    ({"podAnnotations": {"scrape me": "true"}}, "must be a valid label/annotation key"),
+    ({"image": "registry.local/pagoda worker:1"}, "spec.image"),
+    ({"fallback": {"model": {"source": {"hf": {"repo": "o/r"}}}, "image": "a b"}},
+     "spec.fallback.image"),
+    ({"rollout": {"progressDeadlineSeconds": 20, "minReadySeconds": 30}},
+     "minReadySeconds must be less than rollout.progressDeadlineSeconds"),
+]  # fmt: skip
 
 
 @pytest.mark.parametrize(("spec", "says"), INVALID, ids=[says[:40] for _, says in INVALID])

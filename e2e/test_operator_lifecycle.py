@@ -52,10 +52,15 @@ def test_sample_becomes_ready_with_its_children_and_endpoint(cluster, namespace,
     cluster.kubectl("apply", f"-n={namespace}", "-f", str(SAMPLE))
     ready_condition = wait_condition(cluster, namespace, "stories", "Ready", "True")
     assert f"http://stories.{namespace}.svc:8000/v1" in ready_condition["message"]
-
+    # The sample keeps the default bake time (rollout.minReadySeconds 30 s) before Ready.
+    cluster.wait_for(
+        lambda: status(cluster, namespace, "stories")["phase"] == "Ready",
+        timeout=90,
+        what="the first revision to finish baking",
+    )
     current = status(cluster, namespace, "stories")
     assert current["endpoint"] == f"http://stories.{namespace}.svc:8000/v1"
-    assert current["phase"] == "Ready"
+    assert current["model"] == "stories260K"
     assert current["readyReplicas"] == 1
     assert current["observedGeneration"] == 1
     owned = children(cluster, namespace)
@@ -72,6 +77,16 @@ def test_sample_becomes_ready_with_its_children_and_endpoint(cluster, namespace,
         assert reference["uid"] == uid and reference["controller"] is True
         managers = {m["manager"] for m in obj["metadata"]["managedFields"]}
         assert "pagoda-operator" in managers
+    # The status too is written as pagoda-operator (not the client library's default name).
+    listing = cluster.kubectl(
+        "get", "llmd", "stories", f"-n={namespace}", "-o=json", "--show-managed-fields"
+    )
+    writers = {
+        (m["manager"], m.get("subresource"))
+        for m in json.loads(listing.stdout)["metadata"]["managedFields"]
+    }
+    assert ("pagoda-operator", "status") in writers, writers
+    assert not any(manager.startswith("OpenAPI-Generator") for manager, _ in writers)
     [worker] = pods(cluster, namespace)
     assert ready(worker)
     container = worker["spec"]["containers"][0]
@@ -81,8 +96,9 @@ def test_sample_becomes_ready_with_its_children_and_endpoint(cluster, namespace,
     assert service["spec"]["selector"]["pagoda.dev/tier"] == "primary"
 
     table = cluster.kubectl("get", "llmd", f"-n={namespace}").stdout.split()
-    assert table[:6] == ["NAME", "READY", "TIER", "MODEL", "GPUS", "AGE"]
-    assert table[6:10] == ["stories", "True", "primary", "stories260K"]
+    header = ["NAME", "READY", "UP-TO-DATE", "PHASE", "TIER", "MODEL", "GPUS", "AGE"]
+    assert table[:8] == header
+    assert table[8:15] == ["stories", "True", "True", "Ready", "primary", "stories260K", "0"]
 
 
 def test_reconciling_again_changes_nothing(cluster, namespace, operator):

@@ -21,6 +21,8 @@ REPO = Path(__file__).resolve().parents[1]
 CRDS = REPO / "crds"
 PAGODA = Path(sys.executable).parent / "pagoda"
 STORIES_SOURCE = {"pvc": {"claimName": "pagoda-models", "path": "stories260K"}}
+# KWOK pods never crash unless a test says so: a short bake keeps rollouts quick.
+BAKE_SECONDS = 1
 
 
 def install_crds(cluster: Cluster) -> None:
@@ -108,6 +110,7 @@ def running_operator(cluster: Cluster, workdir: Path, *args: str, **kwargs) -> I
 def llmdeployment(name: str, **spec: Any) -> dict:
     body = {"model": {"name": "stories", "source": STORIES_SOURCE}, "replicas": 2}
     body.update(spec)
+    body["rollout"] = {"minReadySeconds": BAKE_SECONDS, **spec.get("rollout", {})}
     return {
         "apiVersion": "pagoda.dev/v1alpha1",
         "kind": "LLMDeployment",
