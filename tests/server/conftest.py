@@ -105,7 +105,7 @@ class RunningServer:
 def _settings(**overrides) -> ServerSettings:
     engine = AsyncEngineOptions(canary_interval_s=1.0, canary_max_age_s=30.0)
     engine = replace(engine, **overrides.pop("engine", {}))
-    return ServerSettings(port=0, drain_timeout_s=5.0, engine=engine, **overrides)
+    return ServerSettings(**({"port": 0, "drain_timeout_s": 5.0, "engine": engine} | overrides))
 
 
 @pytest.fixture(scope="session")
