@@ -71,6 +71,16 @@ def test_redaction(text, redacted):
     assert redact(text) == (redacted or text)
 
 
+def test_audit_log_redacts_the_servers_own_keys_whatever_they_look_like(caplog):
+    keys = ["correct-horse-battery", "plainword42"]
+    audit = AuditLog(enabled=True, api_keys=keys)
+    with caplog.at_level(logging.INFO, logger="pagoda.audit"):
+        audit.record("r1", "completions", "my key is correct-horse-battery ok", ["plainword42!"])
+    [entry] = [json.loads(r.getMessage()) for r in caplog.records if r.name == "pagoda.audit"]
+    assert entry["prompt"] == "my key is [API_KEY] ok"
+    assert entry["completions"] == ["[API_KEY]!"]
+
+
 def test_audit_log_is_silent_when_off(caplog):
     with caplog.at_level(logging.INFO, logger="pagoda.audit"):
         AuditLog(enabled=False).record("r1", "completions", "secret prompt", ["secret answer"])

@@ -59,6 +59,33 @@ CASES = [
         {"prompt": "x", "presence_penalty": 3},
         "presence_penalty",
     ),
+    bad(
+        "temperature-infinity",
+        COMPLETIONS,
+        b'{"prompt": "x", "temperature": Infinity}',
+        "temperature",
+    ),
+    bad("top-p-nan", COMPLETIONS, b'{"prompt": "x", "top_p": NaN}', "top_p"),
+    bad(
+        "temperature-inf-string", COMPLETIONS, {"prompt": "x", "temperature": "inf"}, "temperature"
+    ),
+    bad(
+        "temperature-overflow", COMPLETIONS, b'{"prompt": "x", "temperature": 1e999}', "temperature"
+    ),
+    bad("n-a-boolean", COMPLETIONS, {"prompt": "x", "n": True}, "n"),
+    bad(
+        "stream-options-without-stream",
+        COMPLETIONS,
+        {"prompt": "x", "stream_options": {"include_usage": True}},
+        "stream_options",
+    ),
+    bad("prompt-over-the-character-bound", COMPLETIONS, {"prompt": "once " * 2000}, "prompt"),
+    bad(
+        "chat-messages-over-the-character-bound",
+        CHAT,
+        {"messages": [{"role": "user", "content": "once " * 2000}]},
+        "messages",
+    ),
     bad("chat-missing-messages", CHAT, {"max_tokens": 3}, "messages"),
     bad("chat-empty-messages", CHAT, {"messages": []}, "messages"),
     bad("chat-messages-wrong-type", CHAT, {"messages": "Hello"}, "messages"),
@@ -110,6 +137,25 @@ async def test_bad_request_gets_status_and_error_body(server, path, body, status
     assert error["message"]
     if param:
         assert param.split("[")[0] in error["message"]
+
+
+async def test_numbers_may_come_as_strings_as_openai_and_vllm_accept(server):
+    body = {"prompt": "Once", "max_tokens": "3", "temperature": "0", "n": "2", "seed": "7"}
+    reply = await server.fetch("POST", COMPLETIONS, json=body)
+    assert reply.status == 200
+    choices = reply.json()["choices"]
+    assert len(choices) == 2 and choices[0]["text"] == choices[1]["text"]  # greedy, twice
+    assert reply.json()["usage"]["completion_tokens"] == 6
+
+
+async def test_a_huge_text_prompt_is_refused_before_tokenizing(server):
+    """4 MiB of text took ~3 s to tokenize before its 400, holding up everyone else."""
+    huge = "Once upon a time " * (4 * 2**20 // 17 - 100)
+    body = json.dumps({"prompt": huge, "max_tokens": 1}).encode()
+    reply = await server.fetch("POST", COMPLETIONS, data=body)
+    assert reply.status == 400
+    assert "characters" in reply.json()["error"]["message"]
+    assert reply.json()["error"]["code"] == "context_length_exceeded"
 
 
 async def test_context_errors_say_how_long_the_context_is(server):

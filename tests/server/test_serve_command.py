@@ -152,3 +152,60 @@ def test_sigterm_while_loading_exits_promptly(tmp_path, stories_dir):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_a_second_sigterm_during_the_drain_exits_at_once_and_says_what_it_cut(stories_dir):
+    command = [sys.executable, "-m", "pagoda.cli", "serve", "--port", "0",
+               "--model", str(stories_dir), "--drain-timeout", "60"]  # fmt: skip
+    proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    log: list[str] = []
+    try:
+        for line in proc.stderr:
+            if found := re.search(r"probes answer on (http://[\d.]+:\d+)/health", line):
+                url = found.group(1)
+                break
+        threading.Thread(target=lambda: log.extend(proc.stderr), daemon=True).start()
+        deadline = time.monotonic() + 60
+        while get(url + "/ready")[0] != 200:
+            assert time.monotonic() < deadline, "never became ready"
+            time.sleep(0.1)
+        client = openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0, timeout=60)
+        stream = client.completions.create(
+            model="stories260K", prompt="Once", max_tokens=480, stream=True,
+            extra_body={"ignore_eos": True},
+        )  # fmt: skip
+        next(stream)
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        assert proc.poll() is None  # draining: the stream still runs
+        signalled = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        with pytest.raises(openai.APIError, match="shutting down"):
+            for _ in stream:
+                pass
+        assert proc.wait(timeout=10) == 0
+        assert time.monotonic() - signalled < 5  # not the 60 s drain timeout
+        time.sleep(0.2)  # the log reader catches up
+        assert any("second signal" in line and "cut 1 generation" in line for line in log)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_late_signals_during_an_idle_drain_still_exit_0(stories_dir):
+    """SIGTERMs keep coming while the process exits: it must never die of one (-15)."""
+    proc, url = start_serve("--model", str(stories_dir))
+    try:
+        deadline = time.monotonic() + 60
+        while get(url + "/ready")[0] != 200:
+            assert time.monotonic() < deadline, "never became ready"
+            time.sleep(0.1)
+        while proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            time.sleep(0.005)
+        assert proc.returncode == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
