@@ -18,7 +18,8 @@ from worker.server.runner import ServerSettings
 def help_text(command: str, capsys) -> str:
     with pytest.raises(SystemExit):
         main([command, "--help"])
-    return " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    text = capsys.readouterr().out
+    return " ".join(text[text.index("options:") :].split())  # no usage line; argparse wraps
 
 
 def shown_default(text: str, flag: str) -> str:

@@ -184,7 +184,8 @@ def engine_config(args: argparse.Namespace) -> EngineConfig:
     import pydantic
 
     values = read_config_file(args.config) if args.config else {}
-    values |= {name: getattr(args, name) for name in ENGINE_FIELDS if hasattr(args, name)}
+    given = [name for name in ENGINE_FIELDS if name != "model" and hasattr(args, name)]
+    values |= {name: getattr(args, name) for name in given}
     if args.model:
         values["model"] = args.model
     try:
