@@ -7,7 +7,7 @@ MODEL ?=
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: setup serve test lint unit kernels e2e bench fmt
+.PHONY: setup serve test lint unit kernels e2e soak bench fmt
 
 $(VENV)/.installed: pyproject.toml
 	@echo "== setup: creating $(VENV) with Pagoda and its dependencies: PyTorch (its Linux wheels"
@@ -44,6 +44,10 @@ kernels: setup
 e2e: setup
 	$(PY) -m e2e.build
 	$(PY) -m pytest e2e -q
+
+# Ten minutes of mixed and abusive traffic against one server on CPU (`make unit` runs 20 s of it).
+soak: setup
+	PAGODA_SOAK_SECONDS=600 $(PY) -m pytest tests/server/test_soak.py -q -s
 
 bench: setup
 	$(PY) bench/throughput.py
