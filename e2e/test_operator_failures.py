@@ -177,9 +177,11 @@ def test_gpu_quota_too_small_is_reported_with_numbers(cluster, namespace, operat
     assert "rolling without surge" in within["message"]
     strategy = cluster.get("deployment", "big-primary", namespace)["spec"]["strategy"]
     assert strategy["rollingUpdate"] == {"maxSurge": 0, "maxUnavailable": 1}
-    cluster.wait_for(lambda: status(cluster, namespace, "big").get("readyReplicas") == 2,
-                     what="both pods once the quota allows them")  # fmt: skip
-    before = status(cluster, namespace, "big")["revisions"]["lastReady"]
+    before = cluster.wait_for(
+        lambda: (current := status(cluster, namespace, "big")).get("readyReplicas") == 2
+        and current["revisions"].get("lastReady"),
+        what="both pods once the quota allows them, baked",
+    )  # fmt: skip
     patch(cluster, namespace, "big", {"engine": {"maxNumSeqs": 32}})
     cluster.wait_for(
         lambda: (revisions := status(cluster, namespace, "big")["revisions"])["lastReady"]

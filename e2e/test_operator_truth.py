@@ -91,6 +91,25 @@ def memory_policy(cluster, namespace: str):
         },
     }
     cluster.apply(policy, binding)
+    probe = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "policy-probe", "namespace": namespace},
+        "spec": {
+            "selector": {"matchLabels": {"app": "probe"}},
+            "template": {
+                "metadata": {"labels": {"app": "probe"}},
+                "spec": {"containers": [
+                    {"name": "c", "image": "x", "resources": {"limits": {"memory": "100Gi"}}}
+                ]},
+            },
+        },
+    }  # fmt: skip
+    cluster.wait_for(
+        lambda: cluster.try_kubectl("apply", "--dry-run=server", "-f", "-",
+                                    input=json.dumps(probe)).returncode != 0,
+        what="the policy to take effect",
+    )  # fmt: skip
     try:
         yield
     finally:
