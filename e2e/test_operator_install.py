@@ -88,6 +88,8 @@ def test_manifests_install_a_hardened_operator(cluster, installed):
         ("delete", "pods", False),
         ("get", "secrets", False),
         ("list", "resourcequotas", True),
+        ("list", "nodes", True),  # can a fallback pod fit on any node
+        ("patch", "nodes", False),
         ("create", "events", True),
         ("create", "clusterrolebindings.rbac.authorization.k8s.io", False),
     ],

@@ -309,3 +309,20 @@ def test_smaller_truths(cluster, namespace, operator):
     assert "resources.gpus" not in unschedulable["message"]
     waiting = condition(cluster, namespace, "unbound", "Ready")
     assert "no primary pod is ready yet (0/1)" in waiting["message"]
+
+
+def test_a_fallback_no_node_could_hold_is_reported_before_a_failover(cluster, namespace, operator):
+    models_volume(cluster, namespace)
+    fallback = {
+        "model": {"source": {"hf": {"repo": "org/small-model"}}},
+        "warm": False,
+        "resources": {"gpus": 8},  # the test cluster's nodes have 4
+    }
+    cluster.apply(llmdeployment("toobig", replicas=1, fallback=fallback), namespace=namespace)
+    wont_fit = wait_condition(
+        cluster, namespace, "toobig", "FallbackActive", "False", "FallbackWouldNotFit"
+    )
+    assert "needs 1 pod x 8 GPUs" in wont_fit["message"]
+    assert "the largest offers 4 nvidia.com/gpu" in wont_fit["message"]
+    assert "FallbackWouldNotFit" in warning_reasons(cluster, namespace, "toobig")
+    wait_condition(cluster, namespace, "toobig", "Ready", "True")

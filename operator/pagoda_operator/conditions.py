@@ -18,7 +18,7 @@ TROUBLE_WHEN = {
     "QuotaExceeded": True,
     "RolledBack": True,
 }
-TROUBLE_REASONS = {"ProgressDeadlineExceeded", "CrashedDuringRollout"}
+TROUBLE_REASONS = {"ProgressDeadlineExceeded", "CrashedDuringRollout", "FallbackWouldNotFit"}
 CALM_REASONS = {"DemotionPending"}  # FallbackActive, but on the way back
 
 

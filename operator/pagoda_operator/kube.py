@@ -55,8 +55,12 @@ class Cluster:
             for tier in ("primary", "fallback")
             if (obj := self._get("apps/v1", "Deployment", namespace, deployment_name(name, tier)))
         }
+        nodes = []
+        if found["spec"].get("fallback"):  # the fallback's capacity is checked (capacity.py)
+            nodes = [item.to_dict() for item in self.resource("v1", "Node").get().items]
         return World(
             resource=found,
+            nodes=nodes,
             deployments=deployments,
             pods=self._list("v1", "Pod", namespace, selector),
             quotas=self._list("v1", "ResourceQuota", namespace),

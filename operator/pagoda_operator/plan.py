@@ -8,6 +8,7 @@ from datetime import datetime
 
 from .api import LLMDeploymentSpec, LLMDeploymentStatus
 from .api.status import Phase
+from .capacity import fallback_fit
 from .conditions import Transition, merge_conditions, transitions
 from .handover import primary_scale
 from .health import SEVERITY, PodProblem, pod_crash, pod_problem
@@ -42,6 +43,7 @@ class World:
     pods: list[dict] = field(default_factory=list)
     quotas: list[dict] = field(default_factory=list)
     config_maps: list[dict] = field(default_factory=list)  # its revision ConfigMaps
+    nodes: list[dict] = field(default_factory=list)  # read only when there is a fallback tier
     now: datetime = field(default_factory=datetime.now)
 
 
@@ -139,7 +141,7 @@ def plan(world: World, rejections: tuple[Rejection, ...] = ()) -> Plan:
         "UpToDate": up_to_date,
         "Progressing": rollout.progressing,
         "Degraded": degraded,
-        "FallbackActive": _with_note(tier.verdict, scale.note),
+        "FallbackActive": _fallback_verdict(spec, tier.verdict, scale.note, world.nodes),
         "QuotaExceeded": gpus.verdict,
         "RolledBack": rollout.rolled_back,
     }
@@ -264,7 +266,13 @@ def _ready(tier: str, ready: int, wanted: int, url: str, ever_ready: bool) -> Ve
     )
 
 
-def _with_note(verdict: Verdict, note: str) -> Verdict:
+def _fallback_verdict(
+    spec: LLMDeploymentSpec, verdict: Verdict, note: str, nodes: list[dict]
+) -> Verdict:
+    """FallbackActive: the tier decision, what the handover did, and, while the primary serves,
+    whether the fallback could start at all."""
+    if verdict.reason == "PrimaryServing" and spec.fallback:
+        return fallback_fit(spec.fallback, nodes) or verdict
     if not note:
         return verdict
     return Verdict(verdict.status, verdict.reason, f"{verdict.message}; {note}")

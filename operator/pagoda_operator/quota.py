@@ -8,7 +8,7 @@ from .api.spec import LLMDeploymentSpec
 from .api.status import GpuAccounting
 from .naming import GPU
 from .observed import GpuQuota
-from .verdict import Verdict
+from .verdict import Verdict, count
 from .workload import Strategy
 
 
@@ -78,9 +78,10 @@ def plan_gpus(
         strategy, note = Strategy(rollout.max_surge, rollout.max_unavailable), ""
     else:
         strategy = Strategy(0, max(1, rollout.max_unavailable))
+        surge_pods = count(primary_surge + fallback_surge, "pod")
         note = (
-            f"rolling without surge: a surge of {_pods(primary_surge + fallback_surge)} would need"
-            f" {wanted_surge} GPUs but the quota leaves {max(0, available - steady)}"
+            f"rolling without surge: a surge of {surge_pods} would need {wanted_surge} GPUs but"
+            f" the quota leaves {max(0, available - steady)}"
         )
     # A cold fallback holds nothing until a failover, when it must fit next to the primary.
     idle = 0
@@ -115,7 +116,3 @@ def _surge_pods(max_surge: int, replicas: int) -> int:
     """Extra pods a rolling Deployment may run: up to maxSurge (rollouts stacked on unfinished
     ones reach it even above `replicas`), none when it is scaled to zero."""
     return max_surge if replicas else 0
-
-
-def _pods(count: int) -> str:
-    return f"{count} pod" if count == 1 else f"{count} pods"

@@ -11,7 +11,7 @@ from .api.status import Revisions
 from .observed import DeploymentState
 from .records import RevisionRecord, Rollback, last_ready
 from .revision import TierConfig
-from .verdict import Verdict
+from .verdict import Verdict, count
 from .workload import Strategy
 
 
@@ -167,7 +167,7 @@ def _progress(
         return Verdict(
             False,
             "RolloutComplete",
-            f"revision {target} is rolled out to {_pods(deployment.wanted)}",
+            f"revision {target} is rolled out to {count(deployment.wanted, 'pod')}",
         )
     message = (
         f"rolling out revision {target}: {deployment.updated}/{deployment.wanted} pods updated,"
@@ -176,7 +176,3 @@ def _progress(
         f" progress for {deadline_seconds}s)"
     )
     return Verdict(True, "RollingUpdate", f"{message}; {surge_note}" if surge_note else message)
-
-
-def _pods(count: int) -> str:
-    return f"{count} pod" if count == 1 else f"{count} pods"

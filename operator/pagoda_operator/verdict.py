@@ -13,6 +13,11 @@ class Verdict:
     message: str
 
 
+def count(number: int, noun: str) -> str:
+    """ "1 pod", "2 pods": messages never say "1 pods"."""
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
+
+
 def stamp(moment: datetime) -> str:
     """Times in messages: UTC, whole seconds, so recomputing a message never changes it."""
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
