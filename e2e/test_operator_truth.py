@@ -8,9 +8,11 @@ import contextlib
 import json
 
 import pytest
+import yaml
 
 from e2e.faults import FAULT_ANNOTATION, Fault
 from e2e.test_operator_support import (
+    CRDS,
     condition,
     events,
     install_crds,
@@ -326,3 +328,31 @@ def test_a_fallback_no_node_could_hold_is_reported_before_a_failover(cluster, na
     assert "the largest offers 4 nvidia.com/gpu" in wont_fit["message"]
     assert "FallbackWouldNotFit" in warning_reasons(cluster, namespace, "toobig")
     wait_condition(cluster, namespace, "toobig", "Ready", "True")
+
+
+def test_an_object_stored_under_a_looser_crd_is_reported_not_retried_silently(
+    cluster, namespace, operator
+):
+    """As after upgrading the CRD: objects stored before keep values the new schema refuses."""
+    models_volume(cluster, namespace)
+    crd = yaml.safe_load((CRDS / "llmdeployments.pagoda.dev.yaml").read_text())
+    schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    cpu = schema["properties"]["spec"]["properties"]["resources"]["properties"]["cpu"]
+    del cpu["pattern"], cpu["x-kubernetes-validations"]
+    old = llmdeployment("legacy", replicas=1, resources={**CPU, "cpu": "1.2.3"})
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-",
+                    input=json.dumps(crd))  # fmt: skip
+    try:
+        cluster.wait_for(
+            lambda: cluster.try_kubectl("apply", f"-n={namespace}", "-f", "-",
+                                        input=json.dumps(old)).returncode == 0,
+            what="the looser CRD to take the old object",
+        )  # fmt: skip
+    finally:
+        cluster.kubectl("apply", "--server-side", "--force-conflicts", "-k", str(CRDS))
+    invalid = wait_condition(cluster, namespace, "legacy", "Ready", "False", "InvalidSpec")
+    assert "spec.resources.cpu" in invalid["message"]
+    assert status(cluster, namespace, "legacy")["phase"] == "Failed"
+    assert "InvalidSpec" in warning_reasons(cluster, namespace, "legacy")
+    patch(cluster, namespace, "legacy", {"resources": {"cpu": "1"}})
+    wait_condition(cluster, namespace, "legacy", "Ready", "True")

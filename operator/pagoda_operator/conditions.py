@@ -18,7 +18,12 @@ TROUBLE_WHEN = {
     "QuotaExceeded": True,
     "RolledBack": True,
 }
-TROUBLE_REASONS = {"ProgressDeadlineExceeded", "CrashedDuringRollout", "FallbackWouldNotFit"}
+TROUBLE_REASONS = {
+    "ProgressDeadlineExceeded",
+    "CrashedDuringRollout",
+    "FallbackWouldNotFit",
+    "InvalidSpec",
+}
 CALM_REASONS = {"DemotionPending"}  # FallbackActive, but on the way back
 
 

@@ -6,7 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from .api import LLMDeploymentSpec, LLMDeploymentStatus
+from pydantic import ValidationError
+
+from .api import CONDITION_TYPES, LLMDeploymentSpec, LLMDeploymentStatus
 from .api.status import Phase
 from .capacity import fallback_fit
 from .conditions import Transition, merge_conditions, transitions
@@ -65,9 +67,12 @@ def plan(world: World, rejections: tuple[Rejection, ...] = ()) -> Plan:
     meta = world.resource["metadata"]
     owner = Owner(meta["namespace"], meta["name"], meta["uid"])
     generation = meta.get("generation", 0)
-    spec = LLMDeploymentSpec.model_validate(world.resource["spec"])
     previous = LLMDeploymentStatus.model_validate(world.resource.get("status") or {})
     now = world.now.replace(microsecond=0)
+    try:
+        spec = LLMDeploymentSpec.model_validate(world.resource["spec"])
+    except ValidationError as error:
+        return _unreadable(previous, generation, now, error)
 
     primary_config_now = primary_config(spec)
     fallback_config_now = fallback_config(spec)
@@ -170,6 +175,35 @@ def plan(world: World, rejections: tuple[Rejection, ...] = ()) -> Plan:
         status=status.model_dump(mode="json", by_alias=True, exclude_none=True),
         transitions=transitions(previous.conditions, conditions),
         requeue_after=requeue,
+    )
+
+
+def _unreadable(
+    previous: LLMDeploymentStatus, generation: int, now: datetime, error: ValidationError
+) -> Plan:
+    """A stored spec the model rejects (stored under an older, looser CRD): nothing is applied,
+    the children stay as they are, and status says what to fix."""
+    problems = "; ".join(f"spec.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
+    refused = Verdict(
+        False,
+        "InvalidSpec",
+        f"the spec is invalid (stored before the CRD's current validation): {problems}. Fix it"
+        " and apply it again; until then nothing is changed",
+    )
+    kept = {c.type: Verdict(c.status == "True", c.reason, c.message) for c in previous.conditions}
+    unknown = Verdict(False, "InvalidSpec", "not evaluated: the spec is invalid")
+    verdicts = {kind: kept.get(kind, unknown) for kind in CONDITION_TYPES}
+    verdicts |= {"Ready": refused, "UpToDate": refused}
+    conditions = merge_conditions(previous.conditions, verdicts, generation, now)
+    status = previous.model_copy(
+        update={"phase": "Failed", "observed_generation": generation, "conditions": conditions}
+    )
+    return Plan(
+        apply=[],
+        delete=[],
+        status=status.model_dump(mode="json", by_alias=True, exclude_none=True),
+        transitions=transitions(previous.conditions, conditions),
+        requeue_after=None,
     )
 
 

@@ -304,3 +304,18 @@ def test_primary_replicas_follow_the_spec(replicas):
     result = plan(World(llmd(replicas=replicas), now=T0))
     primary = next(o for o in result.apply if o["kind"] == "Deployment")
     assert primary["spec"]["replicas"] == replicas
+
+
+def test_a_spec_stored_under_a_looser_crd_is_reported_not_applied():
+    ready = plan(World(llmd(), now=T0)).status
+    stored = llmd(status=ready, generation=2, resources={"cpu": "1.2.3"})
+    result = plan(World(stored, now=T0))
+    assert result.apply == [] and result.delete == []
+    status = result.status
+    assert status["phase"] == "Failed" and status["observedGeneration"] == 2
+    assert conditions(status)["Ready"] == ("False", "InvalidSpec")
+    assert conditions(status)["UpToDate"] == ("False", "InvalidSpec")
+    assert conditions(status)["Progressing"] == conditions(ready)["Progressing"], "kept"
+    message = next(c["message"] for c in status["conditions"] if c["type"] == "Ready")
+    assert "spec.resources.cpu" in message
+    assert any(t.reason == "InvalidSpec" and t.warning for t in result.transitions)
