@@ -86,7 +86,7 @@ async def test_a_huge_request_admitted_then_abandoned_never_stalls_the_loop(make
         f"/health polled {len(latencies)} times, slowest {max(latencies) * 1000:.1f} ms"
     )
     # Goal: < 100 ms. In this process the test's own client threads share the GIL with the
-    # engine thread, so the bound is generous; bench/abuse.py measures a real `pagoda serve`.
+    # engine thread, so the bound is generous; test_soak.py measures a real `pagoda serve`.
     assert engine.longest_pass_s < 1.0
     stats = engine.stats
     assert stats.num_free_blocks == stats.num_gpu_blocks

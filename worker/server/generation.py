@@ -174,7 +174,8 @@ class _Call:
                 async with asyncio.timeout(self.state.write_timeout_s):
                     await response.write(f"data: {data}\n\n".encode())
             except TimeoutError:
-                self.request.transport.abort()
+                if self.request.transport:  # drop what it never read
+                    self.request.transport.abort()
                 raise ConnectionResetError("the client stopped reading") from None
 
         try:
