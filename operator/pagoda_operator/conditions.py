@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from .api.status import CONDITION_TYPES, Condition
+from .api.status import CONDITION_TYPES, MESSAGE_LIMIT, Condition
 from .verdict import Verdict
 
 # The status value of each condition that calls for attention (a Warning Event).
@@ -65,12 +65,17 @@ def merge_conditions(
                 type=kind,
                 status=status,
                 reason=verdict.reason,
-                message=verdict.message,
+                message=_fit(verdict.message),
                 last_transition_time=since,
                 observed_generation=generation,
             )
         )
     return merged
+
+
+def _fit(message: str, limit: int = MESSAGE_LIMIT) -> str:
+    """Messages quote the apiserver, whose answers can outgrow the status schema's bound."""
+    return message if len(message) <= limit else message[: limit - 1] + "…"
 
 
 def transitions(previous: list[Condition], current: list[Condition]) -> list[Transition]:

@@ -71,3 +71,9 @@ def test_warning_or_normal():
     assert kind("FallbackActive", True, "DemotionPending") == "Normal", "recovering is not trouble"
     assert kind("Progressing", True) == "Normal"
     assert kind("Progressing", False, "ProgressDeadlineExceeded") == "Warning"
+
+
+def test_a_long_apiserver_answer_is_cut_to_fit_the_status_schema():
+    verdicts = {kind: Verdict(False, "Why", "x" * 10_000) for kind in CONDITION_TYPES}
+    merged = merge_conditions([], verdicts, 1, T0)
+    assert all(len(c.message) == 4096 and c.message.endswith("…") for c in merged)

@@ -11,6 +11,7 @@ from .spec import ApiModel
 
 Tier = Literal["primary", "fallback"]
 Phase = Literal["Pending", "Progressing", "Ready", "Degraded", "RolledBack", "Failed"]
+MESSAGE_LIMIT = 4096
 CONDITION_TYPES = (
     "Ready",
     "UpToDate",
@@ -31,7 +32,7 @@ class Condition(ApiModel):
     """Whether the condition holds."""
     reason: str = Field(max_length=64)
     """A CamelCase word for machines and dashboards."""
-    message: str = Field(max_length=4096)
+    message: str = Field(max_length=MESSAGE_LIMIT)
     """What is going on and what to do about it, for people."""
     last_transition_time: datetime
     """When status last changed."""
