@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import signal
 import sys
 import time
@@ -251,7 +252,7 @@ def run(args: argparse.Namespace) -> int:
         ),
     )
     try:
-        asyncio.run(serve_until_signalled(Server(settings), config, progress))
+        loaded = asyncio.run(serve_until_signalled(Server(settings), config, progress))
     except (ModelLoadError, EngineDeadError, OSError) as e:
         print(f"pagoda serve: {e}", file=sys.stderr)
         return 1
@@ -259,4 +260,10 @@ def run(args: argparse.Namespace) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, signal.SIG_IGN)
     progress("stopped")
+    if not loaded:
+        # The load thread is still inside torch: a normal interpreter exit would run C++
+        # destructors under it and abort ("terminate called without an active exception").
+        logging.shutdown()
+        sys.stderr.flush()
+        os._exit(0)
     return 0

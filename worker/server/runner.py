@@ -163,8 +163,9 @@ async def in_daemon_thread(fn: Callable, *args):
 
 async def serve_until_signalled(
     server: Server, config: EngineConfig, progress: Callable[[str], None]
-) -> None:
-    """The main job of `pagoda serve`: returns after SIGTERM or SIGINT and a drain."""
+) -> bool:
+    """The main job of `pagoda serve`: returns after SIGTERM or SIGINT and a drain; False when
+    the signal came while the model was still loading (its thread is abandoned, still running)."""
     loop = asyncio.get_running_loop()
     signalled = asyncio.Event()
 
@@ -194,3 +195,4 @@ async def serve_until_signalled(
         loading.cancel()
     progress("shutting down: draining in-flight requests")
     await server.drain()
+    return loading.done() and not loading.cancelled()
