@@ -56,7 +56,7 @@ class WaitingEngine:
     def has_unfinished_requests(self) -> bool:
         return bool(self.canaries)
 
-    def step(self) -> list[RequestOutput]:
+    def step(self, laps=None) -> list[RequestOutput]:
         outputs = [one_token_output(rid, CANARY_PROMPT) for rid in self.canaries]
         self.canaries.clear()
         return outputs

@@ -49,11 +49,11 @@ async def test_an_error_event_mid_stream_fails_the_request(make_server):
     server = make_server()
     real_step, steps = server.engine.step, []
 
-    def failing_step():  # the first token goes out, then the device is lost
+    def failing_step(laps=None):  # the first token goes out, then the device is lost
         steps.append(1)
         if len(steps) > 2:
             raise RuntimeError("device lost")
-        return real_step()
+        return real_step(laps)
 
     server.engine.step = failing_step
     bench = load_bench()

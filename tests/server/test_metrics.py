@@ -142,3 +142,15 @@ async def test_prompt_tokens_count_at_prefill_and_never_for_requests_that_never_
             break
         await asyncio.sleep(0.01)
     assert sample(m["vllm:prompt_tokens"], "_total") == 5
+
+
+async def test_metrics_explain_the_slowest_engine_loop_pass(server):
+    await server.async_client().completions.create(model="stories260K", prompt="A", max_tokens=3)
+    found = await families(server)
+    wall = found["pagoda:engine_loop_longest_pass_seconds"].samples[0].value
+    parts = found["pagoda:engine_loop_longest_pass_part_seconds"]
+    by_part = {s.labels["part"]: s.value for s in parts.samples}
+    assert {"schedule", "launch", "resolve", "outputs", "gc"} <= set(by_part)
+    assert wall > 0 and sum(v for k, v in by_part.items() if k != "gc") <= wall
+    cpu = found["pagoda:engine_loop_longest_pass_cpu_seconds"]
+    assert {s.labels["cpu"] for s in cpu.samples} == {"engine_thread", "process"}

@@ -129,9 +129,9 @@ async def test_a_wedged_engine_fails_health_and_recovers(make_server):
     engine = server.engine
     real_step, release = engine.step, threading.Event()
 
-    def wedged_step():
+    def wedged_step(laps=None):
         release.wait(30)
-        return real_step()
+        return real_step(laps)
 
     assert (await server.fetch("GET", "/health")).status == 200
     engine.step = wedged_step  # the next step hangs, as on a stuck device
@@ -149,7 +149,7 @@ async def test_a_wedged_engine_fails_health_and_recovers(make_server):
 async def test_a_failing_engine_fails_requests_and_health(make_server):
     server = make_server()
 
-    def broken_step():
+    def broken_step(laps=None):
         raise RuntimeError("device lost")
 
     server.engine.step = broken_step
@@ -170,7 +170,7 @@ async def test_a_failing_engine_ends_streams_with_an_error_event(make_server):
     )
     await stream.__anext__()
 
-    def broken_step():
+    def broken_step(laps=None):
         raise RuntimeError("device lost")
 
     server.engine.step = broken_step

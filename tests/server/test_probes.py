@@ -63,9 +63,9 @@ async def test_ready_needs_a_recent_generation(make_server):
     engine = server.engine
     real_step, release = engine.step, threading.Event()
 
-    def slow_step():  # canaries time out, the loop itself is not (yet) stale
+    def slow_step(laps=None):  # canaries time out, the loop itself is not (yet) stale
         release.wait(30)
-        return real_step()
+        return real_step(laps)
 
     engine.step = slow_step
     reply = await poll_ready(server, 503)

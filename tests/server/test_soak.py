@@ -35,9 +35,30 @@ def rss_bytes(pid: int) -> int:
 
 
 async def metrics(session, url) -> dict[str, float]:
+    """name -> value; a labelled series as `name/label value` (model_name left out)."""
     async with session.get(url + "/metrics") as r:
         text = await r.text()
-    return {s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples}
+    values = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            labels = [v for k, v in s.labels.items() if k != "model_name"]
+            values["/".join([s.name, *labels])] = s.value
+    return values
+
+
+def slowest_pass(m: dict[str, float]) -> str:
+    """The engine loop's slowest pass and where it went, from /metrics."""
+    parts = "pagoda:engine_loop_longest_pass_part_seconds/"
+    cpu = "pagoda:engine_loop_longest_pass_cpu_seconds/"
+    laps = ", ".join(
+        f"{name.removeprefix(parts)} {value * 1000:.1f}"
+        for name, value in m.items()
+        if name.startswith(parts)
+    )
+    return (
+        f"{m['pagoda:engine_loop_longest_pass_seconds'] * 1000:.1f} ms ({laps}; CPU: engine "
+        f"thread {m[cpu + 'engine_thread'] * 1000:.1f}, process {m[cpu + 'process'] * 1000:.1f})"
+    )
 
 
 async def post(session, url, body, read_chunks: int | None = None) -> int:
@@ -118,8 +139,7 @@ async def soak(url: str, pid: int) -> None:
         f"\nsoak {SOAK_SECONDS:.0f} s: {json.dumps(statuses, sort_keys=True)}\n"
         f"leaked blocks {m['pagoda:kv_cache_blocks'] - m['pagoda:kv_cache_free_blocks']:.0f}; "
         f"RSS {baseline / 2**20:.0f} -> {after / 2**20:.0f} MiB; /health failures {failures}, "
-        f"slowest {slowest_health * 1000:.0f} ms; longest engine-loop pass "
-        f"{m['pagoda:engine_loop_longest_pass_seconds'] * 1000:.0f} ms"
+        f"slowest {slowest_health * 1000:.0f} ms; longest engine-loop pass {slowest_pass(m)}"
     )
     assert failures == 0
     assert m["pagoda:kv_cache_free_blocks"] == m["pagoda:kv_cache_blocks"]

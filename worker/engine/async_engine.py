@@ -8,8 +8,9 @@ wedged engine or device shows up as a stale heartbeat.
 
 Admission counts sequences (prompts x n), not API calls: one call may bring thousands. A call
 that could never fit is refused as bad input; one that does not fit now, as a full queue. Each
-loop pass applies commands for at most `command_budget_s` before it steps again, so a burst of
-huge adds or aborts is spread over passes instead of stalling the loop.
+loop pass applies commands, one request at a time, for at most `command_budget_s` before it
+steps again, so a burst of huge adds or aborts (even a single one) is spread over passes instead
+of stalling the loop.
 """
 
 from __future__ import annotations
@@ -20,11 +21,12 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from itertools import count
 from typing import Protocol
 
+from worker.engine.loop_timing import GcClock, PassMeter
 from worker.engine.outputs import RequestOutput
 from worker.engine.sampling_params import SamplingParams
 
@@ -131,6 +133,7 @@ CUT_TIMEOUT = "timeout"  # the request ran past its timeout
 CUT_SHUTDOWN = "shutdown"  # the server stopped serving it (drain deadline, second signal)
 
 _WAKE_UP = object()  # lets an idle engine thread see that it should stop
+_DONE = object()  # a command's work is all applied
 
 
 class AsyncLLMEngine:
@@ -144,6 +147,7 @@ class AsyncLLMEngine:
         self.options = options or AsyncEngineOptions()
         self._observer = observer
         self._commands: queue.SimpleQueue = queue.SimpleQueue()
+        self._work: Iterator[tuple | None] | None = None  # a command applied in part so far
         self._groups: dict[str, RequestGroup] = {}  # unfinished request id -> its group
         self._internal: set[RequestGroup] = set()  # canaries: kept out of the metrics
         self._timers: dict[RequestGroup, asyncio.TimerHandle] = {}
@@ -158,7 +162,7 @@ class AsyncLLMEngine:
         self._canary_task: asyncio.Task | None = None
         self._canary_prompt = engine.tokenizer.encode("ping")
         self.stats = engine.stats()  # latest snapshot, written by the engine thread
-        self.longest_pass_s = 0.0  # the longest loop pass so far (commands + one step)
+        self.passes = PassMeter(GcClock())  # the slowest loop pass so far, and why
         self.warmed_up = False
         # Any token out of the real engine proves it works: a canary's, or real traffic's.
         self.last_generation_ok: float | None = None
@@ -172,6 +176,7 @@ class AsyncLLMEngine:
         # full passes, which would otherwise scan them all while a big request is added.
         gc.collect()
         gc.freeze()
+        self.passes.gc_clock.install()
         self._thread = threading.Thread(target=self._run, name="engine", daemon=True)
         self._thread.start()
         await self._canary(max_tokens=8, timeout_s=self.options.warmup_timeout_s)
@@ -187,6 +192,7 @@ class AsyncLLMEngine:
         self._commands.put(_WAKE_UP)
         if self._thread:
             await asyncio.to_thread(self._thread.join, 5.0)
+        self.passes.gc_clock.uninstall()
         self._fail_all(EngineDeadError("the engine was stopped"))
 
     # ----- health -----
@@ -359,17 +365,21 @@ class AsyncLLMEngine:
         try:
             while not self._stopping:
                 self._heartbeat = time.monotonic()
-                idle = not self.engine.has_unfinished_requests()
-                command = self._next_command(wait_s=self.options.idle_wait_s if idle else 0)
-                started = time.monotonic()  # the pass's work, without the idle wait
-                if command is not None:
-                    self._apply_commands(command, deadline=started + self.options.command_budget_s)
+                idle = not self.engine.has_unfinished_requests() and self._work is None
+                command = None
+                if self._work is None:
+                    command = self._next_command(wait_s=self.options.idle_wait_s if idle else 0)
+                laps = self.passes.start()  # the pass's work, without the idle wait
+                if command is not None or self._work is not None:
+                    self._apply_commands(command, time.monotonic() + self.options.command_budget_s)
+                    laps.lap("commands")
                 if self.engine.has_unfinished_requests():  # aborted ones too: they report
-                    outputs = self.engine.step()
+                    outputs = self.engine.step(laps)
                     self.stats = self.engine.stats()
                     if outputs:
                         self._loop.call_soon_threadsafe(self._deliver, outputs)
-                self.longest_pass_s = max(self.longest_pass_s, time.monotonic() - started)
+                    laps.lap("hand-over")
+                self.passes.finish()
         except BaseException as e:  # the engine is in an unknown state: stop serving
             log.exception("engine loop failed")
             self._error = e
@@ -383,32 +393,47 @@ class AsyncLLMEngine:
             return None
 
     def _apply_commands(self, command, deadline: float) -> None:
-        """Apply commands until none is left or the deadline passes; the rest wait for the
-        next pass (a step runs in between)."""
+        """Apply commands one request at a time until none is left or the deadline passes; a
+        command cut off midway resumes first in the next pass (a step runs in between)."""
         answers = []  # for the event loop, once the stats show the added requests
-        while command is not None:
-            if isinstance(command, _Add):
-                answers.append(self._add(command))
-            elif isinstance(command, _Abort):
-                for rid in command.request_ids:
-                    self.engine.abort_request(rid)
-            command = self._next_command(0) if time.monotonic() < deadline else None
+        if command is not None:
+            self._work = self._units(command)
+        while self._work is not None:  # at least one request per pass, whatever the budget
+            unit = next(self._work, _DONE)
+            if unit is _DONE:
+                command = self._next_command(0)
+                self._work = self._units(command) if command is not None else None
+            elif unit is not None:
+                answers.append(unit)
+            if time.monotonic() >= deadline:
+                break
         self.stats = self.engine.stats()  # before the adds resolve: admission sees them
         for answer in answers:
             self._loop.call_soon_threadsafe(*answer)
 
-    def _add(self, command: _Add) -> tuple:
-        """Add the command's requests; returns the callback that answers its caller."""
-        added = []
-        try:
-            for rid, prompt in zip(command.group.request_ids, command.prompts, strict=True):
-                self.engine.add_request(prompt, command.params, rid, command.arrival_time)
-                added.append(rid)
-        except ValueError as e:
-            for rid in added:
+    def _units(self, command) -> Iterator[tuple | None]:
+        """A command's work, one request (at most n sequences) per item; an add's last item is
+        the callback that answers its caller."""
+        if isinstance(command, _Abort):
+            for rid in command.request_ids:
                 self.engine.abort_request(rid)
-            return self._reject, command, e
-        return _resolve, command.done, None
+                yield None
+        elif isinstance(command, _Add):
+            yield from self._add(command)
+
+    def _add(self, command: _Add) -> Iterator[tuple | None]:
+        added = []
+        for rid, prompt in zip(command.group.request_ids, command.prompts, strict=True):
+            try:
+                self.engine.add_request(prompt, command.params, rid, command.arrival_time)
+            except ValueError as e:
+                for done in added:
+                    self.engine.abort_request(done)
+                yield self._reject, command, e
+                return
+            added.append(rid)
+            yield None
+        yield _resolve, command.done, None
 
     def _reject(self, command: _Add, error: ValueError) -> None:
         self._drop(command.group)

@@ -28,6 +28,7 @@ class EngineConfig:
     num_kv_blocks: int | None = None  # fixes the KV-cache size, overriding the budgets above
     enforce_eager: bool = False  # no CUDA graphs
     async_scheduling: bool = True  # launch step N+1 before reading step N's tokens
+    cpu_threads: int | None = None  # torch threads on CPU; None: usable cores minus one
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -42,6 +43,7 @@ class EngineConfig:
             ("kv_cache_bytes", self.kv_cache_bytes > 0),
             ("gpu_memory_utilization", 0.0 < self.gpu_memory_utilization <= 1.0),
             ("num_kv_blocks", self.num_kv_blocks is None or self.num_kv_blocks >= 1),
+            ("cpu_threads", self.cpu_threads is None or self.cpu_threads >= 1),
         ]
         for name, ok in checks:
             if not ok:
@@ -64,6 +66,8 @@ _HELP = {
     "enforce_eager": "disable CUDA graphs",
     "async_scheduling": "launch each step before reading the previous step's tokens, so host "
     "bookkeeping overlaps the device's work",
+    "cpu_threads": "threads for the model's math on CPU (more threads than free cores make "
+    "every step wait for the slowest one)",
     "seed": "seed for requests that bring none",
 }
 
@@ -133,6 +137,7 @@ def _shown_default(f: Field) -> object:
 _DEFAULT_TEXT = {
     "max_model_len": "the model's",
     "num_kv_blocks": "from the budget",
+    "cpu_threads": "usable cores minus one, at least 1",
 }
 
 

@@ -7,6 +7,7 @@ in the scheduler; this class wires loading, scheduling, running, sampling and de
 from __future__ import annotations
 
 import logging
+import os
 import time
 import uuid
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from transformers import GenerationConfig
 from worker.engine.block_manager import BlockManager
 from worker.engine.config import EngineConfig
 from worker.engine.in_flight import InFlightStep, SampledOnHost
+from worker.engine.loop_timing import Laps
 from worker.engine.model_runner import (
     ModelRunner,
     kv_cache_block_bytes,
@@ -72,6 +74,13 @@ class _Delta:
     logprobs: list[TokenLogprob]
 
 
+def cpu_threads(wanted: int | None) -> int:
+    """Torch's threads on CPU: by default one core is left to the server's event loop and
+    tokenizers. Threads beyond the free cores make each step wait for a descheduled one: on a
+    busy 2-core machine two threads made the average step 15x slower than one."""
+    return wanted or max(len(os.sched_getaffinity(0)) - 1, 1)
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -88,6 +97,8 @@ class LLMEngine:
         model_dir = source.folder
         self.model_name = source.name
         self.device = resolve_device(config.device)
+        if self.device.type == "cpu":
+            torch.set_num_threads(cpu_threads(config.cpu_threads))
         self.dtype = resolve_dtype(config.dtype, load_hf_config(model_dir))
         torch.manual_seed(config.seed)  # dummy weights are reproducible
         self.model, self.hf_config = load_model(
@@ -253,21 +264,23 @@ class LLMEngine:
 
     # -- the step -------------------------------------------------------------------------
 
-    def step(self) -> list[RequestOutput]:
+    def step(self, laps: Laps | None = None) -> list[RequestOutput]:
         """Launch the next step, then read the tokens of the one before (async scheduling): the
         device has work queued while the host detokenizes, checks stops and schedules. Without
-        async scheduling each step is read right after its launch."""
+        async scheduling each step is read right after its launch. `laps` times the parts."""
+        laps = laps or Laps()
         deltas: dict[Sequence, _Delta] = {}
         touched = list(self._aborted)
         self._aborted.clear()
 
         previous = self._in_flight
-        self._in_flight = self._launch(previous)
+        self._in_flight = self._launch(previous, laps)
         if previous is not None:
             touched += self._resolve(previous, deltas)
         if self._in_flight is not None and not self.config.async_scheduling:
             touched += self._resolve(self._in_flight, deltas)
             self._in_flight = None
+        laps.lap("resolve")
 
         outputs = []
         for request in dict.fromkeys(touched):
@@ -277,11 +290,13 @@ class LLMEngine:
             if request.is_finished:
                 self.requests.pop(request.request_id, None)
                 self._forget(request)
+        laps.lap("outputs")
         return outputs
 
-    def _launch(self, previous: InFlightStep | None) -> InFlightStep | None:
+    def _launch(self, previous: InFlightStep | None, laps: Laps) -> InFlightStep | None:
         """Schedule and start a step; its inputs may include `previous`'s unread tokens."""
         plan = self.scheduler.schedule()
+        laps.lap("schedule")
         if not plan.scheduled:
             return None
         now = time.time()
@@ -299,7 +314,9 @@ class LLMEngine:
         if seqs:
             rows = [self._sampling_row(seq, pending_rows) for seq in seqs]
             result = self.sampler(logits, rows, pending_ids)
-        return InFlightStep(plan.scheduled, seqs, result)
+        in_flight = InFlightStep(plan.scheduled, seqs, result)
+        laps.lap("launch")
+        return in_flight
 
     def _resolve(self, step: InFlightStep, deltas: dict[Sequence, _Delta]) -> list[Request]:
         """Read a launched step's tokens into its sequences; returns the requests it touched.

@@ -19,6 +19,7 @@ from worker.engine.outputs import FinishReason, RequestOutput
 
 if TYPE_CHECKING:  # the engine module imports torch
     from worker.engine.engine import EngineStats
+    from worker.engine.loop_timing import PassTiming
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -47,7 +48,7 @@ class WorkerGauges:
 
     stats: EngineStats
     heartbeat_age_s: float
-    longest_pass_s: float
+    slowest_pass: PassTiming
     generation_age_s: float | None  # None until the first token
     ready: bool
 
@@ -164,6 +165,12 @@ class _WorkerCollector:
             family.add_metric(labels, value)
             return family
 
+        def labelled(name: str, doc: str, label: str, values: dict) -> GaugeMetricFamily:
+            family = GaugeMetricFamily(name, doc, labels=["model_name", label])
+            for key, value in values.items():
+                family.add_metric([*labels, key], value)
+            return family
+
         def counter(name: str, doc: str, value: float) -> CounterMetricFamily:
             family = CounterMetricFamily(name, doc, labels=["model_name"])
             family.add_metric(labels, value)
@@ -173,10 +180,25 @@ class _WorkerCollector:
         yield GaugeMetricFamily(
             "pagoda:loading", "1 while the model loads and warms up.", value=0.0
         )
+        slowest = now.slowest_pass
         yield gauge(
             "pagoda:engine_loop_longest_pass_seconds",
             "The engine loop's longest pass so far (commands + one step).",
-            now.longest_pass_s,
+            slowest.wall_s,
+        )
+        parts = {**slowest.parts, "gc": slowest.gc_s}
+        yield labelled(
+            "pagoda:engine_loop_longest_pass_part_seconds",
+            "Where the longest pass went (laps; gc overlaps them).",
+            "part",
+            parts,
+        )
+        yield labelled(
+            "pagoda:engine_loop_longest_pass_cpu_seconds",
+            "CPU time during the longest pass: the engine thread's own, and the whole process's "
+            "(far below the wall time: other processes had the CPU).",
+            "cpu",
+            {"engine_thread": slowest.thread_cpu_s, "process": slowest.process_cpu_s},
         )
         yield gauge(
             "pagoda:engine_heartbeat_age_seconds",

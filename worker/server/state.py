@@ -105,7 +105,7 @@ class WorkerState:
         return WorkerGauges(
             stats=engine.stats,
             heartbeat_age_s=engine.heartbeat_age(),
-            longest_pass_s=engine.longest_pass_s,
+            slowest_pass=engine.passes.slowest,
             generation_age_s=engine.generation_age(),
             ready=not self.not_ready_reasons(),
         )
