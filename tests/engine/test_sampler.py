@@ -15,6 +15,7 @@ from transformers.generation.logits_process import (
 from worker.engine.sampler import (
     Sampler,
     SamplingRow,
+    apply_logit_bias,
     apply_penalties,
     filtered_probs,
     make_generator,
@@ -335,3 +336,32 @@ def test_the_callers_logits_are_not_modified():
     before = logits.clone()
     Sampler()(logits, [row(output=[1], repetition_penalty=2.0, top_k=3, min_p=0.1)])
     assert torch.equal(logits, before)
+
+
+def test_logit_bias_adds_to_the_listed_tokens_of_its_own_row_only():
+    logits = torch.randn(3, VOCAB, generator=torch.Generator().manual_seed(1))
+    params = [
+        SamplingParams(logit_bias={4: 2.5, 9: -1.0}),
+        SamplingParams(),
+        SamplingParams(logit_bias={4: -100.0}),
+    ]
+    expected = logits.clone()
+    expected[0, 4] += 2.5
+    expected[0, 9] -= 1.0
+    expected[2, 4] -= 100.0
+    assert torch.equal(apply_logit_bias(logits, params), expected)
+
+
+def test_a_banned_token_is_never_sampled_and_a_forced_one_always_is():
+    logits = torch.zeros(1, VOCAB)  # uniform: every token equally likely before the bias
+    banned = draw_counts(logits, SamplingParams(logit_bias={5: -100.0}), draws=4000, seed=2)
+    assert banned[5] == 0 and sum(banned) == 4000
+    forced = draw_counts(logits, SamplingParams(logit_bias={7: 100.0}), draws=500, seed=3)
+    assert forced[7] == 500
+
+
+def test_best_of_makes_the_sampler_report_the_chosen_tokens_logprob():
+    logits = torch.randn(2, VOCAB, generator=torch.Generator().manual_seed(4))
+    out = Sampler()(logits, [row(temperature=0.0, n=1, best_of=3), row(temperature=0.0)])
+    expected = torch.log_softmax(logits, dim=-1).gather(1, out.token_ids.unsqueeze(1)).squeeze(1)
+    assert torch.allclose(out.logprobs, expected)

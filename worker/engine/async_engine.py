@@ -243,9 +243,9 @@ class AsyncLLMEngine:
         """
         if self._error is not None or self._stopping:
             raise EngineDeadError(f"the engine is not running: {self._error or 'stopped'}")
-        num_seqs = len(prompts) * params.n
+        num_seqs = len(prompts) * params.num_seqs
         if not internal:
-            self._admit(num_seqs, len(prompts), params.n)
+            self._admit(num_seqs, len(prompts), params)
         batch = next(self._ids)
         group = RequestGroup([f"req-{batch}-{i}" for i in range(len(prompts))], self._abort)
         for rid in group.request_ids:
@@ -269,13 +269,14 @@ class AsyncLLMEngine:
             self._timers[group] = self._loop.call_later(timeout_s, self._expire, group)
         return group
 
-    def _admit(self, num_seqs: int, num_prompts: int, n: int) -> None:
+    def _admit(self, num_seqs: int, num_prompts: int, params: SamplingParams) -> None:
         """Refuse, before any work, a call that can never fit or does not fit now."""
         limit = min(self.options.max_seqs_per_request, self.options.max_waiting_seqs)
         if num_seqs > limit:
+            field = "best_of" if params.selects_best else "n"
             raise ValueError(
-                f"n: {num_prompts} prompt(s) x n={n} = {num_seqs} sequences; this server takes "
-                f"at most {limit} per request"
+                f"{field}: {num_prompts} prompt(s) x {field}={params.num_seqs} = {num_seqs} "
+                f"sequences; this server takes at most {limit} per request"
             )
         num_waiting = self.stats.num_waiting + self._pending_seqs
         if num_waiting + num_seqs > self.options.max_waiting_seqs:

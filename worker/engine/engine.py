@@ -201,7 +201,7 @@ class LLMEngine:
             metrics=RequestMetrics(arrival_time=arrival_time or time.time()),
             cache_salt=salt,
         )
-        for index in range(params.n):
+        for index in range(params.num_seqs):
             generator = None
             if params.seed is not None:
                 generator = make_generator(params.seed, index, self.device)
@@ -223,6 +223,8 @@ class LLMEngine:
         vocab = self.model.shape.vocab_size
         if any(not 0 <= t < vocab for t in prompt_token_ids):
             raise ValueError(f"prompt: token ids must be in [0, {vocab})")
+        if any(t >= vocab for t in params.logit_bias):
+            raise ValueError(f"logit_bias: token ids must be in [0, {vocab})")
         total = len(prompt_token_ids) + params.max_tokens
         if total > self.max_model_len:
             raise ValueError(
@@ -353,6 +355,8 @@ class LLMEngine:
         delta = deltas.setdefault(seq, _Delta([], "", []))
         seq.resolve(token)
         delta.token_ids.append(token)
+        if sampled.logprobs is not None and seq.params.needs_logprob:
+            seq.cumulative_logprob += sampled.logprobs[row]
         wanted = seq.params.logprobs
         if wanted is not None and sampled.logprobs is not None:
             top_ids, top_lps = sampled.top_ids[row][:wanted], sampled.top_logprobs[row][:wanted]
@@ -396,6 +400,7 @@ class LLMEngine:
                     logprobs=list(seq.logprobs) if wants_logprobs else None,
                     new_logprobs=delta.logprobs if wants_logprobs else None,
                     finish_reason=seq.finish_reason,
+                    cumulative_logprob=seq.cumulative_logprob if seq.params.needs_logprob else None,
                 )
             )
         return RequestOutput(

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from worker.engine.config import EngineConfig
 from worker.engine.engine import LLMEngine
-from worker.engine.outputs import RequestOutput
+from worker.engine.outputs import RequestOutput, most_likely
 from worker.engine.sampling_params import SamplingParams
 from worker.models.source import DEFAULT_MODEL
 
@@ -39,4 +41,8 @@ class LLM:
             for output in self.engine.step():
                 if output.finished:
                     finished[output.request_id] = output
-        return [finished[i] for i in ids]
+        # best_of: each prompt's n most likely completions, as the server returns them.
+        return [
+            replace(finished[i], outputs=most_likely(finished[i].outputs, sp.n))
+            for i, sp in zip(ids, per_prompt, strict=True)
+        ]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 
@@ -31,10 +31,19 @@ class CompletionOutput:
     logprobs: list[TokenLogprob] | None
     new_logprobs: list[TokenLogprob] | None
     finish_reason: FinishReason | None = None
+    cumulative_logprob: float | None = None  # when logprobs or best_of asked for it
 
     @property
     def finished(self) -> bool:
         return self.finish_reason is not None
+
+
+def most_likely(completions: list[CompletionOutput], n: int) -> list[CompletionOutput]:
+    """best_of: the n completions of highest cumulative logprob, numbered 0..n-1 in that order."""
+    if len(completions) <= n:
+        return completions
+    ranked = sorted(completions, key=lambda c: -(c.cumulative_logprob or 0.0))[:n]
+    return [replace(c, index=i) for i, c in enumerate(ranked)]
 
 
 @dataclass

@@ -1,9 +1,9 @@
 """Turns a batch of next-token logits into chosen tokens and the logprobs the API reports.
 
-Order per row: raw logprobs (reported) -> penalties -> temperature -> top-k -> top-p -> min-p ->
-argmax (greedy) or an exponential race (random). The math is vectorised over the batch; only
-the noise of seeded rows is drawn per row, from the row's own generator, so a seeded row picks
-the same token whatever else is in the batch.
+Order per row: raw logprobs (reported) -> logit bias -> penalties -> temperature -> top-k ->
+top-p -> min-p -> argmax (greedy) or an exponential race (random). The math is vectorised over
+the batch; only the noise of seeded rows is drawn per row, from the row's own generator, so a
+seeded row picks the same token whatever else is in the batch.
 """
 
 from __future__ import annotations
@@ -64,9 +64,10 @@ class Sampler:
             )
         logits = logits.float()
         params = [row.params for row in rows]
-        want_logprobs = any(p.logprobs is not None for p in params)
+        want_logprobs = any(p.needs_logprob for p in params)
         raw_logprobs = torch.log_softmax(logits, dim=-1) if want_logprobs else None
 
+        logits = apply_logit_bias(logits, params)
         logits = apply_penalties(logits, rows, pending_ids)
         greedy_ids = logits.argmax(dim=-1)
         if all(p.greedy for p in params):
@@ -94,6 +95,19 @@ class Sampler:
         # A zero draw would turn a filtered token's 0/0 into NaN, which argmax would pick.
         noise.clamp_(min=torch.finfo(noise.dtype).tiny)
         return (probs / noise).argmax(dim=-1)
+
+
+def apply_logit_bias(logits: torch.Tensor, params: list[SamplingParams]) -> torch.Tensor:
+    """Adds each row's biases to their tokens' logits: only the listed entries travel to the
+    device (no vocabulary-sized tensor is built on the host)."""
+    rows = [row for row, p in enumerate(params) for _ in p.logit_bias]
+    if not rows:
+        return logits
+    token_ids = [token for p in params for token in p.logit_bias]
+    biases = [bias for p in params for bias in p.logit_bias.values()]
+    index = _to_device([rows, token_ids], torch.int64, logits)
+    values = _to_device(biases, logits.dtype, logits)
+    return logits.index_put((index[0], index[1]), values, accumulate=True)
 
 
 def apply_penalties(

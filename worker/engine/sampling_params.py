@@ -7,6 +7,8 @@ from dataclasses import dataclass, field, fields
 
 MAX_STOP_STRINGS = 16
 MAX_LOGPROBS = 20
+MAX_LOGIT_BIAS = 300  # biased tokens per request, as OpenAI caps it
+LOGIT_BIAS_RANGE = 100.0  # -100 bans a token, +100 forces it
 # Below this a temperature is greedy, as in vLLM: dividing logits by ~1e-39 overflows float32.
 GREEDY_BELOW_TEMPERATURE = 1e-5
 
@@ -22,7 +24,8 @@ class SamplingParamsError(ValueError):
 
 @dataclass
 class SamplingParams:
-    n: int = 1
+    n: int = 1  # completions returned
+    best_of: int | None = None  # completions generated (>= n); the n most likely are returned
     temperature: float = 1.0
     top_p: float = 1.0
     top_k: int = 0  # 0 disables
@@ -36,6 +39,7 @@ class SamplingParams:
     stop_token_ids: list[int] = field(default_factory=list)
     ignore_eos: bool = False
     logprobs: int | None = None  # top-N logprobs per generated token; 0 = only the chosen one
+    logit_bias: dict[int, float] = field(default_factory=dict)  # token id -> added to its logit
 
     def __post_init__(self) -> None:
         self.validate()
@@ -44,13 +48,30 @@ class SamplingParams:
     def greedy(self) -> bool:
         return self.temperature < GREEDY_BELOW_TEMPERATURE
 
+    @property
+    def num_seqs(self) -> int:
+        """Sequences generated: best_of when it is given, else n."""
+        return self.best_of or self.n
+
+    @property
+    def selects_best(self) -> bool:
+        """Whether more completions are generated than returned (ranked by likelihood)."""
+        return self.num_seqs > self.n
+
+    @property
+    def needs_logprob(self) -> bool:
+        """Whether the sampler must compute the chosen token's logprob."""
+        return self.logprobs is not None or self.selects_best
+
     def validate(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
             if isinstance(value, float) and not math.isfinite(value):
                 raise SamplingParamsError(f.name, "must be a finite number")
+        bias = self.logit_bias
         checks = [
             ("n", self.n >= 1, "must be at least 1"),
+            ("best_of", self.best_of is None or self.best_of >= self.n, "must be >= n"),
             ("temperature", self.temperature >= 0.0, "must be >= 0"),
             ("top_p", 0.0 < self.top_p <= 1.0, "must be in (0, 1]"),
             ("top_k", self.top_k >= 0, "must be >= 0 (0 disables)"),
@@ -69,6 +90,13 @@ class SamplingParams:
                 "logprobs",
                 self.logprobs is None or 0 <= self.logprobs <= MAX_LOGPROBS,
                 f"must be in [0, {MAX_LOGPROBS}]",
+            ),
+            ("logit_bias", len(bias) <= MAX_LOGIT_BIAS, f"at most {MAX_LOGIT_BIAS} tokens"),
+            ("logit_bias", all(t >= 0 for t in bias), "token ids must be >= 0"),
+            (
+                "logit_bias",
+                all(math.isfinite(b) and abs(b) <= LOGIT_BIAS_RANGE for b in bias.values()),
+                f"biases must be in [-{LOGIT_BIAS_RANGE:g}, {LOGIT_BIAS_RANGE:g}]",
             ),
         ]
         for name, ok, message in checks:

@@ -40,6 +40,7 @@ class Sequence:
     logprobs: list[TokenLogprob] = field(default_factory=list)
     finish_reason: FinishReason | None = None
     num_pending: int = 0  # trailing placeholders: sampled tokens the host has not read yet
+    cumulative_logprob: float = 0.0  # of the tokens read, when the sampler computed them
 
     @property
     def params(self) -> SamplingParams:

@@ -1,8 +1,10 @@
 """Run one API call through the engine and answer it: a whole JSON body, or an SSE stream.
 
 Each prompt is one engine request (its `n` completions share the prompt's KV blocks);
-choice `i * n + j` is completion j of prompt i. However the handler ends (done, client
-gone, error), unfinished requests are aborted so their KV blocks are freed at once.
+choice `i * n + j` is completion j of prompt i. With `best_of`, a prompt's request generates
+best_of completions and the n most likely are returned (usage counts them all, as vLLM's
+does). However the handler ends (done, client gone, error), unfinished requests are aborted so
+their KV blocks are freed at once.
 
 A request the server cuts (its timeout, the drain deadline) never looks complete: a whole
 response becomes an error status, a stream ends with an error event and `[DONE]`. "abort"
@@ -26,7 +28,7 @@ from worker.engine.async_engine import (
     QueueFullError,
     RequestGroup,
 )
-from worker.engine.outputs import FinishReason, RequestOutput
+from worker.engine.outputs import CompletionOutput, FinishReason, RequestOutput, most_likely
 from worker.engine.sampling_params import SamplingParams
 from worker.server.access_log import LOG_FIELDS, REQUEST_ID, REQUEST_ID_HEADER
 from worker.server.errors import APIError
@@ -128,6 +130,10 @@ class _Call:
     def choice_index(self, prompt_index: int, completion_index: int) -> int:
         return prompt_index * self.gen.params.n + completion_index
 
+    def returned(self, prompt_index: int) -> list[CompletionOutput]:
+        """The completions of a finished prompt that its client gets (best_of picks)."""
+        return most_likely(self.finals[prompt_index].outputs, self.gen.params.n)
+
     def usage(self) -> dict:
         outputs = self.finals.values()
         prompt = sum(len(o.prompt_token_ids) for o in outputs)
@@ -146,7 +152,7 @@ class _Call:
         choices = [
             self.gen.format.final_choice(self.choice_index(i, c.index), c)
             for i in sorted(self.finals)
-            for c in self.finals[i].outputs
+            for c in self.returned(i)
         ]
         body = self.envelope(choices, chunk=False) | {"usage": self.usage()}
         return web.json_response(body)
@@ -230,12 +236,12 @@ class _Call:
             prompt_tokens=u["prompt_tokens"],
             completion_tokens=u["completion_tokens"],
             finish_reasons=sorted(
-                {str(c.finish_reason) for o in self.finals.values() for c in o.outputs}
+                {str(c.finish_reason) for i in self.finals for c in self.returned(i)}
             ),
             timed_out=self.group.timed_out,
             disconnected=self.disconnected or not self.group.finished,
         )
-        completions = [c.text for i in sorted(self.finals) for c in self.finals[i].outputs]
+        completions = [c.text for i in sorted(self.finals) for c in self.returned(i)]
         self.state.audit.record(
             self.request[REQUEST_ID], self.gen.endpoint, self.gen.audit_prompt, completions
         )

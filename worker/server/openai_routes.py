@@ -16,9 +16,10 @@ from worker.server.prompts import (
     check_completion_prompt,
     check_context,
     completion_prompts,
+    prompt_texts,
 )
 from worker.server.protocol import ChatCompletionRequest, CompletionRequest
-from worker.server.responses import ChatFormat, CompletionFormat
+from worker.server.responses import ChatFormat, CompletionFormat, Echo
 from worker.server.sampling import chat_max_tokens_param, chat_sampling, completion_sampling
 from worker.server.state import STATE, LoadedModel
 
@@ -64,6 +65,10 @@ async def completions(request: web.Request) -> web.StreamResponse:
     prompts = await model.tokenize(completion_prompts, body.prompt, model.tokenizer)
     for prompt in prompts:
         check_context(len(prompt), max_tokens, model.max_model_len, "prompt", "max_tokens")
+    echo = None
+    if body.echo:
+        texts = await model.tokenize(prompt_texts, body.prompt, prompts, model.tokenizer)
+        echo = Echo(texts, prompts, params.n)
     audit_prompt = body.prompt if isinstance(body.prompt, str) else json.dumps(body.prompt)
     return await respond(
         request,
@@ -72,7 +77,7 @@ async def completions(request: web.Request) -> web.StreamResponse:
             endpoint="completions",
             prompts=prompts,
             params=params,
-            format=CompletionFormat(model.token_text),
+            format=CompletionFormat(model.token_text, echo),
             stream=bool(body.stream),
             include_usage=body.include_usage,
             continuous_usage=body.continuous_usage,

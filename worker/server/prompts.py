@@ -62,6 +62,15 @@ def completion_prompts(prompt, tokenizer) -> list[list[int]]:
     return [prompt] if isinstance(prompt[0], int) else prompt
 
 
+def prompt_texts(prompt, token_ids: list[list[int]], tokenizer) -> list[str]:
+    """Each prompt as text, for echo: as the client wrote it, or its tokens decoded."""
+    if isinstance(prompt, str):
+        return [prompt]
+    if isinstance(prompt[0], str):
+        return list(prompt)
+    return [tokenizer.decode(ids, skip_special_tokens=True) for ids in token_ids]
+
+
 def check_chat_messages(messages: list[ChatMessage], max_chars: int) -> None:
     if not messages:
         raise APIError(400, "messages must not be empty", param="messages")

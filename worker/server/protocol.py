@@ -51,6 +51,7 @@ class SamplingFields(_Body):
     ignore_eos: bool | None = None
     stream: bool | None = None
     stream_options: StreamOptions | None = None
+    logit_bias: dict[str, Number] | None = None  # token id (a JSON key) -> bias in [-100, 100]
     user: str | None = None
 
     @property
@@ -66,6 +67,8 @@ class CompletionRequest(SamplingFields):
     prompt: str | list[str] | list[int] | list[list[int]]
     max_tokens: Integer | None = None
     logprobs: Integer | None = None  # top-N per token, as in the legacy completions API
+    best_of: Integer | None = None  # completions generated per prompt; the n most likely return
+    echo: bool | None = None  # each choice's text starts with its prompt
 
 
 class TextPart(_Body):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from worker.engine.outputs import CompletionOutput, TokenLogprob
 
@@ -28,6 +29,16 @@ def _reason(completion: CompletionOutput) -> str | None:
     return None if completion.finish_reason is None else str(completion.finish_reason)
 
 
+@dataclass
+class Echo:
+    """Completions' `echo`: each choice starts with its prompt, and with logprobs the prompt's
+    tokens come first (their logprobs null: the engine computes none for prompt tokens)."""
+
+    texts: list[str]  # per prompt
+    token_ids: list[list[int]]  # per prompt
+    n: int  # choices per prompt
+
+
 class CompletionFormat:
     """POST /v1/completions: `text` choices, legacy `logprobs` with tokens and offsets."""
 
@@ -35,43 +46,59 @@ class CompletionFormat:
     object = "text_completion"
     chunk_object = "text_completion"
 
-    def __init__(self, token_text: TokenText) -> None:
+    def __init__(self, token_text: TokenText, echo: Echo | None = None) -> None:
         self.token_text = token_text
+        self.echo = echo
         self._offsets: dict[int, int] = defaultdict(int)  # streamed text length per choice
+        self._echoed: set[int] = set()  # streamed choices whose prompt went out already
 
     def opening_choices(self, num_choices: int) -> list[dict]:
         return []
 
     def delta_choice(self, index: int, completion: CompletionOutput) -> dict:
+        echoed = index in self._echoed
+        self._echoed.add(index)
+        text, prompt_ids = self._prompt(index) if not echoed else ("", [])
         return {
             "index": index,
-            "text": completion.new_text,
-            "logprobs": self._logprobs(index, completion.new_logprobs),
+            "text": text + completion.new_text,
+            "logprobs": self._logprobs(index, completion.new_logprobs, prompt_ids),
             "finish_reason": _reason(completion),
         }
 
     def final_choice(self, index: int, completion: CompletionOutput) -> dict:
+        text, prompt_ids = self._prompt(index)
         return {
             "index": index,
-            "text": completion.text,
-            "logprobs": self._logprobs(index, completion.logprobs),
+            "text": text + completion.text,
+            "logprobs": self._logprobs(index, completion.logprobs, prompt_ids),
             "finish_reason": _reason(completion),
         }
 
-    def _logprobs(self, index: int, entries: list[TokenLogprob] | None) -> dict | None:
+    def _prompt(self, index: int) -> tuple[str, list[int]]:
+        """What echo puts in front of a choice: its prompt's text and tokens."""
+        if self.echo is None:
+            return "", []
+        prompt = index // self.echo.n
+        return self.echo.texts[prompt], self.echo.token_ids[prompt]
+
+    def _logprobs(
+        self, index: int, entries: list[TokenLogprob] | None, prompt_ids: list[int]
+    ) -> dict | None:
         if entries is None:
             return None
-        tokens = [self.token_text(e.token_id) for e in entries]
+        tokens = [self.token_text(t) for t in prompt_ids]
+        tokens += [self.token_text(e.token_id) for e in entries]
         offsets = []
         for token in tokens:
             offsets.append(self._offsets[index])
             self._offsets[index] += len(token)
+        unknown = [None] * len(prompt_ids)
         return {
             "tokens": tokens,
-            "token_logprobs": [_finite(e.logprob) for e in entries],
-            "top_logprobs": [
-                {self.token_text(t): _finite(lp) for t, lp in e.top.items()} for e in entries
-            ],
+            "token_logprobs": unknown + [_finite(e.logprob) for e in entries],
+            "top_logprobs": unknown
+            + [{self.token_text(t): _finite(lp) for t, lp in e.top.items()} for e in entries],
             "text_offset": offsets,
         }
 

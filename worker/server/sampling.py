@@ -13,11 +13,29 @@ def _or(value, default):
     return default if value is None else value
 
 
+def _logit_bias(request: SamplingFields) -> dict[int, float]:
+    """JSON keys are strings: each must spell a token id."""
+    bias = {}
+    for key, value in (request.logit_bias or {}).items():
+        try:
+            bias[int(key)] = value
+        except ValueError:
+            raise APIError(
+                400, f"logit_bias: keys must be token ids, got {key!r}", param="logit_bias"
+            ) from None
+    return bias
+
+
 def _build(
-    request: SamplingFields, max_tokens: int, logprobs: int | None, names: dict[str, str]
+    request: SamplingFields,
+    max_tokens: int,
+    logprobs: int | None,
+    names: dict[str, str],
+    best_of: int | None = None,
 ) -> SamplingParams:
-    if request.n is not None and request.n > MAX_N:
-        raise APIError(400, f"n: at most {MAX_N} completions per prompt", param="n")
+    for name, value in (("n", request.n), ("best_of", best_of)):
+        if value is not None and value > MAX_N:
+            raise APIError(400, f"{name}: at most {MAX_N} completions per prompt", param=name)
     if request.stream_options is not None and not request.stream:
         raise APIError(
             400, "stream_options: only allowed when stream is true", param="stream_options"
@@ -27,6 +45,7 @@ def _build(
     try:
         return SamplingParams(
             n=_or(request.n, 1),
+            best_of=best_of,
             temperature=_or(request.temperature, 1.0),
             top_p=_or(request.top_p, 1.0),
             top_k=0 if top_k == -1 else top_k,
@@ -40,6 +59,7 @@ def _build(
             stop_token_ids=request.stop_token_ids or [],
             ignore_eos=_or(request.ignore_eos, False),
             logprobs=logprobs,
+            logit_bias=_logit_bias(request),
         )
     except SamplingParamsError as e:
         param = names.get(e.field, e.field)
@@ -47,7 +67,12 @@ def _build(
 
 
 def completion_sampling(request: CompletionRequest, max_tokens: int) -> SamplingParams:
-    return _build(request, max_tokens, request.logprobs, {})
+    params = _build(request, max_tokens, request.logprobs, {}, request.best_of)
+    if request.stream and params.selects_best:  # the best are known only at the end
+        raise APIError(
+            400, "best_of: streaming needs best_of equal to n (or unset)", param="best_of"
+        )
+    return params
 
 
 def chat_sampling(request: ChatCompletionRequest, max_tokens: int) -> SamplingParams:
