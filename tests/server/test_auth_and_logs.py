@@ -5,10 +5,16 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
+import subprocess
+import sys
+import threading
+import time
 
 import openai
 import pytest
 
+from tests.server.test_serve_command import get
 from worker.server.audit import AuditLog, redact
 from worker.server.auth import API_KEY_ENV, APIKeyError, KeyChecker, load_api_keys
 
@@ -146,3 +152,38 @@ async def test_audit_log_records_redacted_prompts_and_completions(make_server, c
     assert record["endpoint"] == "chat.completions"
     assert record["prompt"] == "user: Mail [EMAIL] a story"
     assert len(record["completions"]) == 1 and record["request_id"]
+
+
+def test_pagoda_serve_audit_log_redacts_its_own_key_pasted_into_a_prompt(stories_dir, tmp_path):
+    """Through a real `pagoda serve --audit-log`: the key looks like nothing the patterns know."""
+    key = "correct-horse-battery-staple"
+    (tmp_path / "keys").write_text(key + "\n")
+    command = [sys.executable, "-m", "pagoda.cli", "serve", "--port", "0", "--audit-log"]
+    command += ["--model", str(stories_dir), "--api-key-file", str(tmp_path / "keys")]
+    proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)
+    try:
+        for line in proc.stderr:
+            if found := re.search(r"probes answer on (http://[\d.]+:\d+)/health", line):
+                break
+        else:
+            raise AssertionError(f"pagoda serve did not start (exit {proc.wait()})")
+        reader.start()
+        url = found.group(1)
+        deadline = time.monotonic() + 60
+        while get(url + "/ready")[0] != 200:
+            assert time.monotonic() < deadline, "never became ready"
+            time.sleep(0.1)
+        client = openai.OpenAI(base_url=url + "/v1", api_key=key, max_retries=0, timeout=60)
+        client.completions.create(
+            model="stories260K", prompt=f"my password is {key} ok", max_tokens=3
+        )
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    reader.join(timeout=10)
+    audits = [json.loads(line) for line in lines if line.startswith('{"request_id"')]
+    [entry] = [a for a in audits if a["endpoint"] == "completions"]
+    assert entry["prompt"] == "my password is [API_KEY] ok"
+    assert key not in "".join(lines)
