@@ -163,21 +163,26 @@ def test_echo_puts_each_prompt_before_its_choices(server, offline):
     assert as_ids.choices[0].text == "The cat" + several.choices[2].text[len("The cat") :]
 
 
-def test_echo_with_logprobs_lists_the_prompt_tokens_first(server, offline):
+def test_echo_with_logprobs_scores_the_prompt_tokens_first(server, offline):
     response = server.client().completions.create(
-        model=MODEL, prompt=PROMPT, max_tokens=4, temperature=0, echo=True, logprobs=1
+        model=MODEL, prompt=PROMPT, max_tokens=4, temperature=0, echo=True, logprobs=2
     )
     logprobs = response.choices[0].logprobs
-    prompt_ids = offline.encode(PROMPT)
+    params = SamplingParams(temperature=0.0, max_tokens=4, logprobs=2, prompt_logprobs=2)
+    expected = offline.generate(PROMPT, params)[0]
+    prompt_ids, completion = expected.prompt_token_ids, expected.outputs[0]
     text = TokenText(offline.tokenizer)
-    completion_ids = greedy_ids(offline, PROMPT, 4)
-    assert logprobs.tokens == [text(t) for t in prompt_ids + completion_ids]
-    assert logprobs.token_logprobs[: len(prompt_ids)] == [None] * len(prompt_ids)
-    assert all(lp <= 0 for lp in logprobs.token_logprobs[len(prompt_ids) :])
+    assert logprobs.tokens == [text(t) for t in prompt_ids + completion.token_ids]
+    scored = expected.prompt_logprobs[1:] + completion.logprobs
+    assert logprobs.token_logprobs[0] is None and logprobs.top_logprobs[0] is None
+    assert logprobs.token_logprobs[1:] == pytest.approx([e.logprob for e in scored], abs=1e-4)
+    assert [list(top) for top in logprobs.top_logprobs[1:]] == [
+        [text(t) for t in e.top] for e in scored
+    ]
     assert logprobs.text_offset[0] == 0 and len(logprobs.text_offset) == len(logprobs.tokens)
 
 
-def test_streamed_echo_sends_the_prompt_in_the_first_chunk(server):
+def test_streamed_echo_sends_the_prompt_in_the_first_chunk(server, offline):
     client = server.client()
     plain = client.completions.create(model=MODEL, prompt=PROMPT, max_tokens=8, temperature=0)
     chunks = list(
@@ -187,3 +192,14 @@ def test_streamed_echo_sends_the_prompt_in_the_first_chunk(server):
     )
     assert chunks[0].choices[0].text.startswith(PROMPT)
     assert "".join(c.choices[0].text for c in chunks) == PROMPT + plain.choices[0].text
+    with_logprobs = list(
+        client.completions.create(
+            model=MODEL, prompt=PROMPT, max_tokens=8, temperature=0, echo=True, stream=True,
+            logprobs=0,
+        )
+    )  # fmt: skip
+    tokens = [t for c in with_logprobs for t in c.choices[0].logprobs.tokens]
+    prompt_tokens = len(with_logprobs[0].choices[0].logprobs.tokens) - 1  # and the first token
+    assert tokens[:prompt_tokens] == [
+        TokenText(offline.tokenizer)(t) for t in offline.encode(PROMPT)
+    ]

@@ -22,6 +22,7 @@ from worker.engine.in_flight import InFlightStep, SampledOnHost
 from worker.engine.loop_timing import Laps
 from worker.engine.model_runner import (
     ModelRunner,
+    StepInputs,
     kv_cache_block_bytes,
     profile_activation_bytes,
 )
@@ -32,7 +33,7 @@ from worker.engine.outputs import (
     RequestOutput,
     TokenLogprob,
 )
-from worker.engine.sampler import Sampler, SamplingRow, make_generator
+from worker.engine.sampler import Sampler, SamplingRow, make_generator, token_logprobs
 from worker.engine.sampling_params import SamplingParams
 from worker.engine.scheduler import Scheduler
 from worker.engine.sequence import Request, Sequence
@@ -50,6 +51,8 @@ from worker.models.loader import (
 from worker.models.source import resolve_model
 
 log = logging.getLogger(__name__)
+
+PROMPT_ROWS_PER_CHUNK = 1024  # prompt tokens scored at once: bounds the vocab-wide logits
 
 
 @dataclass
@@ -193,14 +196,17 @@ class LLMEngine:
         request_id = request_id or uuid.uuid4().hex
         if request_id in self.requests:
             raise ValueError(f"request id {request_id!r} is already in use")
-        salt = b"" if self.config.enable_prefix_caching else request_id.encode()
+        # A prompt to score must be computed here: no blocks from other requests' prompts.
+        private = not self.config.enable_prefix_caching or params.prompt_logprobs is not None
         request = Request(
             request_id=request_id,
             prompt_token_ids=list(prompt_token_ids),
             params=params,
             metrics=RequestMetrics(arrival_time=arrival_time or time.time()),
-            cache_salt=salt,
+            cache_salt=request_id.encode() if private else b"",
         )
+        if params.prompt_logprobs is not None:
+            request.prompt_logprobs = [None] * len(prompt_token_ids)
         for index in range(params.num_seqs):
             generator = None
             if params.seed is not None:
@@ -305,7 +311,9 @@ class LLMEngine:
         pending_rows = previous.rows if previous else {}
         pending_ids = previous.token_ids if previous else None
         inputs = self.runner.prepare(plan.scheduled, pending_rows)
-        logits = self.runner.execute(inputs, pending_ids)
+        logits, hidden = self.runner.execute(inputs, pending_ids)
+        if inputs.prompt_spans:
+            self._score_prompts(inputs, hidden)
         for item in plan.scheduled:
             item.seq.num_computed_tokens += item.num_new_tokens
             self.block_manager.commit(item.seq)
@@ -319,6 +327,30 @@ class LLMEngine:
         in_flight = InFlightStep(plan.scheduled, seqs, result)
         laps.lap("launch")
         return in_flight
+
+    @torch.inference_mode()
+    def _score_prompts(self, inputs: StepInputs, hidden: torch.Tensor) -> None:
+        """prompt_logprobs: score the prompt tokens this step computed, a chunk of rows at a
+        time. Reads the scores at once: a device sync, only in steps that score prompts."""
+        spans, chunk = inputs.prompt_spans, PROMPT_ROWS_PER_CHUNK
+        targets = [
+            t for s in spans for t in s.request.prompt_token_ids[s.first : s.first + s.count]
+        ]
+        target_ids = torch.tensor(targets, dtype=torch.int64).to(hidden.device)
+        k = max(s.request.params.prompt_logprobs for s in spans)
+        scored = []
+        for at in range(0, len(targets), chunk):
+            logits = self.model.compute_logits(hidden[inputs.prompt_rows[at : at + chunk]])
+            chosen, top_ids, top_lps = token_logprobs(logits, target_ids[at : at + chunk], k)
+            columns = (chosen.tolist(), top_ids.tolist(), top_lps.tolist())
+            scored += zip(targets[at : at + chunk], *columns, strict=True)
+        entries = iter(scored)
+        for span in spans:
+            wanted = span.request.params.prompt_logprobs
+            for position in range(span.first, span.first + span.count):
+                token, logprob, ids, lps = next(entries)
+                top = dict(zip(ids[:wanted], lps[:wanted], strict=True))
+                span.request.prompt_logprobs[position] = TokenLogprob(token, logprob, top)
 
     def _resolve(self, step: InFlightStep, deltas: dict[Sequence, _Delta]) -> list[Request]:
         """Read a launched step's tokens into its sequences; returns the requests it touched.
@@ -410,6 +442,7 @@ class LLMEngine:
             finished=request.is_finished,
             num_cached_tokens=request.seqs[0].num_cached_tokens,
             metrics=request.metrics,
+            prompt_logprobs=request.prompt_logprobs,
         )
 
     def _forget(self, request: Request) -> None:

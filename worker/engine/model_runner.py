@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import chain
 
 import numpy as np
 import torch
 
 from worker.engine.scheduler import ScheduledSeq
-from worker.engine.sequence import Sequence
+from worker.engine.sequence import Request, Sequence
 from worker.layers.attention import AttentionBackend, AttentionMetadata
 from worker.models.llama import LlamaForCausalLM
 
@@ -36,6 +36,18 @@ class StepInputs:
     fill_rows: torch.Tensor | None = None
     fill_from: torch.Tensor | None = None
     graph_batch: int | None = None  # replay the decode graph of this batch size
+    # Prompt tokens to score (prompt_logprobs): the input rows whose logits predict them.
+    prompt_rows: torch.Tensor | None = None
+    prompt_spans: list[PromptSpan] = field(default_factory=list)  # in the order of the rows
+
+
+@dataclass
+class PromptSpan:
+    """Prompt tokens [first, first + count) of a request are scored this step."""
+
+    request: Request
+    first: int
+    count: int
 
 
 def kv_cache_block_bytes(model: LlamaForCausalLM, block_size: int, dtype: torch.dtype) -> int:
@@ -204,6 +216,7 @@ class ModelRunner:
         block_tables = block_table_array([seq.block_table for seq in seqs])
         slots = block_tables[seq_of_token, positions // bs] * bs + positions % bs
 
+        prompt_rows, prompt_spans = self._prompt_rows(seqs, starts, seq_lens, query_start_loc)
         fill_rows = np.flatnonzero(token_ids < 0).astype(np.int32)
         fill_from = np.fromiter(
             (pending_rows[seqs[i]] for i in seq_of_token[fill_rows].tolist()),
@@ -246,7 +259,9 @@ class ModelRunner:
             self.graphs.load(batch, views[0].view(4, batch), tables)
             meta = self.graphs.metas[batch]
             ids, pos = self.graphs.static[0, :batch], self.graphs.static[1, :batch]
-            return StepInputs(ids, pos, meta, indices, sampled, *fills, graph_batch=batch)
+            return StepInputs(
+                ids, pos, meta, indices, sampled, *fills, batch, prompt_rows, prompt_spans
+            )
         ids, pos, slot_view, qsl, lens = views[:5]
         meta = AttentionMetadata(
             slot_mapping=slot_view,
@@ -257,15 +272,35 @@ class ModelRunner:
             max_seq_len=int(seq_lens.max()),
             num_decodes=num_decodes,
         )
-        return StepInputs(ids, pos, meta, indices, sampled, *fills)
+        return StepInputs(ids, pos, meta, indices, sampled, *fills, None, prompt_rows, prompt_spans)
+
+    def _prompt_rows(
+        self, seqs: list[Sequence], starts: np.ndarray, seq_lens: np.ndarray, row_starts: np.ndarray
+    ) -> tuple[torch.Tensor | None, list[PromptSpan]]:
+        """Rows whose logits score the next prompt token, for requests that want prompt logprobs
+        (their first completion computes the prompt; the prefix cache is private to them)."""
+        rows, spans = [], []
+        for i, seq in enumerate(seqs):
+            if seq.index or not seq.request.scores_prompt:
+                continue
+            start, end = int(starts[i]), min(int(seq_lens[i]), seq.num_prompt_tokens - 1)
+            if end > start:  # position q's logits predict token q + 1
+                rows.extend(range(int(row_starts[i]), int(row_starts[i]) + end - start))
+                spans.append(PromptSpan(seq.request, start + 1, end - start))
+        if not rows:
+            return None, []
+        return torch.tensor(rows, dtype=torch.int64).to(self.device), spans
 
     def forward(self, input_ids, positions, meta: AttentionMetadata) -> torch.Tensor:
         return self.model(input_ids, positions, self.kv_caches, meta, self.backend)
 
     @torch.inference_mode()
-    def execute(self, inputs: StepInputs, previous_ids: torch.Tensor | None) -> torch.Tensor:
-        """Logits [num_sampled, vocab] for the sequences that sample this step. previous_ids:
-        the previous step's sampled ids, still on the device, that fill the placeholders."""
+    def execute(
+        self, inputs: StepInputs, previous_ids: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits [num_sampled, vocab] for the sequences that sample this step, and the hidden
+        states of every input row. previous_ids: the previous step's sampled ids, still on the
+        device, that fill the placeholders."""
         if inputs.fill_rows is not None:
             filled = previous_ids[inputs.fill_from].to(inputs.input_ids.dtype)
             inputs.input_ids[inputs.fill_rows] = filled
@@ -274,10 +309,10 @@ class ModelRunner:
         else:
             hidden = self.forward(inputs.input_ids, inputs.positions, inputs.meta)
         if inputs.logits_indices is not None:
-            hidden = hidden[inputs.logits_indices]
+            sampled = hidden[inputs.logits_indices]
         else:
-            hidden = hidden[: len(inputs.sampled)]
-        return self.model.compute_logits(hidden)
+            sampled = hidden[: len(inputs.sampled)]
+        return self.model.compute_logits(sampled), hidden
 
 
 @torch.inference_mode()

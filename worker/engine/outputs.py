@@ -63,3 +63,5 @@ class RequestOutput:
     finished: bool
     num_cached_tokens: int
     metrics: RequestMetrics
+    # Per prompt token (None for the first), when asked for; complete once a token is out.
+    prompt_logprobs: list[TokenLogprob | None] | None = None

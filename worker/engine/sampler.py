@@ -97,6 +97,17 @@ class Sampler:
         return (probs / noise).argmax(dim=-1)
 
 
+def token_logprobs(
+    logits: torch.Tensor, token_ids: torch.Tensor, k: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Each row's logprob of its given token, and its k best tokens (ids, logprobs), from the
+    raw distribution (for prompt tokens: nothing was sampled there)."""
+    logprobs = torch.log_softmax(logits.float(), dim=-1)
+    chosen = logprobs.gather(1, token_ids.unsqueeze(1)).squeeze(1)
+    top_logprobs, top_ids = logprobs.topk(k, dim=-1)
+    return chosen, top_ids, top_logprobs
+
+
 def apply_logit_bias(logits: torch.Tensor, params: list[SamplingParams]) -> torch.Tensor:
     """Adds each row's biases to their tokens' logits: only the listed entries travel to the
     device (no vocabulary-sized tensor is built on the host)."""

@@ -109,6 +109,13 @@ class Request:
     metrics: RequestMetrics
     cache_salt: bytes  # prefix-cache namespace: shared by all, or private to this request
     seqs: list[Sequence] = field(default_factory=list)
+    # With params.prompt_logprobs: one entry per prompt token, filled in as the prompt is
+    # computed (complete once a token is generated); the first token has none.
+    prompt_logprobs: list[TokenLogprob | None] | None = None
+
+    @property
+    def scores_prompt(self) -> bool:
+        return self.prompt_logprobs is not None
 
     @property
     def is_finished(self) -> bool:

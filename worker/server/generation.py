@@ -150,7 +150,7 @@ class _Call:
         if self.group.cut_because:
             raise _cut_error(self.group, self.model)
         choices = [
-            self.gen.format.final_choice(self.choice_index(i, c.index), c)
+            self.gen.format.final_choice(self.choice_index(i, c.index), c, self.finals[i])
             for i in sorted(self.finals)
             for c in self.returned(i)
         ]
@@ -215,7 +215,7 @@ class _Call:
                         or completion.new_text
                         or (completion.finished and index not in reported_finish)
                     ):
-                        choices.append(self.gen.format.delta_choice(index, completion))
+                        choices.append(self.gen.format.delta_choice(index, completion, output))
                         if completion.finished:
                             reported_finish.add(index)
                 if choices:

@@ -68,7 +68,7 @@ async def completions(request: web.Request) -> web.StreamResponse:
     echo = None
     if body.echo:
         texts = await model.tokenize(prompt_texts, body.prompt, prompts, model.tokenizer)
-        echo = Echo(texts, prompts, params.n)
+        echo = Echo(texts, params.n)
     audit_prompt = body.prompt if isinstance(body.prompt, str) else json.dumps(body.prompt)
     return await respond(
         request,

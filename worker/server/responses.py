@@ -7,7 +7,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from worker.engine.outputs import CompletionOutput, TokenLogprob
+from worker.engine.outputs import CompletionOutput, RequestOutput, TokenLogprob
 
 TokenText = Callable[[int], str]
 
@@ -32,10 +32,9 @@ def _reason(completion: CompletionOutput) -> str | None:
 @dataclass
 class Echo:
     """Completions' `echo`: each choice starts with its prompt, and with logprobs the prompt's
-    tokens come first (their logprobs null: the engine computes none for prompt tokens)."""
+    tokens come first (the first one's logprob is null: nothing comes before it)."""
 
     texts: list[str]  # per prompt
-    token_ids: list[list[int]]  # per prompt
     n: int  # choices per prompt
 
 
@@ -55,50 +54,60 @@ class CompletionFormat:
     def opening_choices(self, num_choices: int) -> list[dict]:
         return []
 
-    def delta_choice(self, index: int, completion: CompletionOutput) -> dict:
-        echoed = index in self._echoed
+    def delta_choice(
+        self, index: int, completion: CompletionOutput, request: RequestOutput
+    ) -> dict:
+        first = index not in self._echoed  # echo goes out with a choice's first chunk
         self._echoed.add(index)
-        text, prompt_ids = self._prompt(index) if not echoed else ("", [])
+        prompt = self._prompt_entries(request) if first else []
         return {
             "index": index,
-            "text": text + completion.new_text,
-            "logprobs": self._logprobs(index, completion.new_logprobs, prompt_ids),
+            "text": (self._echo_text(index) if first else "") + completion.new_text,
+            "logprobs": self._logprobs(index, completion.new_logprobs, prompt),
             "finish_reason": _reason(completion),
         }
 
-    def final_choice(self, index: int, completion: CompletionOutput) -> dict:
-        text, prompt_ids = self._prompt(index)
+    def final_choice(
+        self, index: int, completion: CompletionOutput, request: RequestOutput
+    ) -> dict:
+        prompt = self._prompt_entries(request)
         return {
             "index": index,
-            "text": text + completion.text,
-            "logprobs": self._logprobs(index, completion.logprobs, prompt_ids),
+            "text": self._echo_text(index) + completion.text,
+            "logprobs": self._logprobs(index, completion.logprobs, prompt),
             "finish_reason": _reason(completion),
         }
 
-    def _prompt(self, index: int) -> tuple[str, list[int]]:
-        """What echo puts in front of a choice: its prompt's text and tokens."""
-        if self.echo is None:
-            return "", []
-        prompt = index // self.echo.n
-        return self.echo.texts[prompt], self.echo.token_ids[prompt]
+    def _echo_text(self, index: int) -> str:
+        return self.echo.texts[index // self.echo.n] if self.echo else ""
+
+    def _prompt_entries(self, request: RequestOutput) -> list[tuple[int, TokenLogprob | None]]:
+        """Echo with logprobs: the prompt's tokens come first (the first has no logprob)."""
+        if self.echo is None or request.prompt_logprobs is None:
+            return []
+        return list(zip(request.prompt_token_ids, request.prompt_logprobs, strict=True))
 
     def _logprobs(
-        self, index: int, entries: list[TokenLogprob] | None, prompt_ids: list[int]
+        self,
+        index: int,
+        entries: list[TokenLogprob] | None,
+        prompt: list[tuple[int, TokenLogprob | None]],
     ) -> dict | None:
         if entries is None:
             return None
-        tokens = [self.token_text(t) for t in prompt_ids]
-        tokens += [self.token_text(e.token_id) for e in entries]
+        scored = prompt + [(e.token_id, e) for e in entries]
+        tokens = [self.token_text(token_id) for token_id, _ in scored]
         offsets = []
         for token in tokens:
             offsets.append(self._offsets[index])
             self._offsets[index] += len(token)
-        unknown = [None] * len(prompt_ids)
         return {
             "tokens": tokens,
-            "token_logprobs": unknown + [_finite(e.logprob) for e in entries],
-            "top_logprobs": unknown
-            + [{self.token_text(t): _finite(lp) for t, lp in e.top.items()} for e in entries],
+            "token_logprobs": [_finite(e.logprob) if e else None for _, e in scored],
+            "top_logprobs": [
+                {self.token_text(t): _finite(lp) for t, lp in e.top.items()} if e else None
+                for _, e in scored
+            ],
             "text_offset": offsets,
         }
 
@@ -121,7 +130,9 @@ class ChatFormat:
             for i in range(num_choices)
         ]
 
-    def delta_choice(self, index: int, completion: CompletionOutput) -> dict:
+    def delta_choice(
+        self, index: int, completion: CompletionOutput, request: RequestOutput
+    ) -> dict:
         has_text = completion.new_text or not completion.finished
         return {
             "index": index,
@@ -130,7 +141,9 @@ class ChatFormat:
             "finish_reason": _reason(completion),
         }
 
-    def final_choice(self, index: int, completion: CompletionOutput) -> dict:
+    def final_choice(
+        self, index: int, completion: CompletionOutput, request: RequestOutput
+    ) -> dict:
         return {
             "index": index,
             "message": {"role": "assistant", "content": completion.text},

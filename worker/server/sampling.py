@@ -32,6 +32,7 @@ def _build(
     logprobs: int | None,
     names: dict[str, str],
     best_of: int | None = None,
+    prompt_logprobs: int | None = None,
 ) -> SamplingParams:
     for name, value in (("n", request.n), ("best_of", best_of)):
         if value is not None and value > MAX_N:
@@ -59,6 +60,7 @@ def _build(
             stop_token_ids=request.stop_token_ids or [],
             ignore_eos=_or(request.ignore_eos, False),
             logprobs=logprobs,
+            prompt_logprobs=prompt_logprobs,
             logit_bias=_logit_bias(request),
         )
     except SamplingParamsError as e:
@@ -67,7 +69,9 @@ def _build(
 
 
 def completion_sampling(request: CompletionRequest, max_tokens: int) -> SamplingParams:
-    params = _build(request, max_tokens, request.logprobs, {}, request.best_of)
+    # echo with logprobs lists the prompt's tokens too, with their logprobs.
+    prompt_logprobs = request.logprobs if request.echo else None
+    params = _build(request, max_tokens, request.logprobs, {}, request.best_of, prompt_logprobs)
     if request.stream and params.selects_best:  # the best are known only at the end
         raise APIError(
             400, "best_of: streaming needs best_of equal to n (or unset)", param="best_of"
