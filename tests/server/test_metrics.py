@@ -154,3 +154,5 @@ async def test_metrics_explain_the_slowest_engine_loop_pass(server):
     assert wall > 0 and sum(v for k, v in by_part.items() if k != "gc") <= wall
     cpu = found["pagoda:engine_loop_longest_pass_cpu_seconds"]
     assert {s.labels["cpu"] for s in cpu.samples} == {"engine_thread", "process"}
+    most_cpu = found["pagoda:engine_loop_most_pass_cpu_seconds"].samples[0].value
+    assert most_cpu > 0 and sample(cpu, "", cpu="engine_thread") <= most_cpu

@@ -57,7 +57,9 @@ def slowest_pass(m: dict[str, float]) -> str:
     )
     return (
         f"{m['pagoda:engine_loop_longest_pass_seconds'] * 1000:.1f} ms ({laps}; CPU: engine "
-        f"thread {m[cpu + 'engine_thread'] * 1000:.1f}, process {m[cpu + 'process'] * 1000:.1f})"
+        f"thread {m[cpu + 'engine_thread'] * 1000:.1f}, process {m[cpu + 'process'] * 1000:.1f}); "
+        f"most engine-thread CPU in one pass "
+        f"{m['pagoda:engine_loop_most_pass_cpu_seconds'] * 1000:.1f} ms"
     )
 
 

@@ -66,11 +66,13 @@ class PassTiming:
 
 
 class PassMeter:
-    """Measures one pass at a time; keeps the slowest."""
+    """Measures one pass at a time; keeps the slowest, and the most CPU any pass used itself
+    (what the slowest pass would have taken with a core and the GIL to itself)."""
 
     def __init__(self, gc_clock: GcClock) -> None:
         self.gc_clock = gc_clock
         self.slowest = PassTiming()
+        self.most_cpu_s = 0.0  # of the engine thread, in any one pass
         self.laps = Laps()
         self._thread_cpu = self._process_cpu = self._gc = 0.0
 
@@ -82,15 +84,18 @@ class PassMeter:
 
     def finish(self) -> None:
         wall = time.perf_counter() - self.laps.started
+        thread_cpu = time.thread_time() - self._thread_cpu
+        self.most_cpu_s = max(self.most_cpu_s, thread_cpu)
         if wall <= self.slowest.wall_s:
             return
         self.slowest = PassTiming(
             wall_s=wall,
             parts=dict(self.laps.parts),
             gc_s=self.gc_clock.total_s - self._gc,
-            thread_cpu_s=time.thread_time() - self._thread_cpu,
+            thread_cpu_s=thread_cpu,
             process_cpu_s=time.process_time() - self._process_cpu,
         )
 
     def reset(self) -> None:
         self.slowest = PassTiming()
+        self.most_cpu_s = 0.0

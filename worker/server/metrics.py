@@ -49,6 +49,7 @@ class WorkerGauges:
     stats: EngineStats
     heartbeat_age_s: float
     slowest_pass: PassTiming
+    most_pass_cpu_s: float
     generation_age_s: float | None  # None until the first token
     ready: bool
 
@@ -192,6 +193,12 @@ class _WorkerCollector:
             "Where the longest pass went (laps; gc overlaps them).",
             "part",
             parts,
+        )
+        yield gauge(
+            "pagoda:engine_loop_most_pass_cpu_seconds",
+            "The most CPU time the engine thread spent in any one pass (its own work, without "
+            "waits for the GIL or for a CPU).",
+            now.most_pass_cpu_s,
         )
         yield labelled(
             "pagoda:engine_loop_longest_pass_cpu_seconds",

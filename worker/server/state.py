@@ -106,6 +106,7 @@ class WorkerState:
             stats=engine.stats,
             heartbeat_age_s=engine.heartbeat_age(),
             slowest_pass=engine.passes.slowest,
+            most_pass_cpu_s=engine.passes.most_cpu_s,
             generation_age_s=engine.generation_age(),
             ready=not self.not_ready_reasons(),
         )
