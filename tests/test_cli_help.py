@@ -32,7 +32,8 @@ def shown_default(text: str, flag: str) -> str:
 def test_every_engine_flag_shows_the_engine_default(command, capsys):
     text = help_text(command, capsys)
     expected = {"kv_cache_bytes": "256MiB", "max_model_len": "the model's",
-                "num_kv_blocks": "from the budget"}  # fmt: skip
+                "num_kv_blocks": "from the budget",
+                "cpu_threads": "usable cores minus one, at least 1"}  # fmt: skip
     for f in fields(EngineConfig):
         if f.name != "model":
             flag = "--" + f.name.replace("_", "-")

@@ -4,9 +4,9 @@ serves a context as long as the window, where full attention gives the same answ
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
-from conftest import make_tiny_model
 
 from worker.engine.config import EngineConfig
 from worker.engine.engine import LLMEngine
@@ -20,8 +20,8 @@ def with_config(folder, **changes):
 
 
 @pytest.fixture
-def mistral(tmp_path):
-    return make_tiny_model("mistral", tmp_path)
+def mistral(tiny_models, tmp_path):
+    return shutil.copytree(tiny_models["mistral"], tmp_path / "mistral")
 
 
 def test_a_sliding_window_limits_the_context(mistral):

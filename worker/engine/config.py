@@ -66,8 +66,8 @@ _HELP = {
     "enforce_eager": "disable CUDA graphs",
     "async_scheduling": "launch each step before reading the previous step's tokens, so host "
     "bookkeeping overlaps the device's work",
-    "cpu_threads": "threads for the model's math on CPU; none: usable cores minus one, at least 1 "
-    "(more threads than free cores make every step wait for a descheduled one)",
+    "cpu_threads": "threads for the model's math on CPU (more threads than free cores make "
+    "every step wait for a descheduled one)",
     "seed": "seed for requests that bring none",
 }
 
@@ -137,6 +137,7 @@ def _shown_default(f: Field) -> object:
 _DEFAULT_TEXT = {
     "max_model_len": "the model's",
     "num_kv_blocks": "from the budget",
+    "cpu_threads": "usable cores minus one, at least 1",
 }
 
 
