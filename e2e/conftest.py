@@ -13,6 +13,7 @@ import pytest
 from e2e import build
 from e2e.cluster import start_cluster
 from e2e.kube import Cluster
+from e2e.test_operator_support import Operator, install_crds, remove_crds, running_operator
 
 _LOG_DIR = pytest.StashKey[Path]()
 
@@ -41,6 +42,15 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
     plane.stop()
     if not request.session.testsfailed:
         shutil.rmtree(plane.log_dir.parent, ignore_errors=True)  # logs are kept for failures
+
+
+@pytest.fixture(scope="module")
+def operator(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
+    """The CRDs installed and one standalone operator, for a whole test module."""
+    install_crds(cluster)
+    with running_operator(cluster, tmp_path_factory.mktemp("operator"), "--standalone") as op:
+        yield op
+    remove_crds(cluster)
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@ GPU quota, unschedulable pods, invalid specs."""
 
 from __future__ import annotations
 
-import json
 import time
 
 import pytest
@@ -13,29 +12,14 @@ from e2e.faults import FAULT_ANNOTATION
 from e2e.test_operator_support import (
     condition,
     events,
-    install_crds,
     llmdeployment,
     models_volume,
+    patch_spec,
     pods,
     ready,
-    remove_crds,
-    running_operator,
     status,
     wait_condition,
 )
-
-
-@pytest.fixture(scope="module")
-def operator(cluster, tmp_path_factory):
-    install_crds(cluster)
-    with running_operator(cluster, tmp_path_factory.mktemp("operator"), "--standalone") as op:
-        yield op
-    remove_crds(cluster)
-
-
-def patch(cluster, namespace: str, name: str, spec: dict) -> None:
-    body = json.dumps({"spec": spec})
-    cluster.kubectl("patch", f"llmd/{name}", f"-n={namespace}", "--type=merge", f"-p={body}")
 
 
 def service_tier(cluster, namespace: str, name: str) -> str:
@@ -54,7 +38,7 @@ def test_a_rollout_that_never_becomes_ready_is_rolled_back(cluster, namespace, o
         "model": {"name": "broken"},
         "podAnnotations": {FAULT_ANNOTATION: "image-pull-error"},
     }
-    patch(cluster, namespace, "rb", bad_spec)
+    patch_spec(cluster, namespace, "rb", bad_spec)
     rolled_back = wait_condition(cluster, namespace, "rb", "RolledBack", "True", timeout=90)
     current = status(cluster, namespace, "rb")["revisions"]
     bad = current["desired"]
@@ -78,7 +62,7 @@ def test_a_rollout_that_never_becomes_ready_is_rolled_back(cluster, namespace, o
                for e in warnings)  # fmt: skip
 
     # Fixing the spec rolls out again.
-    patch(cluster, namespace, "rb", {"podAnnotations": None})
+    patch_spec(cluster, namespace, "rb", {"podAnnotations": None})
     cluster.wait_for(
         lambda: status(cluster, namespace, "rb")["revisions"].get("lastReady") not in (good, bad),
         timeout=60,
@@ -182,7 +166,7 @@ def test_gpu_quota_too_small_is_reported_with_numbers(cluster, namespace, operat
         and current["revisions"].get("lastReady"),
         what="both pods once the quota allows them, baked",
     )  # fmt: skip
-    patch(cluster, namespace, "big", {"engine": {"maxNumSeqs": 32}})
+    patch_spec(cluster, namespace, "big", {"engine": {"maxNumSeqs": 32}})
     cluster.wait_for(
         lambda: (revisions := status(cluster, namespace, "big")["revisions"])["lastReady"]
         not in (None, before) and revisions["lastReady"] == revisions["desired"],

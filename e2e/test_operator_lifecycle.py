@@ -6,33 +6,21 @@ import contextlib
 import json
 import threading
 
-import pytest
 from kubernetes import client, config, watch
 from urllib3.exceptions import ProtocolError
 
 from e2e.test_operator_support import (
     REPO,
     events,
-    install_crds,
     llmdeployment,
     models_volume,
     pods,
     ready,
-    remove_crds,
-    running_operator,
     status,
     wait_condition,
 )
 
 SAMPLE = REPO / "manifests" / "samples" / "cpu-stories.yaml"
-
-
-@pytest.fixture(scope="module")
-def operator(cluster, tmp_path_factory):
-    install_crds(cluster)
-    with running_operator(cluster, tmp_path_factory.mktemp("operator"), "--standalone") as op:
-        yield op
-    remove_crds(cluster)
 
 
 def children(cluster, namespace: str) -> dict[str, dict]:

@@ -154,6 +154,12 @@ def models_volume(cluster: Cluster, namespace: str, with_claim: bool = True) -> 
         )
 
 
+def patch_spec(cluster: Cluster, namespace: str, name: str, spec: dict) -> None:
+    """Merge-patch an LLMDeployment's spec, as a user editing it would."""
+    body = json.dumps({"spec": spec})
+    cluster.kubectl("patch", f"llmd/{name}", f"-n={namespace}", "--type=merge", f"-p={body}")
+
+
 def status(cluster: Cluster, namespace: str, name: str) -> dict:
     return cluster.get("llmdeployment", name, namespace).get("status") or {}
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import json
 
-import pytest
 import yaml
 
 from e2e.faults import FAULT_ANNOTATION, Fault
@@ -15,31 +14,16 @@ from e2e.test_operator_support import (
     CRDS,
     condition,
     events,
-    install_crds,
     llmdeployment,
     models_volume,
+    patch_spec,
     pods,
     ready,
-    remove_crds,
-    running_operator,
     status,
     wait_condition,
 )
 
 CPU = {"gpus": 0, "cpu": "1", "memory": "2Gi"}
-
-
-@pytest.fixture(scope="module")
-def operator(cluster, tmp_path_factory):
-    install_crds(cluster)
-    with running_operator(cluster, tmp_path_factory.mktemp("operator"), "--standalone") as op:
-        yield op
-    remove_crds(cluster)
-
-
-def patch(cluster, namespace: str, name: str, spec: dict) -> None:
-    body = json.dumps({"spec": spec})
-    cluster.kubectl("patch", f"llmd/{name}", f"-n={namespace}", "--type=merge", f"-p={body}")
 
 
 def row(cluster, namespace: str, name: str) -> list[str]:
@@ -139,13 +123,13 @@ def test_a_child_the_apiserver_refuses_is_a_condition_and_an_event(cluster, name
         assert "DeploymentRejected" in warning_reasons(cluster, namespace, "refused")
 
         # Fixed: it rolls out.
-        patch(cluster, namespace, "refused", {"resources": {"memory": "2Gi"}})
+        patch_spec(cluster, namespace, "refused", {"resources": {"memory": "2Gi"}})
         wait_condition(cluster, namespace, "refused", "Ready", "True")
         wait_condition(cluster, namespace, "refused", "UpToDate", "True", timeout=30)
 
         # A Ready deployment made invalid is not Ready any more, and says what still serves.
         before = status(cluster, namespace, "refused")["revisions"]["lastReady"]
-        patch(cluster, namespace, "refused", {"model": {"name": "v2"}, "resources": big})
+        patch_spec(cluster, namespace, "refused", {"model": {"name": "v2"}, "resources": big})
         again = wait_condition(
             cluster, namespace, "refused", "Ready", "False", "DeploymentRejected"
         )
@@ -186,7 +170,7 @@ def test_a_crash_while_baking_rolls_back_and_survives_a_status_wipe(cluster, nam
 
     # The new revision's pods pass readiness, then crash a few seconds later.
     crashing = {"model": {"name": "crashy"}, "podAnnotations": {FAULT_ANNOTATION: "crash-loop"}}
-    patch(cluster, namespace, "bake", crashing)
+    patch_spec(cluster, namespace, "bake", crashing)
     rolled_back = wait_condition(
         cluster, namespace, "bake", "RolledBack", "True", "CrashedDuringRollout"
     )
@@ -354,5 +338,5 @@ def test_an_object_stored_under_a_looser_crd_is_reported_not_retried_silently(
     assert "spec.resources.cpu" in invalid["message"]
     assert status(cluster, namespace, "legacy")["phase"] == "Failed"
     assert "InvalidSpec" in warning_reasons(cluster, namespace, "legacy")
-    patch(cluster, namespace, "legacy", {"resources": {"cpu": "1"}})
+    patch_spec(cluster, namespace, "legacy", {"resources": {"cpu": "1"}})
     wait_condition(cluster, namespace, "legacy", "Ready", "True")
