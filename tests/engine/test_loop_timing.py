@@ -82,10 +82,10 @@ def test_the_meter_keeps_the_slowest_pass_with_its_breakdown():
 def test_an_engine_on_cpu_leaves_a_core_to_the_server(stories_dir):
     before = torch.get_num_threads()
     try:
-        LLMEngine(EngineConfig(model=str(stories_dir), cpu_threads=1))
+        LLMEngine(EngineConfig(model=str(stories_dir), device="cpu", cpu_threads=1))
         assert torch.get_num_threads() == 1
         torch.set_num_threads(before + 1)
-        LLMEngine(EngineConfig(model=str(stories_dir)))
+        LLMEngine(EngineConfig(model=str(stories_dir), device="cpu"))
         assert torch.get_num_threads() == cpu_threads(None)
     finally:
         torch.set_num_threads(before)
