@@ -81,8 +81,9 @@ def test_an_id_the_hub_does_not_know_names_the_hubs_answer(tmp_path):
 
 @pytest.mark.parametrize("path", ["./no-such-model", "/no/such/model", "no/such/model", "nothing"])
 def test_paths_that_do_not_exist_are_folders_and_never_reach_a_hub(path):
-    with pytest.raises(ModelNotFoundError, match=f"model folder {path} does not exist"):
+    with pytest.raises(ModelNotFoundError, match=f"model folder {path} does not exist") as error:
         resolve_model(path)
+    assert "or a Hugging Face id such as org/name" in str(error.value)  # the fix, named
 
 
 def test_a_folder_is_named_after_itself():

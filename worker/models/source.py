@@ -36,7 +36,10 @@ def resolve_model(model: str | Path) -> ModelSource:
     path = Path(model).expanduser()
     if path.exists() or not _looks_like_repo_id(str(model)):
         if not path.is_dir():
-            raise ModelNotFoundError(f"model folder {model} does not exist")
+            raise ModelNotFoundError(
+                f"model folder {model} does not exist: pass a Hugging Face model folder "
+                "(config.json, weights, tokenizer) or a Hugging Face id such as org/name"
+            )
         return ModelSource(path, path.resolve().name)
     return ModelSource(_from_hugging_face(str(model)), str(model))
 
