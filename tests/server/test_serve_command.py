@@ -164,7 +164,8 @@ def test_a_second_sigterm_during_the_drain_exits_at_once_and_says_what_it_cut(st
             if found := re.search(r"probes answer on (http://[\d.]+:\d+)/health", line):
                 url = found.group(1)
                 break
-        threading.Thread(target=lambda: log.extend(proc.stderr), daemon=True).start()
+        reader = threading.Thread(target=lambda: log.extend(proc.stderr), daemon=True)
+        reader.start()
         deadline = time.monotonic() + 60
         while get(url + "/ready")[0] != 200:
             assert time.monotonic() < deadline, "never became ready"
@@ -185,7 +186,7 @@ def test_a_second_sigterm_during_the_drain_exits_at_once_and_says_what_it_cut(st
                 pass
         assert proc.wait(timeout=10) == 0
         assert time.monotonic() - signalled < 5  # not the 60 s drain timeout
-        time.sleep(0.2)  # the log reader catches up
+        reader.join(timeout=10)  # the log is complete: the process closed its stderr
         assert any("second signal" in line and "cut 1 generation" in line for line in log)
     finally:
         if proc.poll() is None:
