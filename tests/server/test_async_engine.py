@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from dataclasses import dataclass
 
@@ -68,7 +69,7 @@ class WaitingEngine:
 
 async def test_an_added_request_counts_as_waiting_when_generate_returns():
     """Admission control reads the stats snapshot: it must already hold the new request,
-    or a burst slips past max_waiting_requests."""
+    or a burst slips past max_waiting_seqs."""
     engine = AsyncLLMEngine(WaitingEngine(), AsyncEngineOptions(request_timeout_s=None))
     await engine.start()
     try:
@@ -91,4 +92,44 @@ async def test_a_canary_that_times_out_is_aborted():
                 await asyncio.sleep(0.01)
         assert fake.waiting == []
     finally:
+        await engine.stop()
+
+
+class GatedEngine(WaitingEngine):
+    """Holds the engine thread inside add_request for the prompt [0] until `gate` opens."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held, self.gate = threading.Event(), threading.Event()
+
+    def add_request(self, prompt, params, request_id, arrival_time) -> str:
+        if prompt == [0]:
+            self.held.set()
+            self.gate.wait(10)
+        return super().add_request(prompt, params, request_id, arrival_time)
+
+
+async def test_a_call_added_over_several_passes_is_counted_once():
+    """One request per pass: while a 3-prompt call is half in the engine, its sequences count
+    once (the stats hold the added one, the call the rest), so 3 + 1 fits 4 waiting slots."""
+    fake = GatedEngine()
+    options = AsyncEngineOptions(max_waiting_seqs=4, command_budget_s=0.0, request_timeout_s=None)
+    engine = AsyncLLMEngine(fake, options)
+    await engine.start()
+    params = SamplingParams(max_tokens=1)
+    try:
+        big = asyncio.create_task(engine.generate([[1], [0], [2]], params))
+        async with asyncio.timeout(5):
+            while not fake.held.is_set():  # [1] is in the engine, [0] holds its thread
+                await asyncio.sleep(0.01)
+        await asyncio.sleep(0)  # the engine thread's hand-over of [1] runs first
+        assert engine.stats.num_waiting == 1
+        small = asyncio.create_task(engine.generate([[3]], params))
+        await asyncio.sleep(0.05)
+        fake.gate.set()
+        await big
+        await small  # counting [1] twice (1 + 3 + 1 > 4) refused it: QueueFullError
+        assert engine.stats.num_waiting == 4
+    finally:
+        fake.gate.set()
         await engine.stop()

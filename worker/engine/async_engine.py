@@ -21,6 +21,7 @@ import logging
 import queue
 import threading
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from itertools import count
@@ -115,13 +116,14 @@ class RequestGroup:
             yield self.index[item.request_id], item
 
 
-@dataclass
+@dataclass(eq=False)
 class _Add:
     group: RequestGroup
     prompts: list[list[int]]
     params: SamplingParams
     arrival_time: float  # wall clock, as the engine's RequestMetrics
     done: asyncio.Future = field(repr=False)
+    pending_seqs: int = 0  # event loop's: sequences the engine's stats do not count yet
 
 
 @dataclass
@@ -147,7 +149,7 @@ class AsyncLLMEngine:
         self.options = options or AsyncEngineOptions()
         self._observer = observer
         self._commands: queue.SimpleQueue = queue.SimpleQueue()
-        self._work: Iterator[tuple | None] | None = None  # a command applied in part so far
+        self._work: Iterator[_Add | tuple | None] | None = None  # a command applied in part so far
         self._groups: dict[str, RequestGroup] = {}  # unfinished request id -> its group
         self._internal: set[RequestGroup] = set()  # canaries: kept out of the metrics
         self._timers: dict[RequestGroup, asyncio.TimerHandle] = {}
@@ -253,16 +255,17 @@ class AsyncLLMEngine:
         if internal:
             self._internal.add(group)
         done = self._loop.create_future()
+        add = _Add(group, prompts, params, time.time(), done, pending_seqs=num_seqs)
         self._pending_seqs += num_seqs
         self._add_futures.add(done)
-        self._commands.put(_Add(group, prompts, params, time.time(), done))
+        self._commands.put(add)
         try:
             await done
         except asyncio.CancelledError:
             group.abort()  # the caller left before the engine took the requests
             raise
         finally:
-            self._pending_seqs -= num_seqs
+            self._taken(add, add.pending_seqs)  # all of them now: in the stats, or never
             self._add_futures.discard(done)
         timeout_s = self.options.request_timeout_s if timeout_s is None else timeout_s
         if timeout_s and not group.finished:
@@ -281,6 +284,13 @@ class AsyncLLMEngine:
         num_waiting = self.stats.num_waiting + self._pending_seqs
         if num_waiting + num_seqs > self.options.max_waiting_seqs:
             raise QueueFullError(num_waiting, num_seqs, self.options.retry_after_s)
+
+    def _taken(self, add: _Add, num_seqs: int) -> None:
+        """The engine's stats count num_seqs more of the add's sequences: stop counting them
+        as pending. An add applied over several passes is never counted twice."""
+        num_seqs = min(num_seqs, add.pending_seqs)
+        add.pending_seqs -= num_seqs
+        self._pending_seqs -= num_seqs
 
     def _abort(self, group: RequestGroup) -> None:
         self._commands.put(_Abort(sorted(group.unfinished)))
@@ -397,6 +407,7 @@ class AsyncLLMEngine:
         """Apply commands one request at a time until none is left or the deadline passes; a
         command cut off midway resumes first in the next pass (a step runs in between)."""
         answers = []  # for the event loop, once the stats show the added requests
+        taken: Counter[_Add] = Counter()  # requests each add got into the engine this pass
         if command is not None:
             self._work = self._units(command)
         while self._work is not None:  # at least one request per pass, whatever the budget
@@ -404,17 +415,22 @@ class AsyncLLMEngine:
             if unit is _DONE:
                 command = self._next_command(0)
                 self._work = self._units(command) if command is not None else None
+            elif isinstance(unit, _Add):
+                taken[unit] += 1
             elif unit is not None:
                 answers.append(unit)
             if time.monotonic() >= deadline:
                 break
-        self.stats = self.engine.stats()  # before the adds resolve: admission sees them
+        # Stats first, then the event loop's pending counts: admission never counts less.
+        self.stats = self.engine.stats()
+        for add, num_requests in taken.items():
+            self._loop.call_soon_threadsafe(self._taken, add, num_requests * add.params.num_seqs)
         for answer in answers:
             self._loop.call_soon_threadsafe(*answer)
 
-    def _units(self, command) -> Iterator[tuple | None]:
-        """A command's work, one request (at most n sequences) per item; an add's last item is
-        the callback that answers its caller."""
+    def _units(self, command) -> Iterator[_Add | tuple | None]:
+        """A command's work, one request (at most n sequences) per item: an add yields itself
+        for each request the engine took, and last the callback that answers its caller."""
         if isinstance(command, _Abort):
             for rid in command.request_ids:
                 self.engine.abort_request(rid)
@@ -422,7 +438,7 @@ class AsyncLLMEngine:
         elif isinstance(command, _Add):
             yield from self._add(command)
 
-    def _add(self, command: _Add) -> Iterator[tuple | None]:
+    def _add(self, command: _Add) -> Iterator[_Add | tuple | None]:
         added = []
         for rid, prompt in zip(command.group.request_ids, command.prompts, strict=True):
             try:
@@ -433,7 +449,7 @@ class AsyncLLMEngine:
                 yield self._reject, command, e
                 return
             added.append(rid)
-            yield None
+            yield command
         yield _resolve, command.done, None
 
     def _reject(self, command: _Add, error: ValueError) -> None:
