@@ -54,101 +54,35 @@ def add_parser(subparsers, help_text: str) -> None:
         "--served-model-name",
         help="the name clients ask for (default: the folder's name, or the Hugging Face id)",
     )
-    parser.add_argument(
-        "--host",
-        default=server_defaults.host,
-        help=with_default("address to listen on", server_defaults.host),
-    )
-    parser.add_argument(
-        "--port",
-        type=int,
-        default=server_defaults.port,
-        help=with_default("port to listen on; 0 picks a free one", server_defaults.port),
-    )
+    _option(parser, "--host", str, server_defaults.host, "address to listen on")
+    _option(parser, "--port", int, server_defaults.port, "port to listen on; 0 picks a free one")
     parser.add_argument("--config", help="JSON file of engine settings (EngineConfig field names)")
     parser.add_argument(
         "--api-key-file",
         help="file of API keys, one per line; $PAGODA_API_KEY adds keys (comma-separated)",
     )
     server = parser.add_argument_group("server")
-    server.add_argument(
-        "--max-waiting-seqs",
-        type=int,
-        default=engine_defaults.max_waiting_seqs,
-        help=with_default(
-            "sequences (prompts x n) allowed to wait; a request that does not fit: 429",
-            engine_defaults.max_waiting_seqs,
-        ),
-    )
-    server.add_argument(
-        "--max-seqs-per-request",
-        type=int,
-        default=engine_defaults.max_seqs_per_request,
-        help=with_default(
-            "most sequences (prompts x n) in one request; beyond: 400",
-            engine_defaults.max_seqs_per_request,
-        ),
-    )
-    server.add_argument(
-        "--request-timeout",
-        type=float,
-        default=engine_defaults.request_timeout_s,
-        help=with_default(
-            "seconds before a request is aborted; 0 disables", engine_defaults.request_timeout_s
-        ),
-    )
-    server.add_argument(
-        "--drain-timeout",
-        type=float,
-        default=server_defaults.drain_timeout_s,
-        help=with_default(
-            "seconds in-flight requests get after SIGTERM", server_defaults.drain_timeout_s
-        ),
-    )
-    server.add_argument(
-        "--max-body-bytes",
-        type=parse_bytes,
-        metavar="SIZE",
-        default=server_defaults.max_body_bytes,
-        help=with_default(
-            "largest request body; beyond it: 413", format_bytes(server_defaults.max_body_bytes)
-        ),
-    )
-    server.add_argument(
-        "--header-timeout",
-        type=float,
-        default=server_defaults.header_timeout_s,
-        help=with_default(
-            "seconds for a request's headers to arrive (idle keep-alive connections close then)",
-            server_defaults.header_timeout_s,
-        ),
-    )
-    server.add_argument(
-        "--body-timeout",
-        type=float,
-        default=server_defaults.body_timeout_s,
-        help=with_default(
-            "seconds for a request's body to arrive; beyond: 408", server_defaults.body_timeout_s
-        ),
-    )
-    server.add_argument(
-        "--heartbeat-timeout",
-        type=float,
-        default=engine_defaults.heartbeat_timeout_s,
-        help=with_default(
-            "seconds of engine-loop silence after which /health fails",
-            engine_defaults.heartbeat_timeout_s,
-        ),
-    )
-    server.add_argument(
-        "--canary-interval",
-        type=float,
-        default=engine_defaults.canary_interval_s,
-        help=with_default(
-            "idle seconds between canary generations behind /ready",
-            engine_defaults.canary_interval_s,
-        ),
-    )
+    for flag, kind, default, text in [
+        ("--max-waiting-seqs", int, engine_defaults.max_waiting_seqs,
+         "sequences (prompts x n) allowed to wait; a request that does not fit: 429"),
+        ("--max-seqs-per-request", int, engine_defaults.max_seqs_per_request,
+         "most sequences (prompts x n) in one request; beyond: 400"),
+        ("--request-timeout", float, engine_defaults.request_timeout_s,
+         "seconds before a request is aborted; 0 disables"),
+        ("--drain-timeout", float, server_defaults.drain_timeout_s,
+         "seconds in-flight requests get after SIGTERM"),
+        ("--max-body-bytes", parse_bytes, server_defaults.max_body_bytes,
+         "largest request body; beyond it: 413"),
+        ("--header-timeout", float, server_defaults.header_timeout_s,
+         "seconds for a request's headers to arrive (idle keep-alive connections close then)"),
+        ("--body-timeout", float, server_defaults.body_timeout_s,
+         "seconds for a request's body to arrive; beyond: 408"),
+        ("--heartbeat-timeout", float, engine_defaults.heartbeat_timeout_s,
+         "seconds of engine-loop silence after which /health fails"),
+        ("--canary-interval", float, engine_defaults.canary_interval_s,
+         "idle seconds between canary generations behind /ready"),
+    ]:  # fmt: skip
+        _option(server, flag, kind, default, text)
     server.add_argument(
         "--audit-log",
         action="store_true",
@@ -161,6 +95,15 @@ def add_parser(subparsers, help_text: str) -> None:
         help=with_default("log level of the server's own messages", "info"),
     )
     add_engine_args(parser)
+
+
+def _option(group, flag: str, kind, default, text: str) -> None:
+    """A flag whose --help shows its default; sizes take units and show them."""
+    if kind is parse_bytes:
+        group.add_argument(flag, type=kind, default=default, metavar="SIZE",
+                           help=with_default(text, format_bytes(default)))  # fmt: skip
+    else:
+        group.add_argument(flag, type=kind, default=default, help=with_default(text, default))
 
 
 def read_config_file(path: str) -> dict:
