@@ -9,12 +9,11 @@ import re
 import subprocess
 import sys
 import threading
-import time
 
 import openai
 import pytest
 
-from tests.server.test_serve_command import get
+from tests.server.test_serve_command import wait_ready
 from worker.server.audit import AuditLog, redact
 from worker.server.auth import API_KEY_ENV, APIKeyError, KeyChecker, load_api_keys
 
@@ -171,10 +170,7 @@ def test_pagoda_serve_audit_log_redacts_its_own_key_pasted_into_a_prompt(stories
             raise AssertionError(f"pagoda serve did not start (exit {proc.wait()})")
         reader.start()
         url = found.group(1)
-        deadline = time.monotonic() + 60
-        while get(url + "/ready")[0] != 200:
-            assert time.monotonic() < deadline, "never became ready"
-            time.sleep(0.1)
+        wait_ready(url)
         client = openai.OpenAI(base_url=url + "/v1", api_key=key, max_retries=0, timeout=60)
         client.completions.create(
             model="stories260K", prompt=f"my password is {key} ok", max_tokens=3

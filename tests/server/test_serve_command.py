@@ -84,6 +84,13 @@ def get(url: str) -> tuple[int, dict]:
         return e.code, json.loads(e.read())
 
 
+def wait_ready(url: str, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while get(url + "/ready")[0] != 200:
+        assert time.monotonic() < deadline, "never became ready"
+        time.sleep(0.1)
+
+
 def start_serve(*argv: str) -> tuple[subprocess.Popen, str]:
     """Start `pagoda serve` on a free port; its log keeps being read so it never blocks."""
     command = [sys.executable, "-m", "pagoda.cli", "serve", "--port", "0", *argv]
@@ -98,10 +105,7 @@ def start_serve(*argv: str) -> tuple[subprocess.Popen, str]:
 def test_sigterm_drains_in_flight_streams_then_exits_0(stories_dir):
     proc, url = start_serve("--model", str(stories_dir), "--drain-timeout", "60")
     try:
-        deadline = time.monotonic() + 60
-        while get(url + "/ready")[0] != 200:
-            assert time.monotonic() < deadline, "never became ready"
-            time.sleep(0.1)
+        wait_ready(url)
         client = openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0, timeout=60)
         stream = client.completions.create(
             model="stories260K",
@@ -166,10 +170,7 @@ def test_a_second_sigterm_during_the_drain_exits_at_once_and_says_what_it_cut(st
                 break
         reader = threading.Thread(target=lambda: log.extend(proc.stderr), daemon=True)
         reader.start()
-        deadline = time.monotonic() + 60
-        while get(url + "/ready")[0] != 200:
-            assert time.monotonic() < deadline, "never became ready"
-            time.sleep(0.1)
+        wait_ready(url)
         client = openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0, timeout=60)
         stream = client.completions.create(
             model="stories260K", prompt="Once", max_tokens=480, stream=True,
@@ -199,10 +200,7 @@ def test_late_signals_during_an_idle_drain_still_exit_0(stories_dir):
     """SIGTERMs keep coming while the process exits: it must never die of one (-15)."""
     proc, url = start_serve("--model", str(stories_dir))
     try:
-        deadline = time.monotonic() + 60
-        while get(url + "/ready")[0] != 200:
-            assert time.monotonic() < deadline, "never became ready"
-            time.sleep(0.1)
+        wait_ready(url)
         while proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
             time.sleep(0.005)
