@@ -12,7 +12,7 @@ PORT ?= 8000
 $(VENV)/.installed: pyproject.toml
 	@echo "== setup: creating $(VENV) with Pagoda and its dependencies: PyTorch (its Linux wheels"
 	@echo "== bring the CUDA libraries), transformers, aiohttp, kopf, kubernetes and the test tools."
-	@echo "== About 3 GB to download and 5 GB in $(VENV); a few minutes on a fast link."
+	@echo "== About 2.8 GB to download and 5 GB in $(VENV); a few minutes on a fast link."
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --progress-bar on -e '.[dev]'
