@@ -36,8 +36,7 @@ def fallback_fit(fallback: FallbackSpec, nodes: list[dict]) -> Verdict | None:
         "FallbackWouldNotFit",
         f"the fallback needs {count(fallback.replicas, 'pod')} x {per_pod} GPUs, but the"
         f" {len(sizes)} {where} can hold {fits} such pods (the largest offers {largest} {GPU}):"
-        " lower"
-        " fallback.resources.gpus or fallback.replicas, or add nodes",
+        " lower fallback.resources.gpus or fallback.replicas, or add nodes",
     )
 
 
