@@ -14,8 +14,8 @@ from typing import Any
 import yaml
 
 from .api import GROUP, KIND, PLURAL, VERSION, LLMDeploymentSpec, LLMDeploymentStatus
+from .api.base import cel
 from .api.openapi import structural_schema
-from .api.spec import cel
 
 CRD_PATH = Path(__file__).resolve().parents[2] / "crds" / f"{PLURAL}.{GROUP}.yaml"
 HEADER = "# Generated from operator/pagoda_operator/api by `python -m pagoda_operator.crd`.\n"

@@ -7,8 +7,9 @@ import json
 
 from pydantic import Field
 
+from .api.base import ApiModel
+from .api.env import EnvVar
 from .api.spec import (
-    ApiModel,
     EngineSpec,
     LLMDeploymentSpec,
     ModelSource,
@@ -31,6 +32,8 @@ class TierConfig(ApiModel):
     resources: ResourcesSpec
     serving: ServingSpec
     pod_annotations: dict[str, str] = Field(default_factory=dict)
+    # Left out of dumps while empty, so the revision hash of a spec without env stays the same.
+    env: list[EnvVar] = Field(default_factory=list, exclude_if=lambda env: not env)
 
     @property
     def revision(self) -> str:
@@ -49,6 +52,7 @@ def primary_config(spec: LLMDeploymentSpec) -> TierConfig:
         resources=spec.resources,
         serving=spec.serving,
         pod_annotations=spec.pod_annotations,
+        env=spec.env,
     )
 
 
@@ -66,4 +70,5 @@ def fallback_config(spec: LLMDeploymentSpec) -> TierConfig | None:
         resources=fallback.resources,
         serving=spec.serving,
         pod_annotations=spec.pod_annotations,
+        env=spec.env,
     )

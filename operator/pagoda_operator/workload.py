@@ -30,6 +30,27 @@ PRESTOP_SECONDS = 5
 EXIT_SECONDS = 5  # after the drain: the server's own shutdown, before the kubelet kills it
 STARTUP_PERIOD_SECONDS = 10
 WORKER_UID = 1000
+# A container that fails with an empty /dev/termination-log gets its log's tail as its
+# termination message, which the kubelet reports and status quotes (health.py).
+TERMINATION_MESSAGE_POLICY = "FallbackToLogsOnError"
+# Download, check (when MODEL_SHA256 is set) and unpack a `source.uri` archive. Each failure
+# ends the log with one line that says what failed: the termination message.
+FETCH_URI_SCRIPT = """\
+archive="${TMPDIR:-/tmp}/model.tar"
+mkdir -p "$TARGET"
+curl -fsSL --retry 5 -o "$archive" "$MODEL_URI" || {
+  code=$?
+  echo "fetch-model: downloading $MODEL_URI failed (curl exit code $code)" >&2
+  exit "$code"
+}
+if [ -n "${MODEL_SHA256:-}" ] && ! echo "$MODEL_SHA256  $archive" | sha256sum -c --status; then
+  got=$(sha256sum "$archive" | cut -c1-64)
+  echo "fetch-model: checksum of $MODEL_URI did not match: expected $MODEL_SHA256, got $got" >&2
+  exit 1
+fi
+tar -xf "$archive" -C "$TARGET"
+rm "$archive"
+"""
 
 
 @dataclass(frozen=True)
@@ -87,7 +108,8 @@ def deployment(
 
 
 def pod_template(owner: Owner, config: TierConfig) -> dict:
-    model_dir, model_volume, fetch = _model(config.source, config.image)
+    user_env = [variable.container_env() for variable in config.env]
+    model_dir, model_volume, fetch = _model(config.source, config.image, user_env)
     volumes = [
         model_volume,
         {
@@ -137,7 +159,7 @@ def pod_template(owner: Owner, config: TierConfig) -> dict:
         "imagePullPolicy": config.image_pull_policy,
         "command": command,
         "ports": [{"name": "http", "containerPort": config.serving.port, "protocol": "TCP"}],
-        "env": _scratch_env(),
+        "env": [*_scratch_env(), *user_env],
         "resources": _resources(config),
         "startupProbe": _probe(
             "/health",
@@ -149,6 +171,7 @@ def pod_template(owner: Owner, config: TierConfig) -> dict:
         "lifecycle": {"preStop": {"sleep": {"seconds": PRESTOP_SECONDS}}},
         "volumeMounts": mounts,
         "securityContext": _container_security(),
+        "terminationMessagePolicy": TERMINATION_MESSAGE_POLICY,
     }
     spec = {
         "containers": [worker],
@@ -184,7 +207,7 @@ def pod_template(owner: Owner, config: TierConfig) -> dict:
     return {"metadata": metadata, "spec": spec}
 
 
-def _model(source: ModelSource, image: str) -> tuple[str, dict, dict | None]:
+def _model(source: ModelSource, image: str, user_env: list[dict]) -> tuple[str, dict, dict | None]:
     """Where the worker finds the model, the volume holding it, and the init container (if
     any) that downloads it."""
     if source.pvc is not None:
@@ -205,26 +228,25 @@ def _model(source: ModelSource, image: str) -> tuple[str, dict, dict | None]:
             secret = {"name": source.hf.token_secret.name, "key": source.hf.token_secret.key}
             env.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": secret}})
     else:
-        script = (
-            'mkdir -p "$TARGET" && curl -fsSL --retry 5 -o /tmp/model.tar "$MODEL_URI"'
-            ' && tar -xf /tmp/model.tar -C "$TARGET" && rm /tmp/model.tar'
-        )
-        command = ["sh", "-ec", script]
+        command = ["sh", "-ec", FETCH_URI_SCRIPT]
         env = [
             *_scratch_env(),
             {"name": "MODEL_URI", "value": source.uri},
             {"name": "TARGET", "value": DOWNLOAD_DIR},
         ]
+        if source.sha256 is not None:
+            env.append({"name": "MODEL_SHA256", "value": source.sha256})
     fetch = {
         "name": "fetch-model",
         "image": image,
         "command": command,
-        "env": env,
+        "env": [*env, *user_env],  # HF_ENDPOINT or a proxy must reach the download too
         "volumeMounts": [
             {"name": "model", "mountPath": MODELS_DIR},
             {"name": "tmp", "mountPath": "/tmp"},
         ],
         "securityContext": _container_security(),
+        "terminationMessagePolicy": TERMINATION_MESSAGE_POLICY,
     }
     return DOWNLOAD_DIR, volume, fetch
 

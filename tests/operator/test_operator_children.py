@@ -6,6 +6,7 @@ import json
 
 import pytest
 from operator_world import PVC_SOURCE
+from pagoda_operator.api.env import OPERATOR_ENV
 from pagoda_operator.api.spec import LLMDeploymentSpec, RolloutSpec
 from pagoda_operator.naming import Owner
 from pagoda_operator.network import disruption_budget, service
@@ -19,6 +20,12 @@ from pagoda_operator.workload import (
 )
 
 OWNER = Owner("team", "demo", "uid-1")
+HF_SOURCE = {"hf": {"repo": "org/m", "tokenSecret": {"name": "hf"}}}
+URI_SOURCE = {"uri": "https://models.example/m.tar", "sha256": "ab" * 32}
+ENV = [
+    {"name": "HF_ENDPOINT", "value": "http://mirror.local"},
+    {"name": "HTTPS_PROXY", "valueFrom": {"secretKeyRef": {"name": "proxy", "key": "url"}}},
+]
 
 
 def spec(**changes) -> LLMDeploymentSpec:
@@ -130,6 +137,69 @@ def test_config_hash_in_the_pod_template_rolls_exactly_on_pod_changes(change, ro
     assert (template_before != template_after) is rolls
 
 
+def test_env_and_checksum_changes_are_new_revisions():
+    uri = {"name": "m", "source": {"uri": URI_SOURCE["uri"]}}
+    revisions = {
+        primary_config(spec(**changes)).revision
+        for changes in [
+            {},
+            {"env": ENV},
+            {"env": ENV[:1]},
+            {"env": [{"name": "HF_ENDPOINT", "value": "http://other.local"}]},
+            {"model": uri},
+            {"model": uri | {"source": URI_SOURCE}},
+        ]
+    }
+    assert len(revisions) == 6
+
+
+def test_specs_without_env_or_checksum_keep_their_revision():
+    """Revisions name the ConfigMaps and the last ready one: a field added to the API must not
+    change them for specs that leave it unset, or an operator upgrade would look like a new
+    rollout of every LLMDeployment. (These are the revisions from before env and sha256.)"""
+    uri = {"name": "stories", "source": {"uri": "https://x.example/m.tar"}}
+    fallback = {"model": {"source": {"hf": {"repo": "org/m"}}}}
+    assert primary_config(spec()).revision == "9e5c00a681"
+    assert primary_config(spec(model=uri)).revision == "31bacb9e17"
+    assert fallback_config(spec(fallback=fallback)).revision == "59451c84b1"
+
+
+@pytest.mark.parametrize("source", [PVC_SOURCE, HF_SOURCE, URI_SOURCE])
+def test_spec_env_reaches_the_worker_and_the_download_after_the_operators_own(source):
+    config = primary_config(spec(model={"name": "m", "source": source}, env=ENV))
+    template = pod_template(OWNER, config)
+    containers = template["spec"]["containers"] + template["spec"].get("initContainers", [])
+    assert len(containers) == (1 if source is PVC_SOURCE else 2)
+    for container in containers:
+        assert container["env"][-2:] == ENV, container["name"]
+        assert {e["name"] for e in container["env"][:-2]} <= set(OPERATOR_ENV)
+
+
+def test_the_fallback_tier_inherits_spec_env():
+    fallback = {"model": {"source": HF_SOURCE}}
+    template = pod_template(OWNER, fallback_config(spec(env=ENV, fallback=fallback)))
+    for container in template["spec"]["containers"] + template["spec"]["initContainers"]:
+        assert container["env"][-2:] == ENV, container["name"]
+
+
+def test_the_reserved_env_names_are_the_ones_the_operator_sets():
+    names = set()
+    for source in (PVC_SOURCE, HF_SOURCE, URI_SOURCE):
+        template = pod_template(OWNER, primary_config(spec(model={"name": "m", "source": source})))
+        for container in template["spec"]["containers"] + template["spec"].get(
+            "initContainers", []
+        ):
+            names |= {e["name"] for e in container["env"]}
+    assert names == set(OPERATOR_ENV)
+
+
+@pytest.mark.parametrize("source", [HF_SOURCE, URI_SOURCE])
+def test_failed_containers_report_the_end_of_their_log(source):
+    template = pod_template(OWNER, primary_config(spec(model={"name": "m", "source": source})))
+    for container in template["spec"]["containers"] + template["spec"]["initContainers"]:
+        assert container["terminationMessagePolicy"] == "FallbackToLogsOnError", container["name"]
+
+
 def test_engine_config_map_holds_engine_json_and_the_revision():
     config = primary_config(spec(engine={"maxModelLen": 4096, "prefixCaching": False}))
     cm = engine_config_map(OWNER, config)
@@ -183,7 +253,11 @@ def test_uri_source_downloads_and_unpacks_an_archive():
     fetch = template["spec"]["initContainers"][0]
     env = {e["name"]: e.get("value") for e in fetch["env"]}
     assert env["MODEL_URI"] == source["uri"]
+    assert "MODEL_SHA256" not in env
     assert "tar -xf" in fetch["command"][-1]
+    with_checksum = primary_config(spec(model={"name": "m", "source": URI_SOURCE}))
+    fetch = pod_template(OWNER, with_checksum)["spec"]["initContainers"][0]
+    assert {"name": "MODEL_SHA256", "value": URI_SOURCE["sha256"]} in fetch["env"]
 
 
 def test_pvc_source_is_mounted_read_only_without_init_container():

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 import yaml
+from pagoda_operator.api.env import OPERATOR_ENV
+from pagoda_operator.api.formats import C_IDENTIFIER
 from pagoda_operator.crd import CRD_PATH, build_crd, main, render_crd
 
 
@@ -78,12 +80,37 @@ def test_nested_objects_default_to_their_full_defaults():
         (".spec.model.source", "has(self.pvc), has(self.hf), has(self.uri)"),
         (".spec.fallback", "demoteAfterSeconds >= self.promoteAfterSeconds"),
         (".spec.fallback.model.source", "has(self.pvc), has(self.hf), has(self.uri)"),
+        (".spec.model.source", "!has(self.sha256) || has(self.uri)"),
+        (".spec.fallback.model.source", "!has(self.sha256) || has(self.uri)"),
+        (".spec.env[]", "has(self.value) != has(self.valueFrom)"),
+        (".spec.env[].valueFrom", "has(self.secretKeyRef) != has(self.configMapKeyRef)"),
     ],
 )
 def test_cross_field_rules_are_cel(path, fragment):
     nodes = dict(_walk(_schema()))
     rules = [rule["rule"] for rule in nodes[path].get("x-kubernetes-validations", [])]
     assert any(fragment in rule for rule in rules), rules
+
+
+def test_env_is_a_list_map_of_c_identifiers_without_the_operators_names():
+    env = _schema()["properties"]["spec"]["properties"]["env"]
+    assert env["x-kubernetes-list-type"] == "map", "the apiserver refuses a repeated name"
+    assert env["x-kubernetes-list-map-keys"] == ["name"]
+    assert env["maxItems"] == 64
+    assert "default" not in env, "unset stays absent"
+    item = env["items"]
+    assert item["required"] == ["name"]
+    assert item["properties"]["name"]["pattern"] == C_IDENTIFIER
+    [reserved] = [r for r in item["x-kubernetes-validations"] if "self.name in" in r["rule"]]
+    assert reserved["fieldPath"] == ".name"
+    assert reserved["message"].startswith("spec.env cannot set")
+    for name in OPERATOR_ENV:
+        assert f"'{name}'" in reserved["rule"] and name in reserved["message"]
+
+
+def test_the_checksum_is_64_lowercase_hex_digits():
+    source = _schema()["properties"]["spec"]["properties"]["model"]["properties"]["source"]
+    assert source["properties"]["sha256"]["pattern"] == "^[0-9a-f]{64}$"
 
 
 def test_printer_columns_and_subresources():

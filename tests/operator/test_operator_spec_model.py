@@ -7,6 +7,10 @@ from pagoda_operator.api import LLMDeploymentSpec
 from pydantic import ValidationError
 
 PVC = {"pvc": {"claimName": "models"}}
+URI = {"uri": "https://models.example/m.tar.gz"}
+SHA = "0123456789abcdef" * 4
+SECRET = {"secretKeyRef": {"name": "proxy", "key": "url"}}
+CONFIG_MAP = {"configMapKeyRef": {"name": "mirror", "key": "endpoint"}}
 
 
 def parse(**changes):
@@ -47,6 +51,23 @@ def test_defaults():
         ({"image": "registry.local/pagoda worker:1"}, "pattern"),
         ({"image": "Pagoda:1"}, "pattern"),
         ({"rollout": {"progressDeadlineSeconds": 30}}, "minReadySeconds must be less than"),
+        ({"model": {"name": "m", "source": PVC | {"sha256": SHA}}}, "only allowed with source.uri"),
+        ({"model": {"name": "m", "source": URI | {"sha256": SHA.upper()}}}, "pattern"),
+        ({"model": {"name": "m", "source": URI | {"sha256": SHA[:63]}}}, "pattern"),
+        ({"env": [{"name": "1ST", "value": "x"}]}, "pattern"),
+        ({"env": [{"name": "A-B", "value": "x"}]}, "pattern"),
+        ({"env": [{"name": "HF_HOME", "value": "/data"}]}, "spec.env cannot set HOME, HF_HOME"),
+        ({"env": [{"name": "TARGET", "value": "/x"}]}, "the operator sets them"),
+        ({"env": [{"name": "A"}]}, "exactly one of value or valueFrom"),
+        ({"env": [{"name": "A", "value": "1", "valueFrom": SECRET}]}, "exactly one of value or"),
+        ({"env": [{"name": "A", "valueFrom": {}}]}, "exactly one of secretKeyRef or configMap"),
+        ({"env": [{"name": "A", "valueFrom": SECRET | CONFIG_MAP}]}, "exactly one of secretKey"),
+        (
+            {"env": [{"name": "A", "valueFrom": {"secretKeyRef": {"name": "Bad", "key": "k"}}}]},
+            "pattern",
+        ),
+        ({"env": [{"name": "A", "value": "1"}, {"name": "A", "value": "2"}]}, "sets A twice"),
+        ({"env": [{"name": f"V{i}", "value": ""} for i in range(65)]}, "at most 64"),
     ],
 )
 def test_invalid_specs(changes, says):
@@ -89,3 +110,15 @@ def test_valid_keys_values_and_quantities():
         podAnnotations={"prometheus.io/scrape": "true"},
     )
     assert spec.resources.memory == "1.5Gi"
+
+
+def test_env_and_checksum():
+    env = [
+        {"name": "HF_ENDPOINT", "value": "http://mirror.local"},
+        {"name": "EMPTY", "value": ""},
+        {"name": "_PROXY", "valueFrom": SECRET},
+        {"name": "nccl_debug", "valueFrom": CONFIG_MAP},
+    ]
+    spec = parse(model={"name": "m", "source": URI | {"sha256": SHA}}, env=env)
+    assert spec.model.source.sha256 == SHA
+    assert [variable.container_env() for variable in spec.env] == env

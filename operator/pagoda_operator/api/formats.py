@@ -17,6 +17,11 @@ _NAME = r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
 # Label and annotation keys: an optional DNS-subdomain prefix and '/', then a name of 63 or less.
 QUALIFIED_NAME = rf"^({_DNS_SUBDOMAIN}/)?{_NAME}$"
 LABEL_VALUE = rf"^({_NAME})?$"
+# Names of namespaced objects (Secrets, ConfigMaps, claims), and the keys of their data.
+DNS_SUBDOMAIN = rf"^{_DNS_SUBDOMAIN}$"
+DATA_KEY = r"^[-._a-zA-Z0-9]+$"
+# Environment variable names that every shell and runtime takes: C identifiers.
+C_IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]*$"
 # An image reference: [registry[:port]/]path[:tag][@digest], as the container runtime parses it.
 _HOST = r"[a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?"
 _REGISTRY = rf"({_HOST}(\.{_HOST})*(:[0-9]+)?/)?"

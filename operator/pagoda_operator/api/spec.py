@@ -8,36 +8,22 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-from pydantic.alias_generators import to_camel
+from pydantic import ConfigDict, Field, model_validator
 
-from .formats import QUALIFIED_NAME, AnnotationMap, Image, LabelMap, LabelValue, Quantity
+from .base import ApiModel, cel, validations
+from .env import Env
+from .formats import (
+    DNS_SUBDOMAIN,
+    QUALIFIED_NAME,
+    AnnotationMap,
+    Image,
+    LabelMap,
+    LabelValue,
+    Quantity,
+)
 
 DEFAULT_IMAGE = "pagoda-worker:0.1.0"
-DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
-DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
-
-
-def cel(rule: str, message: str, field_path: str | None = None) -> dict:
-    """One CEL rule with a fixed message (messageExpression string building exceeds the
-    apiserver's CEL cost budget)."""
-    entry = {"rule": rule, "message": message}
-    if field_path:
-        entry["fieldPath"] = field_path
-    return entry
-
-
-def validations(*rules: dict) -> dict:
-    return {"x-kubernetes-validations": list(rules)}
-
-
-class ApiModel(BaseModel):
-    model_config = ConfigDict(
-        alias_generator=to_camel,
-        populate_by_name=True,
-        use_attribute_docstrings=True,
-        frozen=True,
-    )
+SHA256_MESSAGE = "source.sha256 is only allowed with source.uri: it checks the downloaded archive"
 
 
 class PvcSource(ApiModel):
@@ -88,7 +74,8 @@ class ModelSource(ApiModel):
             cel(
                 "[has(self.pvc), has(self.hf), has(self.uri)].filter(x, x).size() == 1",
                 "exactly one model source must be set: pvc, hf or uri",
-            )
+            ),
+            cel("!has(self.sha256) || has(self.uri)", SHA256_MESSAGE, ".sha256"),
         )
     )
 
@@ -99,11 +86,18 @@ class ModelSource(ApiModel):
     uri: str | None = Field(None, max_length=2048, pattern=r"^https?://\S+\.(tar|tar\.gz|tgz)$")
     """Download and unpack a tar archive (.tar, .tar.gz or .tgz) over HTTP(S) at pod start. The
     archive's top level must be the model folder's contents."""
+    # Left out of dumps while unset, so the revision hash of a spec without it stays the same.
+    sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$", exclude_if=lambda v: v is None)
+    """SHA-256 of the uri archive, 64 lowercase hex digits (`sha256sum` prints it). The download
+    is checked against it before unpacking; a mismatch fails the fetch-model init container
+    and status says so."""
 
     @model_validator(mode="after")
     def _exactly_one(self) -> ModelSource:
         if [self.pvc, self.hf, self.uri].count(None) != 2:
             raise ValueError("exactly one model source must be set: pvc, hf or uri")
+        if self.sha256 is not None and self.uri is None:
+            raise ValueError(SHA256_MESSAGE)
         return self
 
 
@@ -369,3 +363,8 @@ class LLMDeploymentSpec(ApiModel):
     pod_annotations: AnnotationMap = Field(default_factory=dict)
     """Extra annotations on every worker pod (both tiers), e.g. for scrapers or meshes. Keys are
     annotation keys; values at most 4096 characters."""
+    env: Env = Field(default_factory=list)
+    """Environment variables of every worker pod (both tiers), set on the worker and on the
+    fetch-model init container: e.g. HF_ENDPOINT for a Hub mirror, HTTPS_PROXY, NCCL or CUDA
+    settings. Each entry has a name and a value or a valueFrom (secretKeyRef or
+    configMapKeyRef). Changing them rolls the pods."""

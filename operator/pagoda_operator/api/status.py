@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from .spec import ApiModel
+from .base import ApiModel
 
 Tier = Literal["primary", "fallback"]
 Phase = Literal["Pending", "Progressing", "Ready", "Degraded", "RolledBack", "Failed"]
