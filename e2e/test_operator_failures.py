@@ -98,7 +98,7 @@ def test_failing_primary_hands_traffic_to_a_cold_fallback_and_back(cluster, name
         what="Degraded to name both failing pods",
     )  # fmt: skip
     assert degraded["reason"] == "OOMKilled", "the worse problem names the condition"
-    assert "resources.memory" in degraded["message"] and "keeps crashing" in degraded["message"]
+    assert "resources.memory" in degraded["message"] and "keeps failing" in degraded["message"]
     promoted = wait_condition(cluster, namespace, "fb", "FallbackActive", "True", timeout=60)
     assert promoted["reason"] == "PrimaryUnavailable"
     assert service_tier(cluster, namespace, "fb") == "fallback"

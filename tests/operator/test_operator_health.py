@@ -32,13 +32,13 @@ from pagoda_operator.health import pod_crash, pod_problem
             pod(ready=False, started=False, waiting="CrashLoopBackOff", last_terminated="Error",
                 restarts=4),
             "CrashLoopBackOff",
-            "4 restarts, last exit code 1",
+            "keeps failing (4 restarts, exit code 1): see kubectl logs",
         ),
         (
             "crash loop, between two crashes: running again, not started yet",
             pod(ready=False, started=False, last_terminated="Error", restarts=4),
             "CrashLoopBackOff",
-            "4 restarts, last exit code 1",
+            "keeps failing (4 restarts, exit code 1): see kubectl logs",
         ),
         (
             "restarted once and started fine since, readiness failing: not a crash loop",
