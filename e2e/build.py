@@ -28,7 +28,14 @@ from pathlib import Path
 E2E_DIR = Path(__file__).resolve().parent
 VERSIONS_FILE = E2E_DIR / "versions.env"
 GOMOD_DIR = E2E_DIR / "gomod"
-KUBE_COMMANDS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
+KUBE_COMMANDS = (
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kubectl",
+    "kubelet",
+    "kube-proxy",
+)
 # KWOK's own stages for a fast cluster: nodes become Ready (leases keep them so), pods go
 # Pending -> Running -> Ready, jobs complete, deleted pods go away. Read from the released module.
 KWOK_STAGES = (
@@ -195,7 +202,7 @@ def kubernetes_wrapper(versions: Versions, release: dict) -> str:
     if not staging:
         raise BuildError(f"k8s.io/kubernetes@{versions.kubernetes}: no staging replaces found")
     replaces = "".join(f"\t{path} => {path} {versions.staging}\n" for path in staging)
-    tools = "".join(f"\tk8s.io/kubernetes/cmd/{name}\n" for name in KUBE_COMMANDS)
+    tools = "".join(f"\tk8s.io/kubernetes/cmd/{name}\n" for name in sorted(KUBE_COMMANDS))
     return (
         GENERATED
         + "module pagoda.dev/e2e/kubernetes\n\n"

@@ -12,10 +12,14 @@ import pytest
 
 from e2e import build
 from e2e.cluster import start_cluster
+from e2e.node import settings as node_settings
 from e2e.kube import Cluster
 from e2e.test_operator_support import Operator, install_crds, remove_crds, running_operator
 
-_LOG_DIR = pytest.StashKey[Path]()
+LOG_DIR_KEY = pytest.StashKey[Path]()  # the control plane's logs, named when a test fails
+
+# The real-node tier runs only inside its own namespaces, through `make e2e-node`.
+collect_ignore = [] if node_settings.current() else ["node"]
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -37,7 +41,7 @@ def bin_dir() -> Path:
 def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
     # One name per run, so test runs side by side (a shared checkout) keep their logs apart.
     plane, handle = start_cluster(f"pytest-{os.getpid()}", log=lambda line: None)
-    request.config.stash[_LOG_DIR] = plane.log_dir
+    request.config.stash[LOG_DIR_KEY] = plane.log_dir
     yield handle
     plane.stop()
     if not request.session.testsfailed:
@@ -63,7 +67,7 @@ def namespace(cluster: Cluster) -> Iterator[str]:
 
 
 def _log_files(config: pytest.Config) -> str | None:
-    log_dir = config.stash.get(_LOG_DIR, None)
+    log_dir = config.stash.get(LOG_DIR_KEY, None)
     if log_dir is None:
         return None
     return f"{log_dir}/{{{','.join(sorted(p.name for p in log_dir.glob('*.log')))}}}"

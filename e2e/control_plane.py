@@ -42,11 +42,15 @@ class ControlPlaneError(RuntimeError):
 
 
 class ControlPlane:
-    def __init__(self, bin_dir: Path, name: str, die_with_parent: bool = True):
+    def __init__(
+        self, bin_dir: Path, name: str, die_with_parent: bool = True, kwok: bool = True
+    ):
         self.bin_dir = bin_dir
         self.log_dir = WORK_DIR / name / "logs"
         self.die_with_parent = die_with_parent
+        self.kwok = kwok  # the real-node tier (e2e/node) runs a kubelet instead
         self.workdir: Path | None = None
+        self.ca: CertificateAuthority | None = None
         self.processes: list[Process] = []
         self.server = ""
 
@@ -85,7 +89,7 @@ class ControlPlane:
 
     def _start_all(self, deadline: float) -> None:
         work = self.workdir
-        ca = CertificateAuthority(work)
+        ca = self.ca = CertificateAuthority(work)
         sa = service_account_keys(work)
         serving = ca.serving("kube-apiserver")
         front_proxy = ca.client(FRONT_PROXY)
@@ -135,7 +139,11 @@ class ControlPlane:
             "--requestheader-extra-headers-prefix=X-Remote-Extra-",
             f"--proxy-client-cert-file={front_proxy.cert}",
             f"--proxy-client-key-file={front_proxy.key}",
-            "--authorization-mode=RBAC",
+            # Node: what a kubelet may read and write, as in a real cluster (e2e/node).
+            "--authorization-mode=Node,RBAC",
+            "--enable-admission-plugins=NodeRestriction",
+            # A real node is reached by its address; a node name need not resolve.
+            "--kubelet-preferred-address-types=InternalIP",
             f"--service-cluster-ip-range={SERVICE_CIDR}",
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
             f"--service-account-key-file={sa.public}",
@@ -174,10 +182,20 @@ class ControlPlane:
                 "--leader-elect=false",
                 *extra,
             )
+        if self.kwok:
+            self._start_kwok(kubeconfigs[KWOK.name])
+        insecure = ssl.create_default_context()
+        insecure.check_hostname = False
+        insecure.verify_mode = ssl.CERT_NONE  # their self-signed certs, on 127.0.0.1
+        for name, port in health_ports.items():
+            url = f"https://127.0.0.1:{port}/healthz"
+            self._wait(deadline, f"{name} /healthz", lambda url=url: _get_ok(url, insecure))
+
+    def _start_kwok(self, kubeconfig: Path) -> None:
         stages = [*sorted((self.bin_dir / KWOK_STAGES_DIR).glob("*.yaml")), FAULT_STAGES]
         self._spawn(
             "kwok",
-            f"--kubeconfig={kubeconfigs[KWOK.name]}",
+            f"--kubeconfig={kubeconfig}",
             f"--manage-nodes-with-annotation-selector={KWOK_NODE_ANNOTATION}=fake",
             # Fake nodes point at loopback, so anything that dials a node stays on this machine.
             "--node-ip=127.0.0.1",
@@ -185,12 +203,11 @@ class ControlPlane:
             "--node-lease-duration-seconds=40",
             *(f"--config={stage}" for stage in stages),
         )
-        insecure = ssl.create_default_context()
-        insecure.check_hostname = False
-        insecure.verify_mode = ssl.CERT_NONE  # their self-signed certs, on 127.0.0.1
-        for name, port in health_ports.items():
-            url = f"https://127.0.0.1:{port}/healthz"
-            self._wait(deadline, f"{name} /healthz", lambda url=url: _get_ok(url, insecure))
+
+    def issue_kubeconfig(self, who: Identity) -> Path:
+        """A kubeconfig with a fresh client certificate for `who` (a kubelet, kube-proxy)."""
+        assert self.workdir is not None and self.ca is not None, "the control plane is not started"
+        return self._kubeconfig(self.workdir, self.ca.pair.cert, self.ca.client(who), who)
 
     def _spawn(self, binary: str, *args: str) -> None:
         process = Process(

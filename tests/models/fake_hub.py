@@ -1,5 +1,8 @@
-"""A Hugging Face Hub stand-in on 127.0.0.1 that serves one folder as every model it knows,
-speaking just enough of the Hub's HTTP API for `huggingface_hub.snapshot_download`."""
+"""A Hugging Face Hub stand-in that serves one folder as every model it knows, speaking just
+enough of the Hub's HTTP API for `huggingface_hub.snapshot_download` and `hf download`.
+
+Tests use `fake_hub()` (on 127.0.0.1); the real-node tier runs this file in a pod:
+`python fake_hub.py FOLDER PORT REPO...`."""
 
 from __future__ import annotations
 
@@ -78,3 +81,10 @@ def fake_hub(folder: Path, repos: set[str]) -> Iterator[str]:
         thread.join(timeout=5)
         loop.run_until_complete(runner.cleanup())
         loop.close()
+
+
+if __name__ == "__main__":
+    import sys
+
+    folder, port, *known = sys.argv[1:]
+    web.run_app(_app(Path(folder), set(known)), host="0.0.0.0", port=int(port))

@@ -1,0 +1,35 @@
+"""The real-node cluster: the e2e control plane (without KWOK) plus one kubelet node."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from e2e.control_plane import ControlPlane, ControlPlaneError
+from e2e.kube import Cluster
+from e2e.node.node import Node
+from e2e.node.settings import RunSettings
+
+
+def start_node_cluster(
+    name: str, settings: RunSettings, log: Callable[[str], None]
+) -> tuple[ControlPlane, Node, Cluster]:
+    bin_dir = Path(settings.bin_dir)
+    plane = ControlPlane(bin_dir, name, kwok=False)
+    log(f"e2e-node: control plane up in {plane.start():.1f} s")
+    cluster = Cluster(plane.kubeconfig, plane.server, bin_dir / "kubectl")
+    node = Node(plane, Path(settings.workdir), settings.images["pause"].reference)
+    try:
+        node.start_runtime()
+        for what, image in settings.images.items():
+            seconds = node.containerd.import_image(
+                Path(image.archive), image.digest, image.reference
+            )
+            log(f"e2e-node: imported the {what} image {image.reference} in {seconds:.1f} s")
+        log(f"e2e-node: node Ready in {node.join(cluster):.1f} s")
+    except Exception as error:
+        report = plane.log_report() + "\n" + node.log_report()
+        node.stop()
+        plane.stop()
+        raise ControlPlaneError(f"the node did not come up: {error}\n{report}") from error
+    return plane, node, cluster

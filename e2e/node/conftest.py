@@ -1,0 +1,39 @@
+"""The real-node tier's fixtures: `cluster` is the control plane plus one kubelet node here
+(the operator and namespace fixtures of e2e/conftest.py work unchanged on it)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+
+import pytest
+
+from e2e.conftest import LOG_DIR_KEY
+from e2e.kube import Cluster
+from e2e.node import settings
+from e2e.node.cluster import start_node_cluster
+
+RUN = settings.current()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if RUN is None:
+        raise pytest.UsageError(
+            "the real-node tests run inside namespaces of their own: `make e2e-node`"
+            " (or `python -m e2e.node [pytest args]`)"
+        )
+
+
+@pytest.fixture(scope="session")
+def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    plane, node, handle = start_node_cluster(
+        f"node-{os.getpid()}", RUN, log=reporter.write_line if reporter else print
+    )
+    request.config.stash[LOG_DIR_KEY] = plane.log_dir
+    yield handle
+    node.stop()
+    plane.stop()
+    if not request.session.testsfailed:
+        shutil.rmtree(plane.log_dir.parent, ignore_errors=True)  # logs are kept for failures

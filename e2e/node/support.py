@@ -1,0 +1,295 @@
+"""Shared by the real-pod tests: the sample LLMDeployment on the node, the model on a volume,
+and OpenAI requests to real workers (through a pod's address or the Service's ClusterIP, both
+inside the run's network namespace)."""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import shutil
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from e2e.kube import Cluster
+from e2e.node import settings
+from e2e.test_operator_support import REPO, pods, ready
+
+SAMPLE = REPO / "manifests" / "samples" / "cpu-stories.yaml"
+MODEL_DIR = REPO / "worker" / "default_model" / "stories260K"
+PORT = 8000
+# Lets a test tell a worker to misbehave (worker/server: POST /debug/faults); nothing else does.
+TEST_FAULTS = {"name": "PAGODA_TEST_FAULTS", "value": "1"}
+
+
+def node_folder(*parts: str) -> Path:
+    """A folder on the node for hostPath volumes, inside the run's folder (removed with it)."""
+    run = settings.current()
+    assert run is not None
+    folder = Path(run.workdir, "volumes", *parts)
+    folder.mkdir(parents=True, exist_ok=True)
+    folder.chmod(0o755)
+    return folder
+
+
+def models_volume(cluster: Cluster, namespace: str) -> Path:
+    """A PersistentVolume holding the default model at `stories260K/`, reserved for the
+    sample's claim `pagoda-models` (a static volume: the node has no provisioner). Returns the
+    folder, for tests that add broken models beside it."""
+    folder = node_folder(namespace)
+    shutil.copytree(MODEL_DIR, folder / "stories260K", dirs_exist_ok=True)
+    _world_readable(folder)
+    cluster.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolume",
+            "metadata": {"name": f"models-{namespace}"},
+            "spec": {
+                "capacity": {"storage": "1Gi"},
+                "accessModes": ["ReadWriteOnce"],
+                "persistentVolumeReclaimPolicy": "Retain",
+                "storageClassName": "",
+                "hostPath": {"path": str(folder), "type": "Directory"},
+                "claimRef": {"namespace": namespace, "name": "pagoda-models"},
+            },
+        }
+    )
+    return folder
+
+
+def _world_readable(folder: Path) -> None:
+    # Workers run as uid 1000; a hostPath volume keeps the host's owners and modes.
+    for path in [folder, *folder.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+
+
+def sample(**spec: object) -> list[dict]:
+    """manifests/samples/cpu-stories.yaml as a user would apply it, adapted to the node: the
+    worker image is imported (never pulled) and test faults can be switched on. `spec` keys
+    replace the LLMDeployment's top-level spec fields."""
+    documents = list(yaml.safe_load_all(SAMPLE.read_text()))
+    deployment = next(d for d in documents if d["kind"] == "LLMDeployment")
+    deployment["spec"].update(imagePullPolicy="Never", env=[TEST_FAULTS], **spec)
+    return documents
+
+
+def deployment_of(documents: list[dict]) -> dict:
+    return next(d for d in documents if d["kind"] == "LLMDeployment")
+
+
+def ready_pods(cluster: Cluster, namespace: str, tier: str | None = None) -> list[dict]:
+    return [p for p in pods(cluster, namespace, tier) if ready(p)]
+
+
+def pod_url(pod: dict) -> str:
+    return f"http://{pod['status']['podIP']}:{PORT}"
+
+
+def service_url(cluster: Cluster, namespace: str, name: str) -> str:
+    service = cluster.get("service", name, namespace)
+    return f"http://{service['spec']['clusterIP']}:{service['spec']['ports'][0]['port']}"
+
+
+def ready_endpoints(cluster: Cluster, namespace: str, service: str) -> set[str]:
+    """The pod addresses the Service sends traffic to (its EndpointSlices' ready endpoints)."""
+    found = cluster.kubectl(
+        "get", "endpointslices", f"-n={namespace}",
+        f"-l=kubernetes.io/service-name={service}", "-o=json",
+    )  # fmt: skip
+    return {
+        address
+        for item in json.loads(found.stdout)["items"]
+        for endpoint in item.get("endpoints") or []
+        if endpoint.get("conditions", {}).get("ready")
+        for address in endpoint["addresses"]
+    }
+
+
+def call(url: str, body: dict | None = None, timeout: float = 10) -> tuple[int, dict]:
+    """GET (or POST `body` as JSON) and return the status and the JSON answer, errors included."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data, {"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, json.loads(response.read() or b"{}")
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"{}")
+
+
+def set_faults(url: str, **faults: object) -> dict:
+    """Turn test faults of one worker on or off (worker/server's POST /debug/faults)."""
+    status, answer = call(f"{url}/debug/faults", faults)
+    assert status == 200, f"POST /debug/faults: {status} {answer}"
+    return answer
+
+
+@dataclass
+class Stream:
+    """One streamed completion as the client saw it."""
+
+    status: int = 0
+    chunks: list[dict] = field(default_factory=list)
+    error: str | None = None  # an error event, an HTTP error body, or a connection error
+    done: bool = False  # the `data: [DONE]` line arrived
+
+    @property
+    def text(self) -> str:
+        return "".join(c["choices"][0]["text"] for c in self.chunks if c.get("choices"))
+
+    @property
+    def finish_reason(self) -> str | None:
+        reasons = [c["choices"][0].get("finish_reason") for c in self.chunks if c.get("choices")]
+        return next((r for r in reversed(reasons) if r), None)
+
+    @property
+    def clean(self) -> bool:
+        return self.status == 200 and self.done and self.error is None and bool(self.finish_reason)
+
+
+def stream_completion(
+    url: str,
+    model: str = "stories260K",
+    prompt: str = "Once upon a time",
+    max_tokens: int = 32,
+    timeout: float = 120,
+    started: threading.Event | None = None,
+) -> Stream:
+    """POST /v1/completions with stream=true and read the SSE stream to its end. Never
+    raises: whatever went wrong is in the result. `started` is set at the first chunk."""
+    result = Stream()
+    body = {
+        "model": model,
+        "prompt": prompt,
+        "max_tokens": max_tokens,
+        "temperature": 0,  # greedy: the same text from every worker of one revision
+        "stream": True,
+    }
+    connection = http.client.HTTPConnection(url.split("//", 1)[1], timeout=timeout)
+    try:
+        connection.request(
+            "POST", "/v1/completions", json.dumps(body), {"Content-Type": "application/json"}
+        )
+        response = connection.getresponse()
+        result.status = response.status
+        if response.status != 200:
+            result.error = response.read().decode(errors="replace")
+            return result
+        for raw in response:
+            line = raw.decode().strip()
+            if not line.startswith("data: "):
+                continue
+            data = line.removeprefix("data: ")
+            if data == "[DONE]":
+                result.done = True
+                break
+            event = json.loads(data)
+            if "error" in event:
+                result.error = json.dumps(event["error"])
+            else:
+                result.chunks.append(event)
+                if started is not None:
+                    started.set()
+    except (OSError, http.client.HTTPException, ValueError) as error:
+        result.error = f"{type(error).__name__}: {error}"
+    finally:
+        connection.close()
+    return result
+
+
+class Traffic:
+    """Streamed completions back to back from a few client threads until stopped, as steady
+    load on a Service during a rollout; every outcome is kept."""
+
+    def __init__(self, url: str, clients: int = 2, max_tokens: int = 24):
+        self.url = url
+        self.max_tokens = max_tokens
+        self.results: list[Stream] = []
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(clients)]
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            result = stream_completion(self.url, max_tokens=self.max_tokens, timeout=60)
+            with self._lock:
+                self.results.append(result)
+            time.sleep(0.05)
+
+    def failures(self) -> list[Stream]:
+        with self._lock:
+            return [r for r in self.results if not r.clean]
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[Traffic]:
+        for thread in self._threads:
+            thread.start()
+        try:
+            yield self
+        finally:
+            self._stop.set()
+            for thread in self._threads:
+                thread.join(timeout=90)
+
+
+class PodWatch:
+    """Every state a namespace's containers reach, from a `kubectl get pods --watch`: how a
+    container ended is seen even when its pod is deleted right after."""
+
+    def __init__(self, cluster: Cluster, namespace: str):
+        self._command = [
+            str(cluster.kubectl_path), f"--kubeconfig={cluster.kubeconfig}",
+            "get", "pods", f"-n={namespace}", "--watch", "-o=json",
+        ]  # fmt: skip
+        self._exits: dict[tuple[str, str], int] = {}
+        self._seen = threading.Condition()
+
+    def _read(self, stream) -> None:
+        decoder, buffer = json.JSONDecoder(), ""
+        for line in stream:
+            buffer += line
+            try:
+                pod, end = decoder.raw_decode(buffer.lstrip())
+            except json.JSONDecodeError:
+                continue  # an object spans lines: read on
+            buffer = buffer.lstrip()[end:]
+            self._record(pod)
+
+    def _record(self, pod: dict) -> None:
+        name = pod["metadata"]["name"]
+        for container in (pod.get("status") or {}).get("containerStatuses") or []:
+            for state in (container.get("state"), container.get("lastState")):
+                ended = (state or {}).get("terminated")
+                if ended:
+                    with self._seen:
+                        self._exits.setdefault((name, container["name"]), ended["exitCode"])
+                        self._seen.notify_all()
+
+    def exit_code(self, pod: str, container: str) -> int | None:
+        with self._seen:
+            return self._exits.get((pod, container))
+
+    def wait_exit(self, pod: str, container: str, timeout: float) -> int:
+        with self._seen:
+            if not self._seen.wait_for(lambda: (pod, container) in self._exits, timeout):
+                raise TimeoutError(f"container {container} of pod {pod} did not exit")
+            return self._exits[(pod, container)]
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[PodWatch]:
+        process = subprocess.Popen(self._command, stdout=subprocess.PIPE, text=True)
+        reader = threading.Thread(target=self._read, args=(process.stdout,), daemon=True)
+        reader.start()
+        try:
+            yield self
+        finally:
+            process.terminate()
+            process.wait(timeout=10)
+            reader.join(timeout=10)

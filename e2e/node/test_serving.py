@@ -1,0 +1,143 @@
+"""The sample LLMDeployment on a real node: the real worker behind real probes, real traffic
+through the pod's address and the Service, a rolling update and a SIGTERM with streams in flight.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import time
+
+import pytest
+
+from e2e.kube import Cluster
+from e2e.node.support import (
+    PodWatch,
+    Traffic,
+    call,
+    deployment_of,
+    models_volume,
+    pod_url,
+    ready_pods,
+    sample,
+    service_url,
+    set_faults,
+    stream_completion,
+)
+from e2e.test_operator_support import patch_spec, status, wait_condition
+
+# Two workers side by side during a rollout on this 2-core node: half a core each.
+SMALL = {"gpus": 0, "cpu": "500m", "memory": "1Gi"}
+# The model is tiny and fast; a test that needs a stream in flight for a while slows each
+# engine step (a test fault) so a few hundred tokens take tens of seconds, like a big model.
+SLOW_STEP_S = 0.1
+
+
+def apply_sample(cluster: Cluster, namespace: str, **spec: object) -> str:
+    models_volume(cluster, namespace)
+    documents = sample(**spec)
+    cluster.apply(*documents, namespace=namespace)
+    return deployment_of(documents)["metadata"]["name"]
+
+
+def worker_status(pod: dict) -> dict:
+    return next(c for c in pod["status"]["containerStatuses"] if c["name"] == "worker")
+
+
+@pytest.fixture
+def pool() -> concurrent.futures.ThreadPoolExecutor:
+    with concurrent.futures.ThreadPoolExecutor(max_workers=8) as executor:
+        yield executor
+
+
+def test_the_sample_serves_through_real_probes_and_the_service(
+    cluster: Cluster, namespace: str, operator
+) -> None:
+    name = apply_sample(cluster, namespace)
+    wait_condition(cluster, namespace, name, "Ready", "True", timeout=240)
+    [pod] = ready_pods(cluster, namespace)
+    worker = worker_status(pod)
+    assert worker["started"] and worker["ready"] and worker["restartCount"] == 0
+    assert call(f"{pod_url(pod)}/ready") == (200, {"ready": True})
+
+    from_pod = stream_completion(pod_url(pod), max_tokens=24)
+    assert from_pod.clean, from_pod
+    assert len(from_pod.chunks) >= 12 and from_pod.finish_reason == "length"
+    # Greedy, so the Service (kube-proxy's rules to the same pod) gives the same text.
+    from_service = stream_completion(service_url(cluster, namespace, name), max_tokens=24)
+    assert from_service.clean and from_service.text == from_pod.text
+    assert status(cluster, namespace, name)["readyReplicas"] == 1
+
+
+def test_a_rolling_update_drains_the_old_pod_and_fails_no_request(
+    cluster: Cluster, namespace: str, operator, pool
+) -> None:
+    name = apply_sample(
+        cluster,
+        namespace,
+        resources=SMALL,
+        rollout={"minReadySeconds": 2},
+        serving={"startupTimeoutSeconds": 180, "terminationGracePeriodSeconds": 60},
+    )
+    wait_condition(cluster, namespace, name, "Ready", "True", timeout=240)
+    [old] = ready_pods(cluster, namespace)
+    old_name = old["metadata"]["name"]
+    set_faults(pod_url(old), step_delay_s=SLOW_STEP_S)
+
+    with (
+        PodWatch(cluster, namespace).running() as watch,
+        Traffic(service_url(cluster, namespace, name)).running() as traffic,
+    ):
+        long = pool.submit(stream_completion, pod_url(old), max_tokens=400, timeout=180)
+        time.sleep(2)  # the stream runs: the rollout starts under it
+        revision = status(cluster, namespace, name)["revisions"]["current"]
+        patch_spec(cluster, namespace, name, {"engine": {"maxNumSeqs": 8}})
+        cluster.wait_for(
+            lambda: (
+                not any(p["metadata"]["name"] == old_name for p in ready_pods(cluster, namespace))
+                and status(cluster, namespace, name)["revisions"]["current"] != revision
+            ),
+            timeout=240,
+            what="the new revision to replace the old pod",
+        )
+        stream = long.result(timeout=180)
+        watch.wait_exit(old_name, "worker", timeout=120)
+    assert stream.clean and stream.finish_reason == "length", stream
+    assert len(stream.chunks) >= 390, "the old pod finished the stream it had begun"
+    assert watch.exit_code(old_name, "worker") == 0
+    assert traffic.results, "traffic ran during the rollout"
+    assert not traffic.failures(), traffic.failures()[:3]
+    wait_condition(cluster, namespace, name, "UpToDate", "True", timeout=60)
+
+
+def test_sigterm_ends_every_stream_cleanly_refuses_new_ones_and_exits_0(
+    cluster: Cluster, namespace: str, operator, pool
+) -> None:
+    name = apply_sample(
+        cluster,
+        namespace,
+        serving={"startupTimeoutSeconds": 180, "terminationGracePeriodSeconds": 60},
+    )
+    wait_condition(cluster, namespace, name, "Ready", "True", timeout=240)
+    [pod] = ready_pods(cluster, namespace)
+    pod_name, url = pod["metadata"]["name"], pod_url(pod)
+    set_faults(url, step_delay_s=SLOW_STEP_S / 2)
+    streams = [pool.submit(stream_completion, url, max_tokens=200) for _ in range(3)]
+    time.sleep(2)
+
+    with PodWatch(cluster, namespace).running() as watch:
+        # As a kubelet, a node drain or `docker stop` would: SIGTERM to the container's PID 1.
+        cluster.kubectl(
+            "exec", pod_name, f"-n={namespace}", "-c=worker", "--", "sh", "-c", "kill -TERM 1"
+        )
+        refused = cluster.wait_for(
+            lambda: (
+                (found := stream_completion(url, max_tokens=4, timeout=10)).status == 503 and found
+            ),
+            timeout=20,
+            what="new requests to be refused while draining",
+        )
+        results = [s.result(timeout=120) for s in streams]
+        watch.wait_exit(pod_name, "worker", timeout=60)
+    assert "draining" in (refused.error or "") or "shutting down" in (refused.error or "")
+    assert all(r.clean and r.finish_reason == "length" for r in results), results
+    assert watch.exit_code(pod_name, "worker") == 0
