@@ -166,6 +166,9 @@ class AsyncLLMEngine:
         self.stats = engine.stats()  # latest snapshot, written by the engine thread
         self.passes = PassMeter(GcClock())  # the slowest loop pass so far, and why
         self.warmed_up = False
+        # TEST ONLY (worker/server/faults.py): the loop keeps its heartbeat but takes no request
+        # and runs no step, as an engine that stopped producing tokens while the process lives.
+        self.wedged = False
         # Any token out of the real engine proves it works: a canary's, or real traffic's.
         self.last_generation_ok: float | None = None
 
@@ -376,6 +379,9 @@ class AsyncLLMEngine:
         try:
             while not self._stopping:
                 self._heartbeat = time.monotonic()
+                if self.wedged:
+                    time.sleep(self.options.idle_wait_s)
+                    continue
                 idle = not self.engine.has_unfinished_requests() and self._work is None
                 command = None
                 if self._work is None:

@@ -7,7 +7,7 @@ import logging
 
 from aiohttp import web
 
-from worker.server import openai_routes, probes
+from worker.server import faults, openai_routes, probes
 from worker.server.access_log import LOG_FIELDS, request_id_middleware
 from worker.server.errors import APIError
 from worker.server.state import STATE, WorkerState
@@ -78,7 +78,7 @@ async def body_size_middleware(request: web.Request, handler):
     return await handler(request)
 
 
-def build_app(state: WorkerState) -> web.Application:
+def build_app(state: WorkerState, test_faults: bool = False) -> web.Application:
     app = web.Application(
         middlewares=[
             request_id_middleware,
@@ -97,4 +97,6 @@ def build_app(state: WorkerState) -> web.Application:
     app.router.add_get("/ready", probes.ready)
     app.router.add_get("/metrics", probes.metrics)
     app.router.add_get("/version", probes.version_info)
+    if test_faults:
+        faults.add_routes(app)
     return app

@@ -23,6 +23,7 @@ from aiohttp import web
 
 from worker.engine.async_engine import AsyncEngineOptions, AsyncLLMEngine
 from worker.engine.config import EngineConfig
+from worker.server import faults
 from worker.server.access_log import JsonAccessLogger
 from worker.server.app import build_app
 from worker.server.audit import AuditLog
@@ -50,6 +51,7 @@ class ServerSettings:
     write_timeout_s: float = 30.0  # for one streamed event, to a client that stopped reading
     audit_log: bool = False
     engine: AsyncEngineOptions = field(default_factory=AsyncEngineOptions)
+    test_faults: bool = field(default_factory=faults.enabled)  # PAGODA_TEST_FAULTS=1: tests only
 
 
 class Server:
@@ -68,7 +70,7 @@ class Server:
 
     async def bind(self) -> str:
         self._runner = web.AppRunner(
-            build_app(self.state),
+            build_app(self.state, self.settings.test_faults),
             access_log_class=JsonAccessLogger,
             access_log=logging.getLogger("pagoda.access"),
             handler_cancellation=True,  # a client that leaves cancels its handler

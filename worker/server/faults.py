@@ -1,0 +1,54 @@
+"""TEST ONLY: faults that end-to-end tests switch on in a real worker, to see what Kubernetes
+and the operator do with it. Nothing here runs unless PAGODA_TEST_FAULTS=1 is set.
+
+POST /debug/faults {"wedge": true} wedges the engine: its loop keeps going round (the heartbeat
+stays fresh, /health stays 200) but takes no request and runs no step, so queued requests wait,
+streams stall, and /ready fails once the canary finds no recent token. {"wedge": false} clears
+it. Without the variable the route does not exist (404).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import pydantic
+from aiohttp import web
+
+from worker.server.errors import from_validation_error
+from worker.server.state import STATE
+
+FAULTS_VARIABLE = "PAGODA_TEST_FAULTS"
+PATH = "/debug/faults"
+
+log = logging.getLogger("pagoda.server")
+
+
+def enabled() -> bool:
+    return os.environ.get(FAULTS_VARIABLE) == "1"
+
+
+class Faults(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid", strict=True)
+
+    wedge: bool
+
+
+def add_routes(app: web.Application) -> None:
+    log.warning(
+        "%s=1: test faults are on, POST %s can wedge the engine; never set it in production",
+        FAULTS_VARIABLE,
+        PATH,
+    )
+    app.router.add_post(PATH, set_faults)
+
+
+async def set_faults(request: web.Request) -> web.Response:
+    engine = request.app[STATE].loaded().engine
+    try:
+        faults = Faults.model_validate_json(await request.read())
+    except pydantic.ValidationError as e:
+        raise from_validation_error(e) from e
+    engine.wedged = faults.wedge
+    log.warning("test fault: the engine is %s", "wedged" if faults.wedge else "running again")
+    return web.json_response(Faults(wedge=engine.wedged).model_dump())
