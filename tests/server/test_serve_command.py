@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -74,6 +75,28 @@ def test_bad_config_files_are_refused_clearly(tmp_path, content, message):
 def test_a_model_that_does_not_load_exits_1(tmp_path, capsys):
     assert main(["serve", "--model", str(tmp_path / "nothing"), "--port", "0"]) == 1
     assert str(tmp_path / "nothing") in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("broken", "says"),
+    [
+        ("missing folder", "does not exist: pass a Hugging Face model folder"),
+        ("truncated weights", "model.safetensors is not a readable safetensors file"),
+    ],
+)
+def test_a_broken_model_ends_the_log_with_one_clear_line(tmp_path, stories_dir, broken, says):
+    """In a pod the log's last lines become the termination message that status quotes."""
+    model = tmp_path / "model"
+    if broken == "truncated weights":
+        shutil.copytree(stories_dir, model)
+        weights = model / "model.safetensors"
+        weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    command = [sys.executable, "-m", "pagoda.cli", "serve", "--port", "0", "--model", str(model)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    last = done.stderr.rstrip().splitlines()[-1]
+    assert last.startswith("pagoda serve: ") and str(model) in last and says in last, done.stderr
+    assert "Traceback" not in done.stderr
 
 
 def get(url: str) -> tuple[int, dict]:
