@@ -7,7 +7,7 @@ MODEL ?=
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: setup serve test lint unit kernels e2e soak bench fmt
+.PHONY: setup serve test lint unit kernels e2e e2e-node soak bench fmt
 
 $(VENV)/.installed: pyproject.toml
 	@echo "== setup: creating $(VENV) with Pagoda and its dependencies: PyTorch (its Linux wheels"
@@ -24,7 +24,7 @@ setup: $(VENV)/.installed
 serve: setup
 	$(VENV)/bin/pagoda serve $(if $(MODEL),--model $(MODEL)) --host $(HOST) --port $(PORT)
 
-test: lint unit kernels e2e
+test: lint unit kernels e2e e2e-node
 
 lint: setup
 	$(VENV)/bin/ruff check .
@@ -44,6 +44,12 @@ kernels: setup
 e2e: setup
 	$(PY) -m e2e.build
 	$(PY) -m pytest e2e -q
+
+# Real pods: a kubelet node running the worker image, in namespaces of the run's own. Needs root;
+# installs Debian's containerd, runc, CNI plugins, iptables and debootstrap when missing, and
+# puts back the few host settings it changes (e2e/node/host.py).
+e2e-node: setup
+	$(PY) -m e2e.node --install-missing
 
 # Ten minutes of mixed and abusive traffic against one server on CPU (`make unit` runs 20 s of it).
 soak: setup

@@ -42,7 +42,7 @@ async def test_a_wedged_engine_fails_ready_through_the_canary_and_recovers(fault
     server = faulty_server
     await poll_ready(server, 200)
     wedged = await server.fetch("POST", "/debug/faults", json={"wedge": True})
-    assert (wedged.status, wedged.json()) == (200, {"wedge": True})
+    assert (wedged.status, wedged.json()) == (200, {"wedge": True, "step_delay_s": 0.0})
     started = time.monotonic()
     while (ready := await server.fetch("GET", "/ready")).status == 200:
         assert (await server.fetch("GET", "/health")).status == 200
@@ -58,7 +58,7 @@ async def test_a_wedged_engine_fails_ready_through_the_canary_and_recovers(fault
     assert not completion.done(), "a request waits while the engine is wedged"
 
     cleared = await server.fetch("POST", "/debug/faults", json={"wedge": False})
-    assert (cleared.status, cleared.json()) == (200, {"wedge": False})
+    assert (cleared.status, cleared.json()) == (200, {"wedge": False, "step_delay_s": 0.0})
     await poll_ready(server, 200)
     assert (await completion).usage.completion_tokens == 4, "the waiting request is served"
 
@@ -67,7 +67,7 @@ async def test_a_wedged_engine_fails_ready_through_the_canary_and_recovers(fault
     ("body", "says"),
     [
         ({"wedge": "yes"}, "wedge: Input should be a valid boolean"),
-        ({}, "wedge is required"),
+        ({"step_delay_s": -1}, "step_delay_s: Input should be greater than or equal to 0"),
         ({"wedge": True, "slow": 1}, "unrecognized request argument: slow"),
     ],
 )
@@ -76,3 +76,20 @@ async def test_bad_fault_requests_are_refused(faulty_server, body, says):
     assert reply.status == 400
     assert says in reply.json()["error"]["message"]
     assert faulty_server.state.model.engine.wedged is False
+
+
+async def test_a_step_delay_slows_every_step_until_cleared(faulty_server):
+    server = faulty_server
+    await poll_ready(server, 200)
+    client = server.async_client()
+    slow = await server.fetch("POST", "/debug/faults", json={"step_delay_s": 0.05})
+    assert slow.json() == {"wedge": False, "step_delay_s": 0.05}
+    started = time.monotonic()
+    done = await client.completions.create(model="stories260K", prompt="Once", max_tokens=12)
+    assert done.usage.completion_tokens == 12
+    assert time.monotonic() - started >= 12 * 0.05, "each of the 12 steps waited"
+
+    await server.fetch("POST", "/debug/faults", json={"step_delay_s": 0})
+    started = time.monotonic()
+    await client.completions.create(model="stories260K", prompt="Once", max_tokens=12)
+    assert time.monotonic() - started < 12 * 0.05, "cleared: no more waiting"

@@ -166,9 +166,11 @@ class AsyncLLMEngine:
         self.stats = engine.stats()  # latest snapshot, written by the engine thread
         self.passes = PassMeter(GcClock())  # the slowest loop pass so far, and why
         self.warmed_up = False
-        # TEST ONLY (worker/server/faults.py): the loop keeps its heartbeat but takes no request
-        # and runs no step, as an engine that stopped producing tokens while the process lives.
+        # TEST ONLY (worker/server/faults.py). wedged: the loop keeps its heartbeat but takes
+        # no request and runs no step, as an engine that stopped producing tokens while the
+        # process lives. step_delay_s: each step waits this long first, as a much bigger model.
         self.wedged = False
+        self.step_delay_s = 0.0
         # Any token out of the real engine proves it works: a canary's, or real traffic's.
         self.last_generation_ok: float | None = None
 
@@ -391,6 +393,8 @@ class AsyncLLMEngine:
                     self._apply_commands(command, time.monotonic() + self.options.command_budget_s)
                     laps.lap("commands")
                 if self.engine.has_unfinished_requests():  # aborted ones too: they report
+                    if self.step_delay_s:
+                        time.sleep(self.step_delay_s)
                     outputs = self.engine.step(laps)
                     self.stats = self.engine.stats()
                     if outputs:

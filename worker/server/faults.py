@@ -4,7 +4,10 @@ and the operator do with it. Nothing here runs unless PAGODA_TEST_FAULTS=1 is se
 POST /debug/faults {"wedge": true} wedges the engine: its loop keeps going round (the heartbeat
 stays fresh, /health stays 200) but takes no request and runs no step, so queued requests wait,
 streams stall, and /ready fails once the canary finds no recent token. {"wedge": false} clears
-it. Without the variable the route does not exist (404).
+it. {"step_delay_s": 0.1} makes every engine step wait that long first, as a much bigger model
+would take: a stream of a few hundred tokens stays in flight for tens of seconds (0 clears it).
+A field left out keeps its value; the answer holds both. Without the variable the route does
+not exist (404).
 """
 
 from __future__ import annotations
@@ -31,7 +34,8 @@ def enabled() -> bool:
 class Faults(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid", strict=True)
 
-    wedge: bool
+    wedge: bool | None = None
+    step_delay_s: float | None = pydantic.Field(None, ge=0, le=10)
 
 
 def add_routes(app: web.Application) -> None:
@@ -49,6 +53,9 @@ async def set_faults(request: web.Request) -> web.Response:
         faults = Faults.model_validate_json(await request.read())
     except pydantic.ValidationError as e:
         raise from_validation_error(e) from e
-    engine.wedged = faults.wedge
-    log.warning("test fault: the engine is %s", "wedged" if faults.wedge else "running again")
-    return web.json_response(Faults(wedge=engine.wedged).model_dump())
+    if faults.wedge is not None:
+        engine.wedged = faults.wedge
+    if faults.step_delay_s is not None:
+        engine.step_delay_s = faults.step_delay_s
+    log.warning("test faults: wedged=%s, step delay %.3f s", engine.wedged, engine.step_delay_s)
+    return web.json_response({"wedge": engine.wedged, "step_delay_s": engine.step_delay_s})
