@@ -186,6 +186,7 @@ def test_pods_no_node_can_hold_are_reported_unschedulable(cluster, namespace, op
     assert condition(cluster, namespace, "huge", "Ready")["status"] == "False"
 
 
+SECRET_KEY = {"name": "s", "key": "k"}
 INVALID = [
     (
         {"model": {"name": "m", "source": {"pvc": {"claimName": "a"}, "hf": {"repo": "o/r"}}}},
@@ -238,6 +239,13 @@ INVALID = [
      "spec.fallback.image"),
     ({"rollout": {"progressDeadlineSeconds": 20, "minReadySeconds": 30}},
      "minReadySeconds must be less than rollout.progressDeadlineSeconds"),
+    ({"env": [{"name": "HOME", "value": "/root"}]}, "spec.env cannot set"),
+    ({"env": [{"name": "A", "value": "1"}, {"name": "A", "value": "2"}]}, "Duplicate value"),
+    ({"env": [{"name": "A", "value": "1", "valueFrom": {"secretKeyRef": SECRET_KEY}}]},
+     "exactly one of value or valueFrom"),
+    ({"env": [{"name": "1A", "value": "1"}]}, "spec.env[0].name"),
+    ({"model": {"name": "m", "source": {"pvc": {"claimName": "a"}, "sha256": "0" * 64}}},
+     "only allowed with source.uri"),
 ]  # fmt: skip
 
 

@@ -14,7 +14,9 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
+from e2e.control_plane import SERVICE_CIDR
 from e2e.node.node import NODE_IP
 
 # Host paths that the kubelet, containerd, runc, CNI plugins and iptables write to without a
@@ -27,6 +29,12 @@ PRIVATE_PATHS = ("/run", "/var/lib", "/var/log")
 def setup() -> None:
     _run("ip", "link", "set", "lo", "up")
     _run("ip", "address", "add", f"{NODE_IP}/32", "dev", "lo")
+    # The namespace has no default route: give Service addresses one, so a connection from
+    # here gets past routing to kube-proxy's DNAT (which re-routes it to a pod on cni0).
+    _run("ip", "route", "add", SERVICE_CIDR, "dev", "lo", "src", NODE_IP)
+    # Pod to Service to a pod on the same bridge: the reply is bridged, and only
+    # bridge-netfilter lets conntrack undo the DNAT on it. Per network namespace.
+    Path("/proc/sys/net/bridge/bridge-nf-call-iptables").write_text("1")
     for path in PRIVATE_PATHS:
         _run("mount", "-t", "tmpfs", "-o", "mode=755", "tmpfs", path)
 
