@@ -8,6 +8,7 @@ ends, however it ends, put the host back (e2e/node/host.py says what that covers
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import subprocess
@@ -16,7 +17,7 @@ import time
 
 from e2e import build
 from e2e.node import host, images, prerequisites
-from e2e.node.settings import ENV, RunSettings, node_cache
+from e2e.node.settings import ENV, RunSettings, containerd_root, node_cache
 
 DEFAULT_PYTEST_ARGS = ["e2e/node", "-q"]
 
@@ -39,11 +40,24 @@ def main(argv: list[str]) -> int:
     log(f"e2e-node: binaries and images ready in {time.monotonic() - started:.0f} s")
 
     cache = node_cache()
+    cache.mkdir(parents=True, exist_ok=True)
+    lock = (cache / "run.lock").open("w")
+    try:
+        # One run at a time: runs share the host state file and containerd's root.
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        log(f"e2e-node cannot run: another run holds {lock.name}; wait for it to end")
+        return 2
     state_file = cache / "host-state.json"
     workdir = cache / f"run-{os.getpid()}"
     log(host.describe_changes())
     host.prepare(state_file, workdir, log)
-    settings = RunSettings(bin_dir=str(bin_dir), workdir=str(workdir), images=built)
+    settings = RunSettings(
+        bin_dir=str(bin_dir),
+        workdir=str(workdir),
+        containerd_root=str(containerd_root()),
+        images=built,
+    )
     command = [
         "unshare", "--net", "--mount", "--pid", "--fork", "--mount-proc",
         "--propagation", "private", "--",

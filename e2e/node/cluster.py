@@ -18,14 +18,18 @@ def start_node_cluster(
     plane = ControlPlane(bin_dir, name, kwok=False)
     log(f"e2e-node: control plane up in {plane.start():.1f} s")
     cluster = Cluster(plane.kubeconfig, plane.server, bin_dir / "kubectl")
-    node = Node(plane, Path(settings.workdir), settings.images["pause"].reference)
+    node = Node(
+        plane,
+        Path(settings.workdir),
+        Path(settings.containerd_root),
+        settings.images["pause"].reference,
+    )
     try:
         node.start_runtime()
-        for what, image in settings.images.items():
-            seconds = node.containerd.import_image(
-                Path(image.archive), image.digest, image.reference
-            )
-            log(f"e2e-node: imported the {what} image {image.reference} in {seconds:.1f} s")
+        wanted = {i.reference: (Path(i.archive), i.digest) for i in settings.images.values()}
+        for reference, seconds in node.containerd.hold_images(wanted).items():
+            done = "already held" if seconds is None else f"imported in {seconds:.1f} s"
+            log(f"e2e-node: image {reference}: {done}")
         log(f"e2e-node: node Ready in {node.join(cluster):.1f} s")
     except Exception as error:
         report = plane.log_report() + "\n" + node.log_report()

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -25,12 +27,21 @@ def pytest_configure(config: pytest.Config) -> None:
         )
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Real pods start in seconds and roll out in minutes: more than the other tiers' 300 s.
+    here = Path(__file__).parent
+    for item in items:
+        if here in item.path.parents:
+            item.add_marker(pytest.mark.timeout(600))
+
+
+def _progress(line: str) -> None:
+    print(line, file=sys.__stderr__, flush=True)  # past pytest's capture: the run's timings
+
+
 @pytest.fixture(scope="session")
 def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    plane, node, handle = start_node_cluster(
-        f"node-{os.getpid()}", RUN, log=reporter.write_line if reporter else print
-    )
+    plane, node, handle = start_node_cluster(f"node-{os.getpid()}", RUN, log=_progress)
     request.config.stash[LOG_DIR_KEY] = plane.log_dir
     yield handle
     node.stop()

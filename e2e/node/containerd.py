@@ -1,7 +1,10 @@
-"""The node's container runtime: Debian's containerd and runc, private to one run.
+"""The node's container runtime: Debian's containerd and runc, private to the tier.
 
-Its root, state and socket live in the run's folder, so nothing touches /var/lib/containerd or
-/run/containerd, and images come from OCI archives on disk (no registry): `ctr images import`.
+Its state and socket live in the run's folder and its root (images, snapshots, metadata) in the
+e2e cache, so nothing touches /var/lib/containerd or /run/containerd. Images come from OCI
+archives on disk (no registry): `ctr images import`, skipped when the root already holds the
+image, as on a real node that restarts. Containers of an earlier run are dead by then (their
+PID namespace is gone); the kubelet garbage-collects them like after a reboot.
 """
 
 from __future__ import annotations
@@ -63,8 +66,8 @@ disabled_plugins = [
 
 
 class Containerd:
-    def __init__(self, workdir: Path, log_dir: Path, sandbox_image: str):
-        self.root = workdir / "containerd"
+    def __init__(self, root: Path, workdir: Path, log_dir: Path, sandbox_image: str):
+        self.root = root
         self.state = workdir / "containerd-state"
         self.socket = self.state / "containerd.sock"
         self.cni_conf_dir = workdir / "cni"
@@ -98,19 +101,35 @@ class Containerd:
             ),
         )
 
-    def import_image(self, archive: Path, digest: str, reference: str) -> float:
-        """Import an OCI archive into the kubelet's namespace under `reference` (the name as the
-        CRI spells it); return the seconds it took."""
-        started = time.monotonic()
+    def hold_images(self, wanted: dict[str, tuple[Path, str]]) -> dict[str, float | None]:
+        """Make the kubelet's namespace hold exactly the `wanted` images, {reference: (OCI
+        archive, manifest digest)}: import those it lacks, forget the others (containerd then
+        frees their layers). Returns the seconds each import took, None where it was held."""
+        held = self._images()
+        for name in held.keys() - wanted.keys():
+            self.ctr("images", "rm", name)
+        seconds: dict[str, float | None] = {}
+        for reference, (archive, digest) in wanted.items():
+            seconds[reference] = None
+            if held.get(reference) != digest:
+                started = time.monotonic()
+                self._import(archive, digest, reference)
+                seconds[reference] = time.monotonic() - started
+        return seconds
+
+    def _images(self) -> dict[str, str]:
+        """Reference -> manifest digest of every image in the namespace."""
+        listed = self.ctr("images", "ls").stdout.splitlines()[1:]
+        return {fields[0]: fields[2] for fields in map(str.split, listed)}
+
+    def _import(self, archive: Path, digest: str, reference: str) -> None:
         # Unpacked here, once, rather than by the kubelet at the first pod start.
         self.ctr("images", "import", "--snapshotter=overlayfs", str(archive), timeout=900)
-        listed = self.ctr("images", "ls").stdout.splitlines()[1:]
-        names = [line.split()[0] for line in listed if digest in line.split()]
+        names = [name for name, found in self._images().items() if found == digest]
         if not names:
             raise RuntimeError(f"{archive}: imported, but no image has digest {digest}")
         if reference not in names:
             self.ctr("images", "tag", "--force", names[0], reference)
-        return time.monotonic() - started
 
     def ctr(
         self, *args: str, check: bool = True, timeout: float = 60

@@ -27,10 +27,12 @@ KUBE_PROXY = Identity("kube-proxy", "system:kube-proxy")  # bound to system:node
 
 
 class Node:
-    def __init__(self, plane: ControlPlane, workdir: Path, sandbox_image: str):
+    def __init__(
+        self, plane: ControlPlane, workdir: Path, containerd_root: Path, sandbox_image: str
+    ):
         self.plane = plane
         self.workdir = workdir
-        self.containerd = Containerd(workdir, plane.log_dir, sandbox_image)
+        self.containerd = Containerd(containerd_root, workdir, plane.log_dir, sandbox_image)
         self.processes: list[Process] = []
 
     def start_runtime(self) -> None:

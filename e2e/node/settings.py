@@ -3,7 +3,9 @@ in the environment."""
 
 from __future__ import annotations
 
+import hashlib
 import os
+import subprocess
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -25,12 +27,21 @@ class Image(BaseModel):
 class RunSettings(BaseModel):
     bin_dir: str
     workdir: str
+    containerd_root: str
+    """Kept between runs (images stay imported), one per containerd version."""
     images: dict[str, Image]
     """"pause" (the pod sandbox) and "worker" (`pagoda serve`)."""
 
 
 def node_cache() -> Path:
     return cache_root() / "node"
+
+
+def containerd_root() -> Path:
+    version = subprocess.run(
+        ["containerd", "--version"], capture_output=True, text=True, check=True
+    ).stdout
+    return node_cache() / f"containerd-{hashlib.sha256(version.encode()).hexdigest()[:12]}"
 
 
 def current() -> RunSettings | None:

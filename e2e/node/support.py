@@ -13,9 +13,10 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -239,51 +240,45 @@ class Traffic:
                 thread.join(timeout=90)
 
 
-class PodWatch:
-    """Every state a namespace's containers reach, from a `kubectl get pods --watch`: how a
-    container ended is seen even when its pod is deleted right after."""
+class Watch:
+    """Every version of a namespace's objects of one kind, from `kubectl get --watch`: a state
+    that lasts a moment (a container's exit code just before its pod goes, a condition between
+    a crash and the rollback) is seen all the same."""
 
-    def __init__(self, cluster: Cluster, namespace: str):
+    def __init__(self, cluster: Cluster, namespace: str, kind: str):
         self._command = [
             str(cluster.kubectl_path), f"--kubeconfig={cluster.kubeconfig}",
-            "get", "pods", f"-n={namespace}", "--watch", "-o=json",
+            "get", kind, f"-n={namespace}", "--watch", "-o=json",
         ]  # fmt: skip
-        self._exits: dict[tuple[str, str], int] = {}
-        self._seen = threading.Condition()
+        self._seen: list[dict] = []
+        self._changed = threading.Condition()
 
     def _read(self, stream) -> None:
         decoder, buffer = json.JSONDecoder(), ""
         for line in stream:
             buffer += line
             try:
-                pod, end = decoder.raw_decode(buffer.lstrip())
+                found, end = decoder.raw_decode(buffer.lstrip())
             except json.JSONDecodeError:
                 continue  # an object spans lines: read on
             buffer = buffer.lstrip()[end:]
-            self._record(pod)
+            with self._changed:
+                self._seen.append(found)
+                self._changed.notify_all()
 
-    def _record(self, pod: dict) -> None:
-        name = pod["metadata"]["name"]
-        for container in (pod.get("status") or {}).get("containerStatuses") or []:
-            for state in (container.get("state"), container.get("lastState")):
-                ended = (state or {}).get("terminated")
-                if ended:
-                    with self._seen:
-                        self._exits.setdefault((name, container["name"]), ended["exitCode"])
-                        self._seen.notify_all()
+    def wait(self, matches: Callable[[dict], Any], timeout: float, what: str) -> Any:
+        """The first non-empty `matches(version)` over every version seen, waiting for more."""
 
-    def exit_code(self, pod: str, container: str) -> int | None:
-        with self._seen:
-            return self._exits.get((pod, container))
+        def first() -> Any:
+            return next(filter(None, map(matches, self._seen)), None)
 
-    def wait_exit(self, pod: str, container: str, timeout: float) -> int:
-        with self._seen:
-            if not self._seen.wait_for(lambda: (pod, container) in self._exits, timeout):
-                raise TimeoutError(f"container {container} of pod {pod} did not exit")
-            return self._exits[(pod, container)]
+        with self._changed:
+            if not self._changed.wait_for(first, timeout):
+                raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
+            return first()
 
     @contextlib.contextmanager
-    def running(self) -> Iterator[PodWatch]:
+    def running(self) -> Iterator[Watch]:
         process = subprocess.Popen(self._command, stdout=subprocess.PIPE, text=True)
         reader = threading.Thread(target=self._read, args=(process.stdout,), daemon=True)
         reader.start()
@@ -293,3 +288,25 @@ class PodWatch:
             process.terminate()
             process.wait(timeout=10)
             reader.join(timeout=10)
+
+
+def wait_exit(pods: Watch, name: str, container: str, timeout: float) -> int:
+    """The exit code of `container` of pod `name`, once a watch of pods has seen it end."""
+
+    def ended(pod: dict) -> tuple[int] | None:
+        code = exit_code(pod, name, container)
+        return None if code is None else (code,)  # a tuple: exit code 0 is an answer too
+
+    return pods.wait(ended, timeout, f"container {container} of pod {name} to exit")[0]
+
+
+def exit_code(pod: dict, name: str, container: str) -> int | None:
+    """How `container` of pod `name` last ended, if this version of a pod is it and says so."""
+    if pod["metadata"]["name"] != name:
+        return None
+    for status in (pod.get("status") or {}).get("containerStatuses") or []:
+        if status["name"] == container:
+            for state in (status.get("state"), status.get("lastState")):
+                if ended := (state or {}).get("terminated"):
+                    return ended["exitCode"]
+    return None

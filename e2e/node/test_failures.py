@@ -8,6 +8,7 @@ import shutil
 from e2e.kube import Cluster
 from e2e.node.support import (
     Traffic,
+    Watch,
     call,
     models_volume,
     pod_url,
@@ -19,7 +20,6 @@ from e2e.node.support import (
 )
 from e2e.node.test_serving import SMALL, apply_sample
 from e2e.test_operator_support import (
-    condition,
     patch_spec,
     pods,
     ready,
@@ -30,9 +30,17 @@ from e2e.test_operator_support import (
 STORIES_PVC = {"pvc": {"claimName": "pagoda-models", "path": "stories260K"}}
 
 
-def last_log_line(cluster: Cluster, namespace: str, pod: str) -> str:
-    logs = cluster.kubectl("logs", pod, f"-n={namespace}", "-c=worker", "--previous").stdout
-    return [line for line in logs.splitlines() if line.strip()][-1].strip()
+def condition_in(version: dict, kind: str) -> dict:
+    found = (version.get("status") or {}).get("conditions") or []
+    return next((c for c in found if c["type"] == kind), {})
+
+
+def quoting(found: dict, says: str) -> dict | None:
+    return found if found.get("status") == "True" and says in found.get("message", "") else None
+
+
+def revision_of(pod: dict) -> str:
+    return pod["metadata"]["labels"]["pagoda.dev/revision"]
 
 
 def test_a_broken_model_is_reported_and_rolled_back_while_the_last_ready_revision_serves(
@@ -44,37 +52,48 @@ def test_a_broken_model_is_reported_and_rolled_back_while_the_last_ready_revisio
     weights = corrupt / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
     name = apply_sample(cluster, namespace, resources=SMALL, rollout={"minReadySeconds": 2})
-    wait_condition(cluster, namespace, name, "Ready", "True", timeout=240)
-    good = status(cluster, namespace, name)["revisions"]["current"]
+    # Baked: the revision rollbacks return to.
+    wait_condition(cluster, namespace, name, "Progressing", "False", "RolloutComplete", 240)
+    good = status(cluster, namespace, name)["revisions"]["lastReady"]
     [serving] = ready_pods(cluster, namespace)
 
-    with Traffic(service_url(cluster, namespace, name)).running() as traffic:
-        for path in ("missing", "corrupt"):
+    with (
+        Traffic(service_url(cluster, namespace, name)).running() as traffic,
+        Watch(cluster, namespace, "llmdeployments").running() as history,
+    ):
+        for path, says in (
+            ("missing", "pagoda serve: model folder /models/missing does not exist"),
+            ("corrupt", "model.safetensors is not a readable safetensors file"),
+        ):
             source = {"pvc": {"claimName": "pagoda-models", "path": path}}
             patch_spec(cluster, namespace, name, {"model": {"source": source}})
             bad = cluster.wait_for(
-                lambda: [
-                    p["metadata"]["name"]
-                    for p in pods(cluster, namespace)
-                    if p["metadata"]["labels"]["pagoda.dev/revision"] != good
-                ],
+                lambda: next((p for p in pods(cluster, namespace) if revision_of(p) != good), None),
                 timeout=60,
                 what=f"a pod of the revision with model path {path!r}",
-            )[0]
-            rolled_back = wait_condition(
-                cluster, namespace, name, "RolledBack", "True", "CrashedDuringRollout", timeout=180
             )
-            assert bad in rolled_back["message"], rolled_back
-            revisions = status(cluster, namespace, name)["revisions"]
-            assert revisions["lastReady"] == good and revisions["rolledBackFrom"] != good
-            # The worker's own last words reached the status, naming the pod.
-            said = last_log_line(cluster, namespace, bad)
-            assert f"/models/{path}" in said or "safetensors" in said.lower(), said
-            reported = [
-                condition(cluster, namespace, name, kind).get("message", "")
-                for kind in ("Degraded", "RolledBack")
-            ]
-            assert any(said[:80] in message for message in reported), (said, reported)
+            pod = bad["metadata"]["name"]
+            # Degraded lasts from the first crash to the rollback: the watch sees it anyway.
+            degraded = history.wait(
+                lambda version, says=says: quoting(condition_in(version, "Degraded"), says),
+                timeout=120,
+                what=f"Degraded to quote {says!r}",
+            )
+            assert degraded["reason"] == "CrashLoopBackOff" and pod in degraded["message"]
+            rolled_back = history.wait(
+                lambda version, bad=bad: (
+                    version["status"]["revisions"].get("rolledBackFrom") == revision_of(bad)
+                    and condition_in(version, "RolledBack")
+                ),
+                timeout=180,
+                what=f"the rollback from the revision with model path {path!r}",
+            )
+            assert (rolled_back["status"], rolled_back["reason"]) == (
+                "True",
+                "CrashedDuringRollout",
+            )
+            assert says in rolled_back["message"] and pod in rolled_back["message"]
+            assert status(cluster, namespace, name)["revisions"]["lastReady"] == good
             cluster.wait_for(
                 lambda: (
                     [p["metadata"]["name"] for p in pods(cluster, namespace)]

@@ -11,8 +11,8 @@ import pytest
 
 from e2e.kube import Cluster
 from e2e.node.support import (
-    PodWatch,
     Traffic,
+    Watch,
     call,
     deployment_of,
     models_volume,
@@ -22,6 +22,7 @@ from e2e.node.support import (
     service_url,
     set_faults,
     stream_completion,
+    wait_exit,
 )
 from e2e.test_operator_support import patch_spec, status, wait_condition
 
@@ -84,7 +85,7 @@ def test_a_rolling_update_drains_the_old_pod_and_fails_no_request(
     set_faults(pod_url(old), step_delay_s=SLOW_STEP_S)
 
     with (
-        PodWatch(cluster, namespace).running() as watch,
+        Watch(cluster, namespace, "pods").running() as watch,
         Traffic(service_url(cluster, namespace, name)).running() as traffic,
     ):
         long = pool.submit(stream_completion, pod_url(old), max_tokens=400, timeout=180)
@@ -100,10 +101,10 @@ def test_a_rolling_update_drains_the_old_pod_and_fails_no_request(
             what="the new revision to replace the old pod",
         )
         stream = long.result(timeout=180)
-        watch.wait_exit(old_name, "worker", timeout=120)
+        exited = wait_exit(watch, old_name, "worker", timeout=120)
     assert stream.clean and stream.finish_reason == "length", stream
     assert len(stream.chunks) >= 390, "the old pod finished the stream it had begun"
-    assert watch.exit_code(old_name, "worker") == 0
+    assert exited == 0
     assert traffic.results, "traffic ran during the rollout"
     assert not traffic.failures(), traffic.failures()[:3]
     wait_condition(cluster, namespace, name, "UpToDate", "True", timeout=60)
@@ -124,7 +125,7 @@ def test_sigterm_ends_every_stream_cleanly_refuses_new_ones_and_exits_0(
     streams = [pool.submit(stream_completion, url, max_tokens=200) for _ in range(3)]
     time.sleep(2)
 
-    with PodWatch(cluster, namespace).running() as watch:
+    with Watch(cluster, namespace, "pods").running() as watch:
         # As a kubelet, a node drain or `docker stop` would: SIGTERM to the container's PID 1.
         cluster.kubectl(
             "exec", pod_name, f"-n={namespace}", "-c=worker", "--", "sh", "-c", "kill -TERM 1"
@@ -137,7 +138,7 @@ def test_sigterm_ends_every_stream_cleanly_refuses_new_ones_and_exits_0(
             what="new requests to be refused while draining",
         )
         results = [s.result(timeout=120) for s in streams]
-        watch.wait_exit(pod_name, "worker", timeout=60)
+        exited = wait_exit(watch, pod_name, "worker", timeout=60)
     assert "draining" in (refused.error or "") or "shutting down" in (refused.error or "")
     assert all(r.clean and r.finish_reason == "length" for r in results), results
-    assert watch.exit_code(pod_name, "worker") == 0
+    assert exited == 0
