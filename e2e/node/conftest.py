@@ -35,13 +35,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.timeout(600))
 
 
-def _progress(line: str) -> None:
-    print(line, file=sys.__stderr__, flush=True)  # past pytest's capture: the run's timings
-
-
 @pytest.fixture(scope="session")
 def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
-    plane, node, handle = start_node_cluster(f"node-{os.getpid()}", RUN, log=_progress)
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+
+    def progress(line: str) -> None:
+        with capture.global_and_fixture_disabled():  # the run's timings, shown as they come
+            print(line, file=sys.stderr, flush=True)
+
+    plane, node, handle = start_node_cluster(f"node-{os.getpid()}", RUN, log=progress)
     request.config.stash[LOG_DIR_KEY] = plane.log_dir
     yield handle
     node.stop()
