@@ -19,11 +19,18 @@ from e2e import build
 from e2e.node import host, images, prerequisites
 from e2e.node.settings import ENV, RunSettings, containerd_root, node_cache
 
-DEFAULT_PYTEST_ARGS = ["e2e/node", "-q"]
+TESTS = "e2e/node"
 
 
 def log(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
+
+
+def pytest_args(argv: list[str]) -> list[str]:
+    """The tier's tests, unless the arguments name some of them; options pass through."""
+    if not argv:
+        return [TESTS, "-q"]
+    return argv if any(arg.startswith(TESTS) for arg in argv) else [TESTS, *argv]
 
 
 def main(argv: list[str]) -> int:
@@ -62,7 +69,7 @@ def main(argv: list[str]) -> int:
         "unshare", "--net", "--mount", "--pid", "--fork", "--mount-proc",
         "--propagation", "private", "--",
         sys.executable, "-m", "e2e.node.init", "--",
-        sys.executable, "-m", "pytest", *(argv or DEFAULT_PYTEST_ARGS),
+        sys.executable, "-m", "pytest", *pytest_args(argv),
     ]  # fmt: skip
     try:
         env = {**os.environ, ENV: json.dumps(settings.model_dump())}
