@@ -42,9 +42,7 @@ class ControlPlaneError(RuntimeError):
 
 
 class ControlPlane:
-    def __init__(
-        self, bin_dir: Path, name: str, die_with_parent: bool = True, kwok: bool = True
-    ):
+    def __init__(self, bin_dir: Path, name: str, die_with_parent: bool = True, kwok: bool = True):
         self.bin_dir = bin_dir
         self.log_dir = WORK_DIR / name / "logs"
         self.die_with_parent = die_with_parent
