@@ -41,11 +41,6 @@ def main(argv: list[str]) -> int:
     if problems:
         log("e2e-node cannot run: " + "; ".join(problems))
         return 2
-    started = time.monotonic()
-    bin_dir = build.ensure_binaries(log=log)
-    built = images.ensure_images(log)
-    log(f"e2e-node: binaries and images ready in {time.monotonic() - started:.0f} s")
-
     cache = node_cache()
     cache.mkdir(parents=True, exist_ok=True)
     lock = (cache / "run.lock").open("w")
@@ -55,6 +50,11 @@ def main(argv: list[str]) -> int:
     except BlockingIOError:
         log(f"e2e-node cannot run: another run holds {lock.name}; wait for it to end")
         return 2
+    started = time.monotonic()
+    bin_dir = build.ensure_binaries(log=log)
+    built = images.ensure_images(log)
+    log(f"e2e-node: binaries and images ready in {time.monotonic() - started:.0f} s")
+
     state_file = cache / "host-state.json"
     workdir = cache / f"run-{os.getpid()}"
     log(host.describe_changes())

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import hashlib
 import subprocess
-import tempfile
 from pathlib import Path
 
 from e2e.build import cache_root
 from e2e.node.settings import Image
+from images.cache import cached, holding
 from images.layer import tar_layer
 from images.oci import Image as OciImage
 from images.oci import ImageArchive, Layer, write_archive
@@ -31,16 +31,20 @@ def ensure_images(log) -> dict[str, Image]:
 def pause_image(cache: Path) -> ImageArchive:
     compiler = subprocess.run(["gcc", "--version"], capture_output=True, text=True, check=True)
     key = hashlib.sha256(PAUSE_SOURCE.read_bytes() + compiler.stdout.encode()).hexdigest()[:16]
-    folder = cache / f"pause-{key}"
-    layer_tar, archive = folder / "layer.tar", folder / "pause.oci.tar"
-    if not layer_tar.exists():
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory() as scratch:
-            binary = Path(scratch, "pause")
-            subprocess.run(
-                ["gcc", "-static", "-O2", "-Wall", "-o", binary, PAUSE_SOURCE], check=True
-            )
-            tar_layer(Path(scratch), layer_tar, owned_by_root=True)
+
+    def build(folder: Path) -> None:
+        root = folder / "root"
+        root.mkdir()
+        compile_static = ["gcc", "-static", "-O2", "-Wall", "-o", root / "pause", PAUSE_SOURCE]
+        subprocess.run(compile_static, check=True)
+        layer = tar_layer(root, folder / "layer.tar", owned_by_root=True)
+        write_archive(folder / "pause.oci.tar", pause(layer, key))
+
+    with holding(cache):
+        folder = cached(cache / "pause" / key, build)
+    return pause(Layer.of(folder / "layer.tar"), key).archive_at(folder / "pause.oci.tar")
+
+
+def pause(layer: Layer, key: str) -> OciImage:
     config = {"Entrypoint": ["/pause"], "User": "65535:65535"}
-    image = OciImage([Layer.of(layer_tar)], config, f"pagoda.dev/e2e/pause:{key}")
-    return image.archive_at(archive) if archive.exists() else write_archive(archive, image)
+    return OciImage([layer], config, f"pagoda.dev/e2e/pause:{key}")
