@@ -213,6 +213,39 @@ def test_a_crash_while_baking_rolls_back_and_survives_a_status_wipe(cluster, nam
     assert after == generation, "the Deployment was not touched"
 
 
+def test_a_revision_replaced_during_its_bake_is_rolled_back_to(cluster, namespace, operator):
+    """The spec changes before the first revision's pod has stayed ready for minReadySeconds.
+    The pod keeps serving (maxUnavailable 0), so the first revision becomes ready once it has,
+    and the next revision's crash rolls back to it."""
+    models_volume(cluster, namespace)
+    # Longer than a crash-looping pod stays ready (KWOK crashes it within 4.5 s), so the
+    # crashing revision never bakes.
+    rollout = {"maxSurge": 1, "maxUnavailable": 0, "minReadySeconds": 8}
+    cluster.apply(
+        llmdeployment("early", replicas=1, resources=CPU, rollout=rollout), namespace=namespace
+    )
+    cluster.wait_for(lambda: (found := pods(cluster, namespace)) and all(map(ready, found)),
+                     what="the first revision's pod, ready")  # fmt: skip
+    first = template_revision(cluster, namespace, "early")
+    assert "lastReady" not in status(cluster, namespace, "early").get("revisions", {}), (
+        "the spec changes while the first revision bakes"
+    )
+    crashing = {"model": {"name": "crashy"}, "podAnnotations": {FAULT_ANNOTATION: "crash-loop"}}
+    patch_spec(cluster, namespace, "early", crashing)
+
+    rolled_back = wait_condition(
+        cluster, namespace, "early", "RolledBack", "True", "CrashedDuringRollout"
+    )
+    assert "rollout.minReadySeconds (8s)" in rolled_back["message"]
+    revisions = status(cluster, namespace, "early")["revisions"]
+    assert revisions["lastReady"] == first and revisions["current"] == first
+    assert revisions["rolledBackFrom"] == revisions["desired"] != first
+    cluster.wait_for(lambda: template_revision(cluster, namespace, "early") == first,
+                     what="the primary back on the first revision")  # fmt: skip
+    config_map = cluster.get("configmap", f"early-primary-{first}", namespace)
+    assert "pagoda.dev/ready-at" in config_map["metadata"]["annotations"], "survives a wipe"
+
+
 def test_a_cold_gpu_fallback_gets_the_gpus_of_crash_looping_primaries(cluster, namespace, operator):
     node = f"pool-{namespace}"
     cluster.add_gpu_node(node, gpus=4, labels={"e2e.pagoda.dev/pool": namespace})

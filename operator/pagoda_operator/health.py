@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 
 # Most severe first: the Degraded condition's reason is the worst problem found.
 SEVERITY = (
@@ -81,6 +82,17 @@ def pod_crash(pod: dict) -> str | None:
             last_words = _last_words(died)
             return f"{crash}: {last_words}" if last_words else crash
     return None
+
+
+def ready_since(pod: dict) -> datetime | None:
+    """When this pod last became Ready, if it is Ready and none of its containers ever restarted
+    (a pod that crashed once proves nothing by being ready again), else None."""
+    conditions = (pod.get("status") or {}).get("conditions") or []
+    ready = next((c for c in conditions if c["type"] == "Ready"), {})
+    since = ready.get("lastTransitionTime")
+    if ready.get("status") != "True" or not since or pod_crash(pod):
+        return None
+    return datetime.fromisoformat(since)
 
 
 def _containers(status: dict) -> Iterator[tuple[str, dict]]:

@@ -3,6 +3,7 @@ to apply, what to delete, the new status, and the transitions to announce."""
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -13,7 +14,7 @@ from .api.status import Phase
 from .capacity import fallback_fit
 from .conditions import Transition, merge_conditions, transitions
 from .handover import primary_scale
-from .health import SEVERITY, PodProblem, pod_crash, pod_problem
+from .health import SEVERITY, PodProblem, pod_crash, pod_problem, ready_since
 from .naming import (
     LABEL_REVISION,
     Owner,
@@ -106,6 +107,7 @@ def plan(world: World, rejections: tuple[Rejection, ...] = ()) -> Plan:
         records,
         primary,
         _trouble(world.pods, primary_config_now.revision),
+        _ready_since(world.pods),
         spec.rollout,
         gpus.strategy,
         gpus.surge_note,
@@ -114,7 +116,7 @@ def plan(world: World, rejections: tuple[Rejection, ...] = ()) -> Plan:
 
     apply = [
         engine_config_map(owner, record.config, record.annotations())
-        for record in _primary_revisions(rollout)
+        for record in _primary_revisions(rollout, records)
     ]
     apply.append(deployment(owner, rollout.render, scale.replicas, gpus.strategy, spec.rollout))
     if fallback_config_now:
@@ -126,6 +128,7 @@ def plan(world: World, rejections: tuple[Rejection, ...] = ()) -> Plan:
         ]
     apply += [service(owner, spec.serving.port, tier.active), disruption_budget(owner)]
     keep = {rollout.revisions.last_ready, primary.revision if primary else None}
+    keep |= {_pod_revision(p) for p in world.pods if pod_tier(p) == "primary"}
     delete = _obsolete(world, config_maps, owner, apply, fallback_config_now, keep)
 
     url = endpoint(owner, spec.serving.port)
@@ -168,7 +171,8 @@ def plan(world: World, rejections: tuple[Rejection, ...] = ()) -> Plan:
         tier_clock=tier.clock,
         conditions=conditions,
     )
-    requeue = (tier.wake_at - now).total_seconds() if tier.wake_at else None
+    wake_at = min(filter(None, (tier.wake_at, rollout.wake_at)), default=None)
+    requeue = (wake_at - now).total_seconds() if wake_at else None
     return Plan(
         apply=apply,
         delete=delete,
@@ -214,12 +218,7 @@ def _deployment_state(world: World, tier: str) -> DeploymentState | None:
 
 def _trouble(pods: list[dict], revision: str) -> RevisionTrouble:
     """How the primary pods of `revision` fare: the first crash, and the worst problem."""
-    mine = [
-        p
-        for p in pods
-        if pod_tier(p) == "primary"
-        and p["metadata"].get("labels", {}).get(LABEL_REVISION) == revision
-    ]
+    mine = [p for p in pods if pod_tier(p) == "primary" and _pod_revision(p) == revision]
     crashes = sorted(filter(None, map(pod_crash, mine)))
     problems = sorted(
         filter(None, map(pod_problem, mine)), key=lambda p: (SEVERITY.index(p.reason), p.pod)
@@ -230,11 +229,28 @@ def _trouble(pods: list[dict], revision: str) -> RevisionTrouble:
     )
 
 
-def _primary_revisions(rollout: RolloutDecision) -> list[RevisionRecord]:
+def _ready_since(pods: list[dict]) -> dict[str, datetime]:
+    """Primary revisions whose pods (those not on their way out) are all ready and never
+    restarted: since when the last of them is ready."""
+    found: dict[str | None, list[datetime | None]] = defaultdict(list)
+    for pod in pods:
+        if pod_tier(pod) == "primary" and not pod["metadata"].get("deletionTimestamp"):
+            found[_pod_revision(pod)].append(ready_since(pod))
+    return {rev: max(times) for rev, times in found.items() if rev and all(times)}
+
+
+def _pod_revision(pod: dict) -> str | None:
+    return pod["metadata"].get("labels", {}).get(LABEL_REVISION)
+
+
+def _primary_revisions(
+    rollout: RolloutDecision, read: dict[str, RevisionRecord]
+) -> list[RevisionRecord]:
     """The primary ConfigMaps to apply, with their facts: the spec's revision (which keeps a
-    rollback's memory) and, when it differs, the one that runs."""
-    wanted = rollout.revisions.desired
-    revisions = [wanted] + ([rollout.render.revision] if rollout.render.revision != wanted else [])
+    rollback's memory), the one that runs, and any whose facts changed (an earlier revision
+    that became ready while the next one rolled out)."""
+    changed = [r for r, record in rollout.records.items() if record != read.get(r)]
+    revisions = dict.fromkeys([rollout.revisions.desired, rollout.render.revision, *changed])
     return [rollout.records[r] for r in revisions]
 
 
@@ -256,7 +272,7 @@ def _obsolete(
 ) -> list[dict]:
     """Children that no longer belong: the fallback Deployment once spec.fallback is gone, and
     revision ConfigMaps neither applied, nor kept for a rollback, nor still mounted by the
-    primary Deployment's template (whose update the apiserver may have refused)."""
+    primary Deployment's template (whose update the apiserver may have refused) or its pods."""
     keep = {obj["metadata"]["name"] for obj in apply if obj["kind"] == "ConfigMap"}
     keep |= {config_map_name(owner.name, "primary", r) for r in keep_revisions if r}
     delete = [

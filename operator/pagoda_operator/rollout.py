@@ -1,10 +1,13 @@
 """Which revision the primary Deployment runs: the spec's, or, after the spec's missed its
-progress deadline or crashed before it became ready, the last one that became ready."""
+progress deadline or crashed before it became ready, the last one that became ready.
+
+A revision becomes ready when the Deployment completes with it, or, when the spec moved on
+during its bake, once all its pods that are left have stayed ready for minReadySeconds."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from .api.spec import RolloutSpec
 from .api.status import Revisions
@@ -23,6 +26,7 @@ class RolloutDecision:
     progressing: Verdict
     rolled_back: Verdict
     up_to_date: Verdict
+    wake_at: datetime | None  # when an earlier revision's pods will have baked
 
 
 @dataclass(frozen=True)
@@ -38,14 +42,22 @@ def decide_rollout(
     records: dict[str, RevisionRecord],
     deployment: DeploymentState | None,
     trouble: RevisionTrouble,
+    ready_since: dict[str, datetime],
     rollout: RolloutSpec,
     strategy: Strategy,
     surge_note: str,
     now: datetime,
 ) -> RolloutDecision:
+    """`ready_since`: for each primary revision whose pods are all ready and never restarted,
+    since when the last of them is ready."""
     wanted = desired.revision
     records = {**records, wanted: records.get(wanted) or RevisionRecord(desired)}
     running = deployment.revision if deployment else None
+    bakes = _earlier_bakes(records, ready_since, running, rollout.min_ready_seconds)
+    for revision, baked in bakes.items():
+        ready_at = records[revision].ready_at
+        if baked <= now and (ready_at is None or ready_at < baked):
+            records[revision] = replace(records[revision], ready_at=baked)
     # Complete means every pod stayed ready for minReadySeconds (the Deployment's availability).
     # A Deployment scaled to zero is complete without any pod having become ready.
     complete = deployment is not None and deployment.complete and deployment.wanted
@@ -104,7 +116,26 @@ def decide_rollout(
         progressing,
         rolled_back_verdict,
         _up_to_date(wanted, render, rollback if rolled_back else None, progressing),
+        min((baked for baked in bakes.values() if baked > now), default=None),
     )
+
+
+def _earlier_bakes(
+    records: dict[str, RevisionRecord],
+    ready_since: dict[str, datetime],
+    running: str | None,
+    min_ready_seconds: int,
+) -> dict[str, datetime]:
+    """When the pods of revisions the Deployment no longer rolls out (the spec changed during
+    their bake; maxUnavailable keeps old pods serving) will have stayed ready for
+    minReadySeconds, as the Deployment's availability counts it. A rolled-back revision never
+    qualifies; one without a ConfigMap could not be rendered again."""
+    window = timedelta(seconds=min_ready_seconds)
+    return {
+        revision: since + window
+        for revision, since in ready_since.items()
+        if revision != running and revision in records and records[revision].rollback is None
+    }
 
 
 def _rollback_for(

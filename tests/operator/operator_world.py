@@ -85,7 +85,10 @@ def pod(
     started: bool | None = True,
     unschedulable: str | None = None,
     deleting: bool = False,
+    revision: str | None = None,
+    ready_since: datetime | None = None,
 ) -> dict:
+    """A worker pod; `ready_since` sets its Ready condition's lastTransitionTime."""
     container = {"name": "worker", "ready": ready, "restartCount": restarts, "image": "w:1"}
     if started is not None:
         container["started"] = started
@@ -96,12 +99,16 @@ def pod(
     if last_terminated:
         container["lastState"] = {"terminated": {"reason": last_terminated, "exitCode": exit_code}}
     conditions = [{"type": "Ready", "status": "True" if ready else "False"}]
+    if ready_since:
+        conditions[0]["lastTransitionTime"] = ready_since.strftime("%Y-%m-%dT%H:%M:%SZ")
     if unschedulable:
         conditions.append(
             {"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
              "message": unschedulable}
         )  # fmt: skip
     metadata = {"name": name, "labels": {"pagoda.dev/tier": tier, "pagoda.dev/deployment": "demo"}}
+    if revision:
+        metadata["labels"]["pagoda.dev/revision"] = revision
     if deleting:
         metadata["deletionTimestamp"] = "2026-01-01T00:00:00Z"
     resources = {"requests": {"nvidia.com/gpu": str(gpus)}} if gpus else {}

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from operator_world import pod
-from pagoda_operator.health import pod_crash, pod_problem
+from operator_world import T0, pod
+from pagoda_operator.health import pod_crash, pod_problem, ready_since
 
 
 @pytest.mark.parametrize(
@@ -108,3 +108,17 @@ def test_a_restart_is_a_crash_even_once_ready_again():
     assert crashed == (
         "container worker of pod demo-primary-abc restarted 1 time (last: OOMKilled, exit code 137)"
     )
+
+
+@pytest.mark.parametrize(
+    ("case", "observed", "since"),
+    [
+        ("ready", pod(ready_since=T0), T0),
+        ("not ready", pod(ready=False, ready_since=T0), None),
+        ("ready again after a restart: proves nothing",
+         pod(ready_since=T0, last_terminated="Error", restarts=1), None),
+        ("ready, but no transition time to count from", pod(), None),
+    ],
+)  # fmt: skip
+def test_ready_since(case, observed, since):
+    assert ready_since(observed) == since, case

@@ -319,3 +319,58 @@ def test_a_spec_stored_under_a_looser_crd_is_reported_not_applied():
     message = next(c["message"] for c in status["conditions"] if c["type"] == "Ready")
     assert "spec.resources.cpu" in message
     assert any(t.reason == "InvalidSpec" and t.warning for t in result.transitions)
+
+
+def replaced_during_bake(old_restarted: bool = False, ready_for: int = 5) -> World:
+    """Revision "old" got ready pods, then the spec moved to "new" within its 2 s bake; its pods
+    keep serving while the pod of "new" crash-loops. Nothing is recorded as ready yet."""
+    owner = Owner("team", "demo", "uid-1")
+    old = primary_config(LLMDeploymentSpec.model_validate(
+        {"model": {"name": "old", "source": PVC_SOURCE}}
+    ))  # fmt: skip
+    resource = llmd(model={"name": "new", "source": PVC_SOURCE}, rollout={"minReadySeconds": 2})
+    new = revision_of(resource)
+    restart = {"last_terminated": "Error", "restarts": 1} if old_restarted else {}
+    since = T0 - timedelta(seconds=ready_for)
+    pods = [
+        pod("demo-primary-a", revision=old.revision, ready_since=since),
+        pod("demo-primary-b", revision=old.revision, ready_since=since, **restart),
+        pod("demo-primary-c", revision=new, ready=False, started=False,
+            waiting="CrashLoopBackOff", last_terminated="Error", restarts=1),
+    ]  # fmt: skip
+    rolling = deployment(revision=new, updated=1, replicas=3, available=2)
+    return World(
+        resource,
+        deployments={"primary": rolling},
+        pods=pods,
+        config_maps=[engine_config_map(owner, old)],
+        now=T0,
+    )
+
+
+def test_a_revision_replaced_during_its_bake_is_rolled_back_to_once_its_pods_baked():
+    world = replaced_during_bake()
+    old = world.config_maps[0]["metadata"]["labels"]["pagoda.dev/revision"]
+    result = plan(world)
+    assert conditions(result.status)["RolledBack"] == ("True", "CrashedDuringRollout")
+    assert result.status["revisions"]["lastReady"] == old
+    primary = next(o for o in result.apply if o["kind"] == "Deployment")
+    assert primary["spec"]["template"]["metadata"]["labels"]["pagoda.dev/revision"] == old
+    old_map = next(o for o in result.apply if o["metadata"]["name"] == f"demo-primary-{old}")
+    assert old_map["metadata"]["annotations"][READY_AT] == "2026-01-01T11:59:57Z", (
+        "recorded on its ConfigMap, so it survives a status wipe"
+    )
+    assert result.delete == []
+
+
+def test_a_revision_with_a_restarted_pod_does_not_become_ready_after_it_was_replaced():
+    result = plan(replaced_during_bake(old_restarted=True))
+    assert "lastReady" not in result.status["revisions"]
+    assert conditions(result.status)["RolledBack"] == ("False", "NoRollback")
+    assert result.delete == [], "its ConfigMap stays while its pods run"
+
+
+def test_a_replaced_revision_is_looked_at_again_when_its_pods_will_have_baked():
+    result = plan(replaced_during_bake(ready_for=1))
+    assert "lastReady" not in result.status["revisions"]
+    assert result.requeue_after == 1

@@ -47,8 +47,10 @@ def records(old_ready=False, new_ready=False, new_rolled_back=False, old_stored=
     return found
 
 
-def decide(found, observed, trouble=FINE, now=T0):
-    return decide_rollout(NEW, found, observed, trouble, ROLLOUT, Strategy(1, 0), "", now)
+def decide(found, observed, trouble=FINE, now=T0, ready_since=None, rollout=ROLLOUT):
+    return decide_rollout(
+        NEW, found, observed, trouble, ready_since or {}, rollout, Strategy(1, 0), "", now
+    )
 
 
 # The spec asks for revision "new"; "old" is what ran before. Expected: (render, last ready,
@@ -168,7 +170,7 @@ def test_a_stall_without_rollback_says_why(case, found, says):
 def test_a_new_spec_after_a_rollback_is_rolled_out():
     newer = config("newer")
     found = records(old_ready=True, new_rolled_back=True)
-    decision = decide_rollout(newer, found, state("old"), RevisionTrouble(), ROLLOUT,
+    decision = decide_rollout(newer, found, state("old"), RevisionTrouble(), {}, ROLLOUT,
                               Strategy(1, 0), "", T0)  # fmt: skip
     assert decision.render == newer
     assert decision.revisions.rolled_back_from is None
@@ -187,8 +189,8 @@ def test_rollback_message_says_why_and_names_both_revisions():
 def test_progress_message_says_when_rolling_without_surge():
     observed = state("new", updated=1, replicas=2, ready=1)
     note = "rolling without surge: quota"
-    decision = decide_rollout(NEW, {}, observed, RevisionTrouble(), ROLLOUT, Strategy(0, 1),
-                              note, T0)  # fmt: skip
+    decision = decide_rollout(NEW, {}, observed, RevisionTrouble(), {}, ROLLOUT,
+                              Strategy(0, 1), note, T0)  # fmt: skip
     assert "maxSurge 0, maxUnavailable 1" in decision.progressing.message
     assert note in decision.progressing.message
 
@@ -196,3 +198,74 @@ def test_progress_message_says_when_rolling_without_surge():
 def test_one_pod_is_not_pods():
     decision = decide(records(old_stored=False), state("new", wanted=1, ready=1))
     assert decision.progressing.message.endswith("rolled out to 1 pod")
+
+
+# The spec moved on from "old" to "new" during old's 2 s bake: old's pods keep serving (the
+# Deployment keeps them while new's are not available), new's first pod is rolling out.
+BAKE = RolloutSpec(progress_deadline_seconds=600, min_ready_seconds=2)
+ROLLING = state("new", updated=1, replicas=3, available=2)
+
+
+def ago(seconds: int):
+    return T0 - timedelta(seconds=seconds)
+
+
+def test_a_revision_replaced_during_its_bake_becomes_ready_once_its_pods_baked():
+    decision = decide(records(), ROLLING, CRASH, ready_since={REV["old"]: ago(3)}, rollout=BAKE)
+    assert decision.records[REV["old"]].ready_at == ago(1), "when its pods had baked"
+    assert decision.revisions.last_ready == REV["old"]
+    assert decision.revisions.rolled_back_from == REV["new"]
+    assert decision.render == OLD
+    assert (decision.rolled_back.status, decision.rolled_back.reason) == (
+        True,
+        "CrashedDuringRollout",
+    )
+    assert decision.wake_at is None
+
+
+def test_pods_ready_for_part_of_the_bake_do_not_make_a_revision_ready():
+    decision = decide(records(), ROLLING, CRASH, ready_since={REV["old"]: ago(1)}, rollout=BAKE)
+    assert decision.records[REV["old"]].ready_at is None
+    assert decision.revisions.last_ready is None
+    assert (decision.rolled_back.status, decision.rolled_back.reason) == (False, "NoRollback")
+    assert decision.wake_at == T0 + timedelta(seconds=1), "looked at again when the bake ends"
+
+
+@pytest.mark.parametrize(
+    ("case", "found", "observed", "ready_since", "last_ready"),
+    [
+        ("the running revision's pods: only the Deployment's completion counts",
+         records(old_ready=True), state("new", available=1), {"new": ago(60)}, "old"),
+        ("a rolled-back revision never becomes ready",
+         records(old_ready=True, new_rolled_back=True), state("old", replicas=3),
+         {"new": ago(60)}, "old"),
+        ("a revision without its ConfigMap cannot be returned to",
+         records(old_stored=False), ROLLING, {"old": ago(60)}, None),
+        ("a revision that became ready keeps its time",
+         records(old_ready=True), ROLLING, {"old": EARLIER - timedelta(minutes=1)}, "old"),
+    ],
+)  # fmt: skip
+def test_which_earlier_pods_make_a_revision_ready(case, found, observed, ready_since, last_ready):
+    since = {REV[name]: moment for name, moment in ready_since.items()}
+    decision = decide(found, observed, ready_since=since, rollout=BAKE)
+    assert decision.revisions.last_ready == REV[last_ready], case
+    assert all(decision.records[r] == record for r, record in found.items()), case
+
+
+def test_the_newest_revision_whose_pods_baked_wins():
+    older = config("older")
+    found = records() | {older.revision: RevisionRecord(older)}
+    since = {older.revision: ago(30), REV["old"]: ago(10)}
+    decision = decide(found, ROLLING, ready_since=since, rollout=BAKE)
+    assert decision.revisions.last_ready == REV["old"]
+    assert decision.records[older.revision].ready_at == ago(28)
+
+
+def test_a_revision_ready_once_before_whose_new_pods_baked_is_the_newest_again():
+    """old became ready, then older did; the spec went back to old and on to new during old's
+    bake: old, not older, is what last worked."""
+    older = config("older")
+    found = records(old_ready=True) | {older.revision: RevisionRecord(older, LATER)}
+    decision = decide(found, ROLLING, ready_since={REV["old"]: ago(60)}, rollout=BAKE)
+    assert decision.revisions.last_ready == REV["old"]
+    assert decision.records[REV["old"]].ready_at == ago(58)
