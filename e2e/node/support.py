@@ -140,6 +140,7 @@ class Stream:
     chunks: list[dict] = field(default_factory=list)
     error: str | None = None  # an error event, an HTTP error body, or a connection error
     done: bool = False  # the `data: [DONE]` line arrived
+    ended_at: float = 0.0  # time.time() when the client saw the end
 
     @property
     def text(self) -> str:
@@ -202,6 +203,7 @@ def stream_completion(
         result.error = f"{type(error).__name__}: {error}"
     finally:
         connection.close()
+        result.ended_at = time.time()
     return result
 
 

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import concurrent.futures
 import time
+from datetime import datetime
 
 import pytest
+from pagoda_operator.workload import PRESTOP_SECONDS
 
 from e2e.kube import Cluster
 from e2e.node.support import (
@@ -38,6 +40,15 @@ def apply_sample(cluster: Cluster, namespace: str, **spec: object) -> str:
     documents = sample(**spec)
     cluster.apply(*documents, namespace=namespace)
     return deployment_of(documents)["metadata"]["name"]
+
+
+def deletion(pod: dict, name: str) -> float | None:
+    """When pod `name` was asked to go (its deletionTimestamp is that plus the grace period)."""
+    meta = pod["metadata"]
+    if meta["name"] != name or "deletionTimestamp" not in meta:
+        return None
+    deadline = datetime.fromisoformat(meta["deletionTimestamp"].replace("Z", "+00:00"))
+    return deadline.timestamp() - meta["deletionGracePeriodSeconds"]
 
 
 def worker_status(pod: dict) -> dict:
@@ -102,8 +113,11 @@ def test_a_rolling_update_drains_the_old_pod_and_fails_no_request(
         )
         stream = long.result(timeout=180)
         exited = wait_exit(watch, old_name, "worker", timeout=120)
+        deleted = watch.wait(lambda pod: deletion(pod, old_name), 10, "the old pod's deletion")
     assert stream.clean and stream.finish_reason == "length", stream
     assert len(stream.chunks) >= 390, "the old pod finished the stream it had begun"
+    # The drain was tested only if the stream outlived preStop and reached SIGTERM.
+    assert stream.ended_at > deleted + PRESTOP_SECONDS, "the stream ended before SIGTERM"
     assert exited == 0
     assert traffic.results, "traffic ran during the rollout"
     assert not traffic.failures(), traffic.failures()[:3]
