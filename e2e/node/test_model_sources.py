@@ -1,5 +1,5 @@
 """The `uri` and `hf` model sources for real: the fetch-model init container downloads from a
-server inside the test namespace (a tar of the default model over HTTP, and a Hugging Face Hub
+server in the test's own namespace (a tar of the default model over HTTP, and a Hugging Face Hub
 stand-in), and a wrong checksum or URL ends up in status in words."""
 
 from __future__ import annotations
@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import io
 import tarfile
-from collections.abc import Iterator
 
 import pytest
 
@@ -40,16 +39,14 @@ def model_tar() -> bytes:
     return buffer.getvalue()
 
 
-@pytest.fixture(scope="module")
-def model_server(cluster: Cluster) -> Iterator[tuple[str, str, str]]:
-    """One pod in its own namespace: the tar over plain HTTP on 8080, the Hub stand-in on 8081.
-    Returns the tar's URL, its sha256, and the Hub's endpoint, both through a Service."""
-    namespace = "model-server"
-    files = node_folder(namespace)
+@pytest.fixture
+def model_server(cluster: Cluster, namespace: str) -> tuple[str, str, str]:
+    """One pod in the test's namespace: the tar over plain HTTP on 8080, the Hub stand-in on
+    8081. Returns the tar's URL, its sha256, and the Hub's endpoint, both through a Service."""
+    files = node_folder(namespace, "files")
     data = model_tar()
     (files / "stories260K.tar").write_bytes(data)
     (files / "stories260K.tar").chmod(0o644)
-    cluster.create_namespace(namespace)
     cluster.kubectl("create", "configmap", "fake-hub", f"-n={namespace}", f"--from-file={FAKE_HUB}")
     image = "docker.io/library/pagoda-worker:0.1.0"
     package_model = "/opt/pagoda/lib/python3.11/site-packages/worker/default_model/stories260K"
@@ -106,8 +103,7 @@ def model_server(cluster: Cluster) -> Iterator[tuple[str, str, str]]:
     cluster.wait_pod_ready("models", namespace, timeout=120)
     address = cluster.get("service", "models", namespace)["spec"]["clusterIP"]
     tar_url = f"http://{address}/stories260K.tar"
-    yield tar_url, hashlib.sha256(data).hexdigest(), f"http://{address}:81"
-    cluster.delete_namespace(namespace, wait=False)
+    return tar_url, hashlib.sha256(data).hexdigest(), f"http://{address}:81"
 
 
 def llmdeployment(name: str, source: dict, env: list[dict] | None = None) -> dict:
