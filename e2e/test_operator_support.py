@@ -119,10 +119,12 @@ def llmdeployment(name: str, **spec: Any) -> dict:
     }
 
 
-def models_volume(cluster: Cluster, namespace: str, with_claim: bool = True) -> None:
+def models_volume(
+    cluster: Cluster, namespace: str, with_claim: bool = True, path: Path | None = None
+) -> None:
     """A PersistentVolume reserved for the namespace's `pagoda-models` claim, and the claim
     unless the test applies its own (KWOK pods never read it, but an unbound claim would keep
-    them Pending)."""
+    them Pending). `path`: the node's folder behind it, for real pods (e2e/node)."""
     volume = {
         "apiVersion": "v1",
         "kind": "PersistentVolume",
@@ -131,7 +133,7 @@ def models_volume(cluster: Cluster, namespace: str, with_claim: bool = True) -> 
             "capacity": {"storage": "1Gi"},
             "accessModes": ["ReadWriteOnce"],
             "persistentVolumeReclaimPolicy": "Delete",
-            "hostPath": {"path": f"/tmp/{namespace}"},
+            "hostPath": {"path": str(path or f"/tmp/{namespace}")},
             "claimRef": {"namespace": namespace, "name": "pagoda-models"},
         },
     }

@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from e2e import test_operator_support as operator_support
 from e2e.kube import Cluster
 from e2e.node import settings
 from e2e.test_operator_support import REPO, pods, ready
@@ -48,21 +49,7 @@ def models_volume(cluster: Cluster, namespace: str) -> Path:
     folder = node_folder(namespace)
     shutil.copytree(MODEL_DIR, folder / "stories260K", dirs_exist_ok=True)
     _world_readable(folder)
-    cluster.apply(
-        {
-            "apiVersion": "v1",
-            "kind": "PersistentVolume",
-            "metadata": {"name": f"models-{namespace}"},
-            "spec": {
-                "capacity": {"storage": "1Gi"},
-                "accessModes": ["ReadWriteOnce"],
-                "persistentVolumeReclaimPolicy": "Retain",
-                "storageClassName": "",
-                "hostPath": {"path": str(folder), "type": "Directory"},
-                "claimRef": {"namespace": namespace, "name": "pagoda-models"},
-            },
-        }
-    )
+    operator_support.models_volume(cluster, namespace, with_claim=False, path=folder)
     return folder
 
 
@@ -77,8 +64,7 @@ def sample(**spec: object) -> list[dict]:
     worker image is imported (never pulled) and test faults can be switched on. `spec` keys
     replace the LLMDeployment's top-level spec fields."""
     documents = list(yaml.safe_load_all(SAMPLE.read_text()))
-    deployment = next(d for d in documents if d["kind"] == "LLMDeployment")
-    deployment["spec"].update(imagePullPolicy="Never", env=[TEST_FAULTS], **spec)
+    deployment_of(documents)["spec"].update(imagePullPolicy="Never", env=[TEST_FAULTS], **spec)
     return documents
 
 
