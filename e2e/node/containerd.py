@@ -102,9 +102,10 @@ class Containerd:
         )
 
     def hold_images(self, wanted: dict[str, tuple[Path, str]]) -> dict[str, float | None]:
-        """Make the kubelet's namespace hold exactly the `wanted` images, {reference: (OCI
-        archive, manifest digest)}: import those it lacks, forget the others (containerd then
-        frees their layers). Returns the seconds each import took, None where it was held."""
+        """Make the kubelet's namespace hold exactly the `wanted` images, {reference (the name
+        the archive gives it): (OCI archive, manifest digest)}: import those it lacks, forget
+        the others (containerd then frees their layers). Returns the seconds each import took,
+        None where it was held."""
         held = self._images()
         for name in held.keys() - wanted.keys():
             self.ctr("images", "rm", name)
@@ -123,13 +124,11 @@ class Containerd:
         return {fields[0]: fields[2] for fields in map(str.split, listed)}
 
     def _import(self, archive: Path, digest: str, reference: str) -> None:
-        # Unpacked here, once, rather than by the kubelet at the first pod start.
+        # Unpacked here, once, rather than by the kubelet at the first pod start. The archive
+        # names the image (io.containerd.image.name), as containerd's own export does.
         self.ctr("images", "import", "--snapshotter=overlayfs", str(archive), timeout=900)
-        names = [name for name, found in self._images().items() if found == digest]
-        if not names:
-            raise RuntimeError(f"{archive}: imported, but no image has digest {digest}")
-        if reference not in names:
-            self.ctr("images", "tag", "--force", names[0], reference)
+        if self._images().get(reference) != digest:
+            raise RuntimeError(f"{archive}: imported, but {reference} is not digest {digest}")
 
     def ctr(
         self, *args: str, check: bool = True, timeout: float = 60

@@ -3,6 +3,7 @@ kubelet and kube-proxy, all inside the run's network namespace (see e2e/node/ini
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import time
 from pathlib import Path
@@ -21,7 +22,7 @@ NODE_NAME = "pagoda-node"
 # kubelet refuses those). It exists only inside the run's network namespace.
 NODE_IP = "10.200.0.1"
 # Pods get addresses from one /24 of the cluster's pod range, on the bridge `cni0`.
-NODE_POD_SUBNET = POD_CIDR.replace("0.0/16", "0.0/24")
+NODE_POD_SUBNET = str(next(ipaddress.ip_network(POD_CIDR).subnets(new_prefix=24)))
 KUBELET = Identity("kubelet", f"system:node:{NODE_NAME}", ("system:nodes",))
 KUBE_PROXY = Identity("kube-proxy", "system:kube-proxy")  # bound to system:node-proxier
 

@@ -28,6 +28,8 @@ from e2e.test_operator_support import REPO, pods, ready
 SAMPLE = REPO / "manifests" / "samples" / "cpu-stories.yaml"
 MODEL_DIR = REPO / "worker" / "default_model" / "stories260K"
 PORT = 8000
+# Two workers side by side (a rollout, a warm fallback) on this 2-core node: half a core each.
+SMALL = {"gpus": 0, "cpu": "500m", "memory": "1Gi"}
 # Lets a test tell a worker to misbehave (worker/server: POST /debug/faults); nothing else does.
 TEST_FAULTS = {"name": "PAGODA_TEST_FAULTS", "value": "1"}
 
@@ -59,17 +61,17 @@ def _world_readable(folder: Path) -> None:
         path.chmod(0o755 if path.is_dir() else 0o644)
 
 
-def sample(**spec: object) -> list[dict]:
-    """manifests/samples/cpu-stories.yaml as a user would apply it, adapted to the node: the
-    worker image is imported (never pulled) and test faults can be switched on. `spec` keys
-    replace the LLMDeployment's top-level spec fields."""
+def apply_sample(cluster: Cluster, namespace: str, **spec: object) -> str:
+    """manifests/samples/cpu-stories.yaml applied as a user would, with the model on a volume,
+    adapted to the node: the worker image is imported (never pulled) and test faults can be
+    switched on. `spec` keys replace the LLMDeployment's top-level spec fields. Returns its
+    name."""
+    models_volume(cluster, namespace)
     documents = list(yaml.safe_load_all(SAMPLE.read_text()))
-    deployment_of(documents)["spec"].update(imagePullPolicy="Never", env=[TEST_FAULTS], **spec)
-    return documents
-
-
-def deployment_of(documents: list[dict]) -> dict:
-    return next(d for d in documents if d["kind"] == "LLMDeployment")
+    deployment = next(d for d in documents if d["kind"] == "LLMDeployment")
+    deployment["spec"].update(imagePullPolicy="Never", env=[TEST_FAULTS], **spec)
+    cluster.apply(*documents, namespace=namespace)
+    return deployment["metadata"]["name"]
 
 
 def ready_pods(cluster: Cluster, namespace: str, tier: str | None = None) -> list[dict]:

@@ -7,8 +7,10 @@ import shutil
 
 from e2e.kube import Cluster
 from e2e.node.support import (
+    SMALL,
     Traffic,
     Watch,
+    apply_sample,
     call,
     models_volume,
     pod_url,
@@ -18,7 +20,6 @@ from e2e.node.support import (
     set_faults,
     stream_completion,
 )
-from e2e.node.test_serving import SMALL, apply_sample
 from e2e.test_operator_support import (
     patch_spec,
     pods,

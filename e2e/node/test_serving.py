@@ -5,7 +5,7 @@ through the pod's address and the Service, a rolling update and a SIGTERM with s
 from __future__ import annotations
 
 import concurrent.futures
-import time
+import threading
 from datetime import datetime
 
 import pytest
@@ -13,14 +13,13 @@ from pagoda_operator.workload import PRESTOP_SECONDS
 
 from e2e.kube import Cluster
 from e2e.node.support import (
+    SMALL,
     Traffic,
     Watch,
+    apply_sample,
     call,
-    deployment_of,
-    models_volume,
     pod_url,
     ready_pods,
-    sample,
     service_url,
     set_faults,
     stream_completion,
@@ -28,18 +27,21 @@ from e2e.node.support import (
 )
 from e2e.test_operator_support import patch_spec, status, wait_condition
 
-# Two workers side by side during a rollout on this 2-core node: half a core each.
-SMALL = {"gpus": 0, "cpu": "500m", "memory": "1Gi"}
 # The model is tiny and fast; a test that needs a stream in flight for a while slows each
 # engine step (a test fault) so a few hundred tokens take tens of seconds, like a big model.
 SLOW_STEP_S = 0.1
 
 
-def apply_sample(cluster: Cluster, namespace: str, **spec: object) -> str:
-    models_volume(cluster, namespace)
-    documents = sample(**spec)
-    cluster.apply(*documents, namespace=namespace)
-    return deployment_of(documents)["metadata"]["name"]
+# Long enough for the slowed streams to finish while the worker drains.
+LONG_DRAIN = {"startupTimeoutSeconds": 180, "terminationGracePeriodSeconds": 60}
+
+
+def serving_sample(cluster: Cluster, namespace: str, **spec: object) -> tuple[str, dict]:
+    """The sample with a long drain, applied and Ready: its name and its one pod."""
+    name = apply_sample(cluster, namespace, serving=LONG_DRAIN, **spec)
+    wait_condition(cluster, namespace, name, "Ready", "True", timeout=240)
+    [pod] = ready_pods(cluster, namespace)
+    return name, pod
 
 
 def deletion(pod: dict, name: str) -> float | None:
@@ -83,15 +85,7 @@ def test_the_sample_serves_through_real_probes_and_the_service(
 def test_a_rolling_update_drains_the_old_pod_and_fails_no_request(
     cluster: Cluster, namespace: str, operator, pool
 ) -> None:
-    name = apply_sample(
-        cluster,
-        namespace,
-        resources=SMALL,
-        rollout={"minReadySeconds": 2},
-        serving={"startupTimeoutSeconds": 180, "terminationGracePeriodSeconds": 60},
-    )
-    wait_condition(cluster, namespace, name, "Ready", "True", timeout=240)
-    [old] = ready_pods(cluster, namespace)
+    name, old = serving_sample(cluster, namespace, resources=SMALL, rollout={"minReadySeconds": 2})
     old_name = old["metadata"]["name"]
     set_faults(pod_url(old), step_delay_s=SLOW_STEP_S)
 
@@ -99,8 +93,11 @@ def test_a_rolling_update_drains_the_old_pod_and_fails_no_request(
         Watch(cluster, namespace, "pods").running() as watch,
         Traffic(service_url(cluster, namespace, name)).running() as traffic,
     ):
-        long = pool.submit(stream_completion, pod_url(old), max_tokens=400, timeout=180)
-        time.sleep(2)  # the stream runs: the rollout starts under it
+        started = threading.Event()
+        long = pool.submit(
+            stream_completion, pod_url(old), max_tokens=400, timeout=180, started=started
+        )
+        assert started.wait(30), "the stream runs: the rollout starts under it"
         revision = status(cluster, namespace, name)["revisions"]["current"]
         patch_spec(cluster, namespace, name, {"engine": {"maxNumSeqs": 8}})
         cluster.wait_for(
@@ -127,17 +124,14 @@ def test_a_rolling_update_drains_the_old_pod_and_fails_no_request(
 def test_sigterm_ends_every_stream_cleanly_refuses_new_ones_and_exits_0(
     cluster: Cluster, namespace: str, operator, pool
 ) -> None:
-    name = apply_sample(
-        cluster,
-        namespace,
-        serving={"startupTimeoutSeconds": 180, "terminationGracePeriodSeconds": 60},
-    )
-    wait_condition(cluster, namespace, name, "Ready", "True", timeout=240)
-    [pod] = ready_pods(cluster, namespace)
+    _, pod = serving_sample(cluster, namespace)
     pod_name, url = pod["metadata"]["name"], pod_url(pod)
     set_faults(url, step_delay_s=SLOW_STEP_S / 2)
-    streams = [pool.submit(stream_completion, url, max_tokens=200) for _ in range(3)]
-    time.sleep(2)
+    started = [threading.Event() for _ in range(3)]
+    streams = [
+        pool.submit(stream_completion, url, max_tokens=200, started=event) for event in started
+    ]
+    assert all(event.wait(30) for event in started), "three streams in flight"
 
     with Watch(cluster, namespace, "pods").running() as watch:
         # As a kubelet, a node drain or `docker stop` would: SIGTERM to the container's PID 1.
