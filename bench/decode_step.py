@@ -76,15 +76,15 @@ def main() -> int:
         engine = LLMEngine(
             EngineConfig(model=str(model_dir), load_format="dummy", dtype="bfloat16")
         )
-    vocab = engine.model.shape.vocab_size
+    vocab = engine.core.model.shape.vocab_size
     generator = torch.Generator().manual_seed(0)
     for _ in range(args.batch):
         prompt = torch.randint(10, vocab - 10, (args.context,), generator=generator).tolist()
         engine.add_request(prompt, SamplingParams(temperature=0.0, max_tokens=64, ignore_eos=True))
-    scheduler = engine.scheduler
+    scheduler = engine.core.scheduler
     while scheduler.waiting or any(len(s.output_token_ids) < 2 for s in scheduler.running):
         engine.step()  # until every request is decoding
-    graphs = engine.runner.graphs
+    graphs = engine.core.runner.graphs
     batch = graphs.batch_for(args.batch)
     hidden = graphs.graphs[batch][1]
 
@@ -92,17 +92,19 @@ def main() -> int:
         graphs.replay(batch)
 
     def logits_and_argmax():
-        engine.model.compute_logits(hidden[: args.batch]).float().argmax(dim=-1)
+        engine.core.model.compute_logits(hidden[: args.batch]).float().argmax(dim=-1)
 
     graph_ms = median_ms(replay)
     tail_ms = median_ms(logits_and_argmax)
     bandwidth = copy_bandwidth()
-    layers_bytes = sum(p.numel() * p.element_size() for p in engine.model.model.layers.parameters())
-    head_bytes = sum(p.numel() * p.element_size() for p in engine.model.lm_head.parameters())
+    layers_bytes = sum(
+        p.numel() * p.element_size() for p in engine.core.model.model.layers.parameters()
+    )
+    head_bytes = sum(p.numel() * p.element_size() for p in engine.core.model.lm_head.parameters())
     kv_bytes = sum(
         # K and V of the prompt plus the few tokens decoded so far (2-4), per layer
         2 * args.batch * (args.context + 4) * c.shape[3] * c.shape[4] * c.element_size()
-        for c in engine.runner.kv_caches
+        for c in engine.core.runner.kv_caches
     )
     graph_floor = (layers_bytes + kv_bytes) / bandwidth * 1e3
     print(f"{torch.cuda.get_device_name()}: {args.shape}, batch {args.batch} (graph {batch}), "

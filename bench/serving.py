@@ -111,25 +111,60 @@ async def one_request(
     return result
 
 
-async def run_rate(args: argparse.Namespace, rate: float, model: str) -> dict:
-    """Send num_requests at Poisson arrivals of `rate` per second; wait for all of them."""
-    rng = random.Random(args.seed)
-    low, high = args.token_ids
+@dataclass
+class Workload:
+    """What to send: request count, length ranges, the range of prompt token ids, a seed."""
+
+    num_requests: int
+    prompt_len: Lengths
+    output_len: Lengths
+    token_ids: tuple[int, int]
+    seed: int
+
+
+@dataclass
+class Arrival:
+    at_s: float  # seconds after the run's start
+    prompt: list[int]
+    max_tokens: int
+
+
+def poisson_arrivals(workload: Workload, rate: float) -> list[Arrival]:
+    """Random prompts arriving as a Poisson process of `rate` per second."""
+    rng = random.Random(workload.seed)
+    at_s, arrivals = 0.0, []
+    for _ in range(workload.num_requests):
+        at_s += rng.expovariate(rate)
+        length = workload.prompt_len.draw(rng)
+        prompt = [rng.randint(*workload.token_ids) for _ in range(length)]
+        arrivals.append(Arrival(at_s, prompt, workload.output_len.draw(rng)))
+    return arrivals
+
+
+async def send(
+    url: str, model: str, arrivals: list[Arrival], timeout_s: float
+) -> tuple[list[Result], float]:
+    """Send each request at its arrival time, whether or not earlier ones have finished; wait
+    for all of them. Returns the results and the run's duration in seconds."""
     connector = aiohttp.TCPConnector(limit=0)
-    timeout = aiohttp.ClientTimeout(total=args.timeout)
+    timeout = aiohttp.ClientTimeout(total=timeout_s)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
         tasks, start = [], time.perf_counter()
-        next_arrival = start
-        for _ in range(args.num_requests):
-            next_arrival += rng.expovariate(rate)
-            prompt = [rng.randint(low, high) for _ in range(args.prompt_len.draw(rng))]
-            max_tokens = args.output_len.draw(rng)
-            await asyncio.sleep(max(0.0, next_arrival - time.perf_counter()))
-            tasks.append(
-                asyncio.create_task(one_request(session, args.url, model, prompt, max_tokens))
-            )
+        for arrival in arrivals:
+            await asyncio.sleep(max(0.0, start + arrival.at_s - time.perf_counter()))
+            request = one_request(session, url, model, arrival.prompt, arrival.max_tokens)
+            tasks.append(asyncio.create_task(request))
         results = await asyncio.gather(*tasks)
         duration = time.perf_counter() - start
+    return results, duration
+
+
+async def run_rate(args: argparse.Namespace, rate: float, model: str) -> dict:
+    """Send num_requests at Poisson arrivals of `rate` per second; wait for all of them."""
+    workload = Workload(
+        args.num_requests, args.prompt_len, args.output_len, args.token_ids, args.seed
+    )
+    results, duration = await send(args.url, model, poisson_arrivals(workload, rate), args.timeout)
     return summarize(rate, results, duration)
 
 
@@ -151,11 +186,11 @@ def _ms(seconds: float) -> float:
     return round(seconds * 1000, 2)
 
 
-def _p50_p99(stats: dict[str, float]) -> str:
+def p50_p99(stats: dict[str, float]) -> str:
     return f"{stats.get('p50', '-')}/{stats.get('p99', '-')}"
 
 
-def summarize(rate: float, results: list[Result], duration: float) -> dict:
+def summarize(rate: float | str, results: list[Result], duration: float) -> dict:
     done = [r for r in results if r.ok]
     output = sum(r.output_tokens for r in done)
     prompt = sum(r.prompt_tokens for r in done)
@@ -181,17 +216,17 @@ COLUMNS = [  # (heading, width, cell)
     ("fail", 4, lambda row: row["failed"]),
     ("req/s", 6, lambda row: row["request_throughput"]),
     ("out tok/s", 9, lambda row: row["output_token_throughput"]),
-    ("TTFT p50/p99 ms", 16, lambda row: _p50_p99(row["ttft_ms"])),
-    ("TPOT p50/p99 ms", 16, lambda row: _p50_p99(row["tpot_ms"])),
-    ("ITL p50/p99 ms", 15, lambda row: _p50_p99(row["itl_ms"])),
-    ("E2E p50/p99 ms", 17, lambda row: _p50_p99(row["e2e_ms"])),
+    ("TTFT p50/p99 ms", 16, lambda row: p50_p99(row["ttft_ms"])),
+    ("TPOT p50/p99 ms", 16, lambda row: p50_p99(row["tpot_ms"])),
+    ("ITL p50/p99 ms", 15, lambda row: p50_p99(row["itl_ms"])),
+    ("E2E p50/p99 ms", 17, lambda row: p50_p99(row["e2e_ms"])),
 ]
 
 
-def print_table(rows: list[dict]) -> None:
-    print(" ".join(f"{heading:>{width}}" for heading, width, _ in COLUMNS))
+def print_table(rows: list[dict], columns: list = COLUMNS) -> None:
+    print(" ".join(f"{heading:>{width}}" for heading, width, _ in columns))
     for row in rows:
-        print(" ".join(f"{cell(row)!s:>{width}}" for _, width, cell in COLUMNS))
+        print(" ".join(f"{cell(row)!s:>{width}}" for _, width, cell in columns))
         for error in row["errors"]:
             print(f"        error: {error}")
 

@@ -118,8 +118,8 @@ def start_engine(model_dir: Path, preset: Preset, engine_args: dict) -> LLMEngin
     started = time.perf_counter()
     engine = LLMEngine(EngineConfig(**settings))
     print(f"engine: started in {time.perf_counter() - started:.1f} s, "
-          f"KV cache {engine.kv_capacity_tokens} tokens", file=sys.stderr)  # fmt: skip
-    vocab = engine.model.shape.vocab_size
+          f"KV cache {engine.core.kv_capacity_tokens} tokens", file=sys.stderr)  # fmt: skip
+    vocab = engine.core.model.shape.vocab_size
     for length in (16, min(600, engine.max_model_len - 4)):  # compiles every kernel once
         prompt = [10 + i % (vocab - 10) for i in range(length)]
         engine.add_request(prompt, SamplingParams(max_tokens=4, ignore_eos=True))
@@ -148,7 +148,7 @@ def profiler(enabled: bool):
 def record_plans(engine: LLMEngine) -> list[tuple[bool, int, int]]:
     """Wrap the scheduler to record each step's (decodes only?, sequences, tokens)."""
     plans = []
-    schedule = engine.scheduler.schedule
+    schedule = engine.core.scheduler.schedule
 
     def recorded():
         plan = schedule()
@@ -156,7 +156,7 @@ def record_plans(engine: LLMEngine) -> list[tuple[bool, int, int]]:
         plans.append((only_decodes, len(plan.scheduled), plan.num_tokens))
         return plan
 
-    engine.scheduler.schedule = recorded
+    engine.core.scheduler.schedule = recorded
     return plans
 
 
@@ -211,7 +211,7 @@ def run_latency(model_dir: Path, preset: Preset, prompts, engine_args: dict) -> 
     time to first token of a fresh ttft_input_len-token prompt."""
     engine = start_engine(model_dir, preset, engine_args)
     rng = random.Random(1)
-    vocab = engine.model.shape.vocab_size
+    vocab = engine.core.model.shape.vocab_size
     decode_ms, ttft_ms = [], []
     for prompt in prompts:
         params = SamplingParams(temperature=0.0, max_tokens=preset.output_len, ignore_eos=True)

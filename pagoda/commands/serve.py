@@ -11,7 +11,6 @@ import argparse
 import asyncio
 import json
 import logging
-import os
 import signal
 import sys
 import time
@@ -157,6 +156,7 @@ def _configure_logging(level: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from worker.engine.async_engine import AsyncEngineOptions, EngineDeadError
+    from worker.engine.core_client import EngineStartError
     from worker.models.loader import ModelLoadError
     from worker.server.auth import APIKeyError, load_api_keys
     from worker.server.runner import Server, ServerSettings, serve_until_signalled
@@ -195,18 +195,12 @@ def run(args: argparse.Namespace) -> int:
         ),
     )
     try:
-        loaded = asyncio.run(serve_until_signalled(Server(settings), config, progress))
-    except (ModelLoadError, EngineDeadError, OSError) as e:
+        asyncio.run(serve_until_signalled(Server(settings), config, progress))
+    except (ModelLoadError, EngineStartError, EngineDeadError, OSError) as e:
         print(f"pagoda serve: {e}", file=sys.stderr)
         return 1
     # The drain is over: a late SIGTERM must not turn this clean exit into -15.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, signal.SIG_IGN)
     progress("stopped")
-    if not loaded:
-        # The load thread is still inside torch: a normal interpreter exit would run C++
-        # destructors under it and abort ("terminate called without an active exception").
-        logging.shutdown()
-        sys.stderr.flush()
-        os._exit(0)
     return 0

@@ -95,8 +95,10 @@ def test_aborts_with_tokens_in_flight(stories_dir):
 def test_next_step_is_launched_before_the_previous_is_read(stories_dir, monkeypatch):
     engine = make_engine(stories_dir, async_scheduling=True)
     events = []
-    execute, wait = engine.runner.execute, InFlightStep.wait
-    monkeypatch.setattr(engine.runner, "execute", lambda *a: events.append("launch") or execute(*a))
+    execute, wait = engine.core.runner.execute, InFlightStep.wait
+    monkeypatch.setattr(
+        engine.core.runner, "execute", lambda *a: events.append("launch") or execute(*a)
+    )
     monkeypatch.setattr(InFlightStep, "wait", lambda self: events.append("read") or wait(self))
     params = SamplingParams(temperature=0.0, max_tokens=5, ignore_eos=True)
     engine.add_request(engine.tokenizer.encode("Once upon a time"), params)

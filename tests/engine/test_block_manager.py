@@ -8,7 +8,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from worker.engine.block_manager import BlockManager
-from worker.engine.outputs import RequestMetrics
 from worker.engine.sampling_params import SamplingParams
 from worker.engine.sequence import Request, Sequence
 
@@ -16,7 +15,7 @@ BLOCK = 4
 
 
 def make_seq(tokens: list[int], salt: bytes = b"") -> Sequence:
-    request = Request("r", tokens, SamplingParams(), RequestMetrics(0.0), salt)
+    request = Request("r", tokens, SamplingParams(), salt)
     seq = Sequence(request, 0, list(tokens), None)
     request.seqs.append(seq)
     return seq

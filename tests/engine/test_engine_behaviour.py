@@ -77,8 +77,10 @@ def test_n_completions_share_prompt_blocks_and_differ(llm):
     out = run_all(engine)[rid]
     assert [c.index for c in out.outputs] == [0, 1, 2, 3]
     assert len({tuple(c.token_ids) for c in out.outputs}) > 1, "seeded siblings should differ"
-    full_blocks = (len(prompt) - 1) // engine.config.block_size
-    assert engine.stats().prefix_cache_hits - before >= 3 * full_blocks * engine.config.block_size
+    full_blocks = (len(prompt) - 1) // engine.core.config.block_size
+    assert (
+        engine.stats().prefix_cache_hits - before >= 3 * full_blocks * engine.core.config.block_size
+    )
 
 
 def test_logprobs_match_transformers(llm, stories_dir):
@@ -177,8 +179,8 @@ def test_wrong_dtype_is_refused(stories_dir):
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
 def test_half_precision_weights_load_and_generate(stories_dir, dtype):
     engine = LLMEngine(EngineConfig(model=str(stories_dir), dtype=dtype))
-    assert engine.model.lm_head.weight.dtype == getattr(torch, dtype)
-    assert engine.runner.kv_caches[0].dtype == getattr(torch, dtype)
+    assert engine.core.model.lm_head.weight.dtype == getattr(torch, dtype)
+    assert engine.core.runner.kv_caches[0].dtype == getattr(torch, dtype)
     rid = engine.add_request([1, 403, 407, 261, 378], SamplingParams(temperature=0, max_tokens=8))
     [out] = run_all(engine).values()
     assert out.request_id == rid and len(out.outputs[0].token_ids) == 8

@@ -36,7 +36,7 @@ def test_aborting_32k_waiting_sequences_is_linear(engine):
     assert engine.stats().num_waiting == 0
     engine.step()  # the aborts report, the queue forgets them
     assert not engine.has_unfinished_requests()
-    assert len(engine.scheduler.waiting) == 0
+    assert len(engine.core.scheduler.waiting) == 0
 
 
 def test_aborts_in_the_middle_of_the_queue_keep_the_order_of_the_rest(engine):

@@ -9,7 +9,8 @@ import time
 import torch
 
 from worker.engine.config import EngineConfig
-from worker.engine.engine import LLMEngine, cpu_threads
+from worker.engine.core import cpu_threads
+from worker.engine.engine import LLMEngine
 from worker.engine.loop_timing import GcClock, Laps, PassMeter
 
 

@@ -30,7 +30,7 @@ def engines(stories_dir):
 
 
 def check_blocks(engine: LLMEngine) -> None:
-    bm, sched = engine.block_manager, engine.scheduler
+    bm, sched = engine.core.block_manager, engine.core.scheduler
     owners = Counter(b for seq in sched.running for b in seq.block_table)
     assert all(not seq.block_table for seq in sched.waiting), "waiting sequences hold no blocks"
     for block in bm.blocks:
@@ -53,7 +53,7 @@ def drive(engine: LLMEngine, script) -> dict[int, list[int]]:
             ] = i
         for i, (_, _, abort_after) in enumerate(script):
             rid = next((r for r, j in ids.items() if j == i), None)
-            if abort_after is not None and steps == abort_after and rid in engine.requests:
+            if abort_after is not None and steps == abort_after and rid in engine.core.requests:
                 engine.abort_request(rid)
         for out in engine.step():
             if out.finished:

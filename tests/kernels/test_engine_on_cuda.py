@@ -20,8 +20,14 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 def test_greedy_fp32_matches_transformers_with_cuda_graphs(stories_dir):
     """Chunked prefill, prefix hits and preemption, decode steps replayed from CUDA graphs."""
     engine = check_against_transformers(stories_dir, seed=0)
-    assert engine.device.type == "cuda" and engine.dtype == torch.float32
-    assert engine.runner.graphs is not None and engine.runner.graphs.sizes == [1, 2, 4, 8, 12]
+    assert engine.core.device.type == "cuda" and engine.core.dtype == torch.float32
+    assert engine.core.runner.graphs is not None and engine.core.runner.graphs.sizes == [
+        1,
+        2,
+        4,
+        8,
+        12,
+    ]
 
 
 @pytest.mark.parametrize("family", ["llama3", "mistral", "qwen2", "qwen3"])
@@ -35,7 +41,7 @@ def test_greedy_fp32_matches_transformers_eager(stories_dir):
         max_num_seqs=16, enforce_eager=True,
     )  # fmt: skip
     engine = LLMEngine(config)
-    assert engine.runner.graphs is None
+    assert engine.core.runner.graphs is None
     work = mixed_workload(seed=2, num_requests=20)
     for (prompt, max_tokens), tokens in zip(work, run_staggered(engine, work), strict=True):
         assert tokens == hf_greedy(stories_dir, prompt, max_tokens), f"prompt {prompt}"
@@ -50,11 +56,11 @@ def test_kv_cache_fills_the_memory_budget(stories_dir):
     utilization = 0.5
     engine = LLMEngine(EngineConfig(model=str(stories_dir), gpu_memory_utilization=utilization))
     budget = utilization * total - others - reserved_before
-    caches = engine.runner.kv_caches
+    caches = engine.core.runner.kv_caches
     kv_bytes = sum(c.numel() * c.element_size() for c in caches)
     reserved = torch.cuda.memory_reserved() - reserved_before
     gib = [round(x / 2**30, 2) for x in (budget, reserved, kv_bytes)]
     numbers = "budget, reserved, KV (GiB): {} {} {}".format(*gib)
     assert reserved <= budget, f"over the memory budget: {numbers}"
     assert kv_bytes > 0.9 * budget, f"the KV cache should take what the rest leaves: {numbers}"
-    assert engine.kv_capacity_tokens * caches[0][:, 0, 0].numel() * 4 * len(caches) == kv_bytes
+    assert engine.core.kv_capacity_tokens * caches[0][:, 0, 0].numel() * 4 * len(caches) == kv_bytes

@@ -52,8 +52,8 @@ class RunningServer:
 
     @property
     def engine(self):
-        """The LLMEngine under the server (tests inject faults into it)."""
-        return self.server.state.model.engine.engine
+        """The server's AsyncLLMEngine (tests inject faults into the engine through it)."""
+        return self.server.state.model.engine
 
     def start(self) -> RunningServer:
         self._thread.start()

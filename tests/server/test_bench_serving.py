@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from worker.engine.messages import Faults
+
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "serving.py"
 
 pytestmark = pytest.mark.timeout(120)
@@ -47,15 +49,8 @@ async def test_requests_past_the_timeout_fail_without_ending_the_run(server):
 
 async def test_an_error_event_mid_stream_fails_the_request(make_server):
     server = make_server()
-    real_step, steps = server.engine.step, []
-
-    def failing_step(laps=None):  # the first token goes out, then the device is lost
-        steps.append(1)
-        if len(steps) > 2:
-            raise RuntimeError("device lost")
-        return real_step(laps)
-
-    server.engine.step = failing_step
+    # The first token goes out, then the device is lost.
+    server.engine.set_faults(Faults(fail_after_steps=2, fail_message="device lost"))
     bench = load_bench()
     args = bench_args(bench, server, "--output-len", "50", "--num-requests", "1")
     row = await bench.run_rate(args, rate=50.0, model="stories260K")

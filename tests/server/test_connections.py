@@ -10,6 +10,8 @@ import time
 
 import pytest
 
+from worker.engine.messages import Faults
+
 pytestmark = pytest.mark.timeout(60)
 
 
@@ -82,13 +84,7 @@ async def test_a_stalled_upload_does_not_hold_the_drain(make_server):
 
 async def test_at_the_drain_deadline_streams_get_an_error_event_and_done(make_server):
     server = make_server(drain_timeout_s=0.5)
-    engine, real_step = server.engine, server.engine.step
-
-    def slow_step(laps=None):  # 480 steps outlast the deadline on any machine
-        time.sleep(0.005)
-        return real_step(laps)
-
-    engine.step = slow_step
+    server.engine.set_faults(Faults(step_delay_s=0.005))  # 480 steps outlast the deadline
     body = {"prompt": "Once", "max_tokens": 480, "ignore_eos": True, "stream": True}
     request = asyncio.create_task(server.fetch("POST", "/v1/completions", json=body))
     while server.state.in_flight == 0:

@@ -28,7 +28,7 @@ async def test_without_the_variable_there_is_no_such_route(make_server, monkeypa
     server = make_server()
     reply = await server.fetch("POST", "/debug/faults", json={"wedge": True})
     assert reply.status == 404
-    assert server.state.model.engine.wedged is False
+    assert server.state.model.engine.faults.wedged is False
 
 
 def test_the_server_warns_that_faults_are_on(make_server, monkeypatch, caplog):
@@ -75,7 +75,7 @@ async def test_bad_fault_requests_are_refused(faulty_server, body, says):
     reply = await faulty_server.fetch("POST", "/debug/faults", json=body)
     assert reply.status == 400
     assert says in reply.json()["error"]["message"]
-    assert faulty_server.state.model.engine.wedged is False
+    assert faulty_server.state.model.engine.faults.wedged is False
 
 
 async def test_a_step_delay_slows_every_step_until_cleared(faulty_server):

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
+import os
+import signal
 import time
 
 import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+
+from worker.engine.messages import Faults
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -126,33 +129,20 @@ async def test_request_timeout_ends_a_stream_with_an_error_event(make_server):
 
 async def test_a_wedged_engine_fails_health_and_recovers(make_server):
     server = make_server(engine={"heartbeat_timeout_s": 0.3})
-    engine = server.engine
-    real_step, release = engine.step, threading.Event()
-
-    def wedged_step(laps=None):
-        release.wait(30)
-        return real_step(laps)
-
     assert (await server.fetch("GET", "/health")).status == 200
-    engine.step = wedged_step  # the next step hangs, as on a stuck device
+    server.engine.set_faults(Faults(hang_s=2.0))  # the next step hangs, as on a stuck device
     request = asyncio.create_task(server.fetch("POST", "/v1/completions", json={"prompt": "x"}))
-    await asyncio.sleep(0.6)
+    await asyncio.sleep(0.8)
     health = await server.fetch("GET", "/health")
     assert health.status == 503 and health.json()["status"] == "unhealthy"
     assert (await server.fetch("GET", "/ready")).status == 503
-    engine.step = real_step
-    release.set()
-    assert (await request).status == 200
+    assert (await request).status == 200  # the step ends: the loop goes round again
     assert (await server.fetch("GET", "/health")).status == 200
 
 
 async def test_a_failing_engine_fails_requests_and_health(make_server):
     server = make_server()
-
-    def broken_step(laps=None):
-        raise RuntimeError("device lost")
-
-    server.engine.step = broken_step
+    server.engine.set_faults(Faults(fail_after_steps=0, fail_message="device lost"))
     reply = await server.fetch("POST", "/v1/completions", json={"prompt": "x", "max_tokens": 4})
     assert reply.status == 503
     assert "device lost" in reply.json()["error"]["message"]
@@ -169,11 +159,28 @@ async def test_a_failing_engine_ends_streams_with_an_error_event(make_server):
         model="stories260K", stream=True, **LONG
     )
     await stream.__anext__()
-
-    def broken_step(laps=None):
-        raise RuntimeError("device lost")
-
-    server.engine.step = broken_step
+    server.engine.set_faults(Faults(fail_after_steps=0, fail_message="device lost"))
     with pytest.raises(openai.APIError, match="device lost"):
         async for _ in stream:
             pass
+
+
+async def test_a_dead_engine_process_ends_streams_with_an_error_and_fails_health(make_server):
+    """The engine process dies (OOM killer, segfault): nothing hangs, /health fails at once
+    (not after the heartbeat timeout), and the kubelet restarts the pod through liveness."""
+    server = make_server()
+    stream = await server.async_client().completions.create(
+        model="stories260K", stream=True, **LONG
+    )
+    await stream.__anext__()
+    os.kill(server.engine.engine_pid, signal.SIGKILL)
+    killed = time.monotonic()
+    with pytest.raises(openai.APIError, match="engine process exited with code -9"):
+        async for _ in stream:
+            pass
+    health = await server.fetch("GET", "/health")
+    assert time.monotonic() - killed < 5  # the heartbeat timeout is 30 s
+    assert health.status == 503 and "exited with code -9" in health.json()["error"]
+    assert (await server.fetch("GET", "/ready")).status == 503
+    again = await server.fetch("POST", "/v1/completions", json={"prompt": "x"})
+    assert again.status == 503

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 
 import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from worker.engine.messages import Faults
 from worker.server.runner import Server, ServerSettings
 
 pytestmark = pytest.mark.timeout(60)
@@ -60,18 +60,10 @@ async def test_ready_needs_a_recent_generation(make_server):
         engine={"canary_interval_s": 0.1, "canary_timeout_s": 0.2, "canary_max_age_s": 0.5}
     )
     await poll_ready(server, 200)
-    engine = server.engine
-    real_step, release = engine.step, threading.Event()
-
-    def slow_step(laps=None):  # canaries time out, the loop itself is not (yet) stale
-        release.wait(30)
-        return real_step(laps)
-
-    engine.step = slow_step
+    # A step that takes 3 s: canaries time out, the loop itself is not (yet) stale.
+    server.engine.set_faults(Faults(hang_s=3.0))
     reply = await poll_ready(server, 503)
     assert reply.json()["reasons"] == ["no token generated recently (canary or traffic)"]
-    engine.step = real_step
-    release.set()
     await poll_ready(server, 200)
 
 

@@ -1,41 +1,54 @@
-"""AsyncLLMEngine: the engine on a thread of its own, streams of outputs for asyncio.
+"""AsyncLLMEngine: the server's front end of the engine, streams of outputs for asyncio.
 
-The engine thread is the only one that touches the model: it applies queued commands
-(add, abort), runs `step()` and hands the outputs to the event loop with
-`call_soon_threadsafe`. The event loop only ever enqueues commands and reads queues, so
-it never waits on the model. Each loop iteration stamps a heartbeat, also when idle, so a
-wedged engine or device shows up as a stale heartbeat.
+The engine core runs in a process of its own (core_process.py), so the HTTP work (JSON, SSE,
+tokenizing, detokenizing) never competes with the engine's loop for one interpreter. This
+side sends it commands (add, abort, stop a sequence) and takes one report per engine loop pass:
+the step's new token ids for every request at once, which the OutputProcessor turns into text
+and RequestOutputs here, stop strings included. Every report is also a heartbeat, so a wedged
+engine or device shows up as a stale one; a dead engine process is noticed at once (its
+sentinel), and every request in flight ends with an error.
 
 Admission counts sequences (prompts x n), not API calls: one call may bring thousands. A call
-that could never fit is refused as bad input; one that does not fit now, as a full queue. Each
-loop pass applies commands, one request at a time, for at most `command_budget_s` before it
-steps again, so a burst of huge adds or aborts (even a single one) is spread over passes instead
-of stalling the loop.
+that could never fit is refused as bad input; one that does not fit now, as a full queue.
 """
 
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
-import queue
-import threading
 import time
-from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from itertools import count
+from pathlib import Path
 from typing import Protocol
 
-from worker.engine.loop_timing import GcClock, PassMeter
+from worker.engine.config import EngineConfig
+from worker.engine.core_client import EngineProcess
+from worker.engine.core_loop import CoreLoopOptions
+from worker.engine.core_process import DEFAULT_CORE
+from worker.engine.loop_timing import PassTiming
+from worker.engine.messages import (
+    AbortRequests,
+    AddRequests,
+    CoreOutput,
+    EngineStats,
+    Failed,
+    Faults,
+    FinishSeqs,
+    FromCore,
+    Report,
+)
+from worker.engine.output_processor import OutputProcessor
 from worker.engine.outputs import RequestOutput
 from worker.engine.sampling_params import SamplingParams
+from worker.models.tokenizer import tokenizer_for
 
 log = logging.getLogger("pagoda.engine")
 
 
 class EngineDeadError(RuntimeError):
-    """The engine loop failed or stopped; requests can no longer be served."""
+    """The engine failed or stopped; requests can no longer be served."""
 
 
 class QueueFullError(RuntimeError):
@@ -57,9 +70,9 @@ class OutputObserver(Protocol):
 class AsyncEngineOptions:
     max_waiting_seqs: int = 4096  # sequences (prompts x n) waiting; beyond: refused
     max_seqs_per_request: int = 2048  # prompts x n of one call; beyond: a bad request
-    command_budget_s: float = 0.005  # adds and aborts applied per loop pass, at most
+    command_budget_s: float = 0.005  # adds and aborts applied per engine loop pass, at most
     request_timeout_s: float | None = 600.0  # a request running longer is aborted
-    idle_wait_s: float = 0.05  # how long an idle loop sleeps between heartbeats
+    idle_wait_s: float = 0.05  # an idle engine loop's heartbeat interval
     heartbeat_timeout_s: float = 30.0  # older heartbeat: unhealthy
     canary_interval_s: float = 10.0
     canary_timeout_s: float = 30.0
@@ -118,74 +131,73 @@ class RequestGroup:
 
 @dataclass(eq=False)
 class _Add:
+    """An add sent to the engine and not answered yet."""
+
     group: RequestGroup
-    prompts: list[list[int]]
-    params: SamplingParams
-    arrival_time: float  # wall clock, as the engine's RequestMetrics
-    done: asyncio.Future = field(repr=False)
-    pending_seqs: int = 0  # event loop's: sequences the engine's stats do not count yet
-
-
-@dataclass
-class _Abort:
-    request_ids: list[str]
+    done: asyncio.Future
+    pending_seqs: int  # sequences the engine's stats do not count yet
 
 
 CUT_TIMEOUT = "timeout"  # the request ran past its timeout
 CUT_SHUTDOWN = "shutdown"  # the server stopped serving it (drain deadline, second signal)
 
-_WAKE_UP = object()  # lets an idle engine thread see that it should stop
-_DONE = object()  # a command's work is all applied
+NO_STATS = EngineStats(0, 0, 0.0, 0, 0, 0, 0, 0, 0)
 
 
 class AsyncLLMEngine:
     def __init__(
         self,
-        engine,
+        config: EngineConfig,
         options: AsyncEngineOptions | None = None,
-        observer: OutputObserver | None = None,
+        core: str = DEFAULT_CORE,  # tests run scripted cores
     ) -> None:
-        self.engine = engine
+        self.config = config
         self.options = options or AsyncEngineOptions()
-        self._observer = observer
-        self._commands: queue.SimpleQueue = queue.SimpleQueue()
-        self._work: Iterator[_Add | tuple | None] | None = None  # a command applied in part so far
+        self.observer: OutputObserver | None = None  # sees every client request's outputs
+        loop_options = CoreLoopOptions(self.options.command_budget_s, self.options.idle_wait_s)
+        self._process = EngineProcess(config, loop_options, core)
+        self.processor: OutputProcessor | None = None  # once loaded
+        self.tokenizer = None
+        self.model_name = ""
+        self.max_model_len = 0
+        self.kv_capacity_tokens = 0
         self._groups: dict[str, RequestGroup] = {}  # unfinished request id -> its group
         self._internal: set[RequestGroup] = set()  # canaries: kept out of the metrics
         self._timers: dict[RequestGroup, asyncio.TimerHandle] = {}
         self._ids = count()
-        self._pending_seqs = 0  # sequences enqueued but not yet in the engine's waiting queue
-        self._add_futures: set[asyncio.Future] = set()  # adds the engine has yet to answer
+        self._adds: dict[int, _Add] = {}  # sent, not answered yet
+        self._pending_seqs = 0  # sequences sent but not yet in the engine's stats
         self._heartbeat = time.monotonic()
         self._error: BaseException | None = None
         self._stopping = False
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._canary_task: asyncio.Task | None = None
-        self._canary_prompt = engine.tokenizer.encode("ping")
-        self.stats = engine.stats()  # latest snapshot, written by the engine thread
-        self.passes = PassMeter(GcClock())  # the slowest loop pass so far, and why
+        self._canary_prompt: list[int] = [0]
+        self.stats = NO_STATS  # the engine's latest, from its reports
+        self.slowest_pass = PassTiming()  # the engine loop's slowest pass so far, and why
+        self.most_pass_cpu_s = 0.0
+        self.faults = Faults()  # TEST ONLY: worker/server/faults.py
         self.warmed_up = False
-        # TEST ONLY (worker/server/faults.py). wedged: the loop keeps its heartbeat but takes
-        # no request and runs no step, as an engine that stopped producing tokens while the
-        # process lives. step_delay_s: each step waits this long first, as a much bigger model.
-        self.wedged = False
-        self.step_delay_s = 0.0
         # Any token out of the real engine proves it works: a canary's, or real traffic's.
         self.last_generation_ok: float | None = None
 
     # ----- lifecycle (event loop) -----
 
+    async def load(self) -> None:
+        """Start the engine process; returns once its model is loaded."""
+        ready = await self._process.start(self._on_message, self._on_exit)
+        self._heartbeat = time.monotonic()
+        self.model_name = ready.model_name
+        self.max_model_len = ready.max_model_len
+        self.kv_capacity_tokens = ready.kv_capacity_tokens
+        self.tokenizer = await asyncio.to_thread(
+            tokenizer_for, Path(ready.model_folder), self.config.load_format
+        )
+        self.processor = OutputProcessor(self.tokenizer, ready.eos_token_ids)
+        if self.tokenizer is not None:
+            self._canary_prompt = self.tokenizer.encode("ping")
+
     async def start(self) -> None:
-        """Start the engine thread, warm up with a real generation, then canary periodically."""
-        self._loop = asyncio.get_running_loop()
-        # The model's objects live as long as the process: keep them out of the collector's
-        # full passes, which would otherwise scan them all while a big request is added.
-        gc.collect()
-        gc.freeze()
-        self.passes.gc_clock.install()
-        self._thread = threading.Thread(target=self._run, name="engine", daemon=True)
-        self._thread.start()
+        """Warm up with a real generation, then canary periodically."""
         await self._canary(max_tokens=8, timeout_s=self.options.warmup_timeout_s)
         if self.last_generation_ok is None:
             raise EngineDeadError(f"warm-up generation failed: {self._error or 'timed out'}")
@@ -196,11 +208,17 @@ class AsyncLLMEngine:
         if self._canary_task:
             self._canary_task.cancel()
         self._stopping = True
-        self._commands.put(_WAKE_UP)
-        if self._thread:
-            await asyncio.to_thread(self._thread.join, 5.0)
-        self.passes.gc_clock.uninstall()
+        await self._process.stop()
         self._fail_all(EngineDeadError("the engine was stopped"))
+
+    def set_faults(self, faults: Faults) -> None:
+        """TEST ONLY: make the engine loop misbehave (worker/server/faults.py)."""
+        self.faults = faults
+        self._process.send(faults)
+
+    @property
+    def engine_pid(self) -> int | None:
+        return self._process.pid
 
     # ----- health -----
 
@@ -212,7 +230,7 @@ class AsyncLLMEngine:
         return self._error
 
     def is_healthy(self) -> bool:
-        alive = self._thread is not None and self._thread.is_alive()
+        alive = self._process.process.is_alive()
         fresh = self.heartbeat_age() < self.options.heartbeat_timeout_s
         return alive and fresh and self._error is None
 
@@ -248,33 +266,35 @@ class AsyncLLMEngine:
         Raises EngineDeadError, QueueFullError, or ValueError (too many sequences, or the
         engine's own checks: a bad prompt).
         """
-        if self._error is not None or self._stopping:
+        if self._error is not None or self._stopping or self.processor is None:
             raise EngineDeadError(f"the engine is not running: {self._error or 'stopped'}")
         num_seqs = len(prompts) * params.num_seqs
         if not internal:
             self._admit(num_seqs, len(prompts), params)
-        batch = next(self._ids)
-        group = RequestGroup([f"req-{batch}-{i}" for i in range(len(prompts))], self._abort)
-        for rid in group.request_ids:
+        add_id = next(self._ids)
+        group = RequestGroup([f"req-{add_id}-{i}" for i in range(len(prompts))], self._abort)
+        arrival = time.time()
+        for rid, prompt in zip(group.request_ids, prompts, strict=True):
             self._groups[rid] = group
+            self.processor.add(rid, prompt, params, arrival)
         if internal:
             self._internal.add(group)
-        done = self._loop.create_future()
-        add = _Add(group, prompts, params, time.time(), done, pending_seqs=num_seqs)
+        add = _Add(group, asyncio.get_running_loop().create_future(), num_seqs)
+        self._adds[add_id] = add
         self._pending_seqs += num_seqs
-        self._add_futures.add(done)
-        self._commands.put(add)
+        self._process.send(AddRequests(add_id, group.request_ids, prompts, params))
         try:
-            await done
+            await add.done
         except asyncio.CancelledError:
             group.abort()  # the caller left before the engine took the requests
             raise
         finally:
-            self._taken(add, add.pending_seqs)  # all of them now: in the stats, or never
-            self._add_futures.discard(done)
+            self._settle(add_id)  # all of them now: in the stats, or never
         timeout_s = self.options.request_timeout_s if timeout_s is None else timeout_s
         if timeout_s and not group.finished:
-            self._timers[group] = self._loop.call_later(timeout_s, self._expire, group)
+            self._timers[group] = asyncio.get_running_loop().call_later(
+                timeout_s, self._expire, group
+            )
         return group
 
     def _admit(self, num_seqs: int, num_prompts: int, params: SamplingParams) -> None:
@@ -290,15 +310,39 @@ class AsyncLLMEngine:
         if num_waiting + num_seqs > self.options.max_waiting_seqs:
             raise QueueFullError(num_waiting, num_seqs, self.options.retry_after_s)
 
-    def _taken(self, add: _Add, num_seqs: int) -> None:
+    def _taken(self, add_id: int, num_seqs: int) -> None:
         """The engine's stats count num_seqs more of the add's sequences: stop counting them
         as pending. An add applied over several passes is never counted twice."""
-        num_seqs = min(num_seqs, add.pending_seqs)
-        add.pending_seqs -= num_seqs
-        self._pending_seqs -= num_seqs
+        add = self._adds.get(add_id)
+        if add is not None:
+            num_seqs = min(num_seqs, add.pending_seqs)
+            add.pending_seqs -= num_seqs
+            self._pending_seqs -= num_seqs
+
+    def _settle(self, add_id: int) -> None:
+        add = self._adds.pop(add_id, None)
+        if add is not None:
+            self._pending_seqs -= add.pending_seqs
+            add.pending_seqs = 0
+
+    def _answer(self, add_id: int, refusal: str | None) -> None:
+        add = self._adds.get(add_id)
+        if add is None or add.done.done():
+            return
+        if refusal is None:
+            add.done.set_result(None)
+            return
+        self._drop(add.group)
+        add.done.set_exception(ValueError(refusal))
 
     def _abort(self, group: RequestGroup) -> None:
-        self._commands.put(_Abort(sorted(group.unfinished)))
+        """End the group's unfinished requests here at once, and in the engine next pass."""
+        request_ids = sorted(group.unfinished)
+        self._process.send(AbortRequests(request_ids))
+        for rid in request_ids:
+            output = self.processor.abort(rid)
+            if output is not None:
+                self._route(output)
 
     def _expire(self, group: RequestGroup) -> None:
         self._timers.pop(group, None)
@@ -313,20 +357,57 @@ class AsyncLLMEngine:
             group.cut(CUT_SHUTDOWN)
         return len(groups)
 
-    def _deliver(self, outputs: list[RequestOutput]) -> None:
-        if any(c.new_token_ids for output in outputs for c in output.outputs):
+    # ----- the engine's reports (event loop) -----
+
+    def _on_message(self, message: FromCore) -> None:
+        self._heartbeat = time.monotonic()
+        if isinstance(message, Failed):
+            self._die(EngineDeadError(message.error))
+            return
+        if not isinstance(message, Report):
+            return
+        self.stats = message.stats  # first: admission never counts less than it should
+        if message.slowest_pass is not None:
+            self.slowest_pass = message.slowest_pass
+        self.most_pass_cpu_s = message.most_pass_cpu_s
+        for add_id, num_seqs in message.taken:
+            self._taken(add_id, num_seqs)
+        for add_id in message.added:
+            self._answer(add_id, None)
+        for add_id, reason in message.rejected:
+            self._answer(add_id, reason)
+        if message.outputs:
+            self._deliver(message.outputs)
+
+    def _on_exit(self, exit_code: int | None) -> None:
+        if not self._stopping:
+            log.error("the engine process exited with code %s", exit_code)
+            self._die(EngineDeadError(f"the engine process exited with code {exit_code}"))
+
+    def _die(self, error: EngineDeadError) -> None:
+        self._error = self._error or error
+        self._fail_all(self._error)
+
+    def _deliver(self, core_outputs: list[CoreOutput]) -> None:
+        outputs, stopped = self.processor.process(core_outputs)
+        if stopped:
+            self._process.send(FinishSeqs(stopped))
+        if outputs:
             self.last_generation_ok = time.monotonic()
         for output in outputs:
-            group = self._groups.get(output.request_id)
-            if group is None:
-                continue
-            if output.finished:
-                del self._groups[output.request_id]
-            if self._observer and group not in self._internal:
-                self._observer.on_output(output)
-            group.put(output)
-            if group.finished:
-                self._forget(group)
+            self._route(output)
+
+    def _route(self, output: RequestOutput) -> None:
+        group = self._groups.get(output.request_id)
+        if group is None:
+            return
+        if output.finished:
+            del self._groups[output.request_id]
+        if self.observer and group not in self._internal:
+            self.observer.on_output(output)
+        group.put(output)
+        if group.finished:
+            self._forget(group)
 
     def _forget(self, group: RequestGroup) -> None:
         self._internal.discard(group)
@@ -335,22 +416,21 @@ class AsyncLLMEngine:
             timer.cancel()
 
     def _drop(self, group: RequestGroup) -> None:
-        """Stop routing outputs to the group: the engine rejected or lost its requests."""
+        """Stop routing outputs to the group: the engine refused or lost its requests."""
         for rid in group.request_ids:
             self._groups.pop(rid, None)
+            if self.processor is not None:
+                self.processor.drop(rid)
         self._forget(group)
 
-    def _fail_group(self, group: RequestGroup, error: BaseException) -> None:
-        self._drop(group)
-        group.fail(error)
-
     def _fail_all(self, error: BaseException) -> None:
-        """Fail every request, including adds the engine thread will never answer."""
-        for done in self._add_futures:
-            if not done.done():
-                done.set_exception(error)
+        """Fail every request, including adds the engine will never answer."""
+        for add in self._adds.values():
+            if not add.done.done():
+                add.done.set_exception(error)
         for group in {*self._groups.values()}:
-            self._fail_group(group, error)
+            self._drop(group)
+            group.fail(error)
 
     # ----- canary (event loop) -----
 
@@ -374,100 +454,3 @@ class AsyncLLMEngine:
             age = self.generation_age()
             if age is None or age >= self.options.canary_interval_s:
                 await self._canary(max_tokens=1, timeout_s=self.options.canary_timeout_s)
-
-    # ----- the engine thread -----
-
-    def _run(self) -> None:
-        try:
-            while not self._stopping:
-                self._heartbeat = time.monotonic()
-                if self.wedged:
-                    time.sleep(self.options.idle_wait_s)
-                    continue
-                idle = not self.engine.has_unfinished_requests() and self._work is None
-                command = None
-                if self._work is None:
-                    command = self._next_command(wait_s=self.options.idle_wait_s if idle else 0)
-                laps = self.passes.start()  # the pass's work, without the idle wait
-                if command is not None or self._work is not None:
-                    self._apply_commands(command, time.monotonic() + self.options.command_budget_s)
-                    laps.lap("commands")
-                if self.engine.has_unfinished_requests():  # aborted ones too: they report
-                    if self.step_delay_s:
-                        time.sleep(self.step_delay_s)
-                    outputs = self.engine.step(laps)
-                    self.stats = self.engine.stats()
-                    if outputs:
-                        self._loop.call_soon_threadsafe(self._deliver, outputs)
-                    laps.lap("hand-over")
-                self.passes.finish()
-        except BaseException as e:  # the engine is in an unknown state: stop serving
-            log.exception("engine loop failed")
-            self._error = e
-            dead = EngineDeadError(f"engine failed: {e!r}")
-            self._loop.call_soon_threadsafe(self._fail_all, dead)
-
-    def _next_command(self, wait_s: float):
-        try:
-            return self._commands.get(timeout=wait_s) if wait_s else self._commands.get_nowait()
-        except queue.Empty:
-            return None
-
-    def _apply_commands(self, command, deadline: float) -> None:
-        """Apply commands one request at a time until none is left or the deadline passes; a
-        command cut off midway resumes first in the next pass (a step runs in between)."""
-        answers = []  # for the event loop, once the stats show the added requests
-        taken: Counter[_Add] = Counter()  # requests each add got into the engine this pass
-        if command is not None:
-            self._work = self._units(command)
-        while self._work is not None:  # at least one request per pass, whatever the budget
-            unit = next(self._work, _DONE)
-            if unit is _DONE:
-                command = self._next_command(0)
-                self._work = self._units(command) if command is not None else None
-            elif isinstance(unit, _Add):
-                taken[unit] += 1
-            elif unit is not None:
-                answers.append(unit)
-            if time.monotonic() >= deadline:
-                break
-        # Stats first, then the event loop's pending counts: admission never counts less.
-        self.stats = self.engine.stats()
-        for add, num_requests in taken.items():
-            self._loop.call_soon_threadsafe(self._taken, add, num_requests * add.params.num_seqs)
-        for answer in answers:
-            self._loop.call_soon_threadsafe(*answer)
-
-    def _units(self, command) -> Iterator[_Add | tuple | None]:
-        """A command's work, one request (at most n sequences) per item: an add yields itself
-        for each request the engine took, and last the callback that answers its caller."""
-        if isinstance(command, _Abort):
-            for rid in command.request_ids:
-                self.engine.abort_request(rid)
-                yield None
-        elif isinstance(command, _Add):
-            yield from self._add(command)
-
-    def _add(self, command: _Add) -> Iterator[_Add | tuple | None]:
-        added = []
-        for rid, prompt in zip(command.group.request_ids, command.prompts, strict=True):
-            try:
-                self.engine.add_request(prompt, command.params, rid, command.arrival_time)
-            except ValueError as e:
-                for done in added:
-                    self.engine.abort_request(done)
-                yield self._reject, command, e
-                return
-            added.append(rid)
-            yield command
-        yield _resolve, command.done, None
-
-    def _reject(self, command: _Add, error: ValueError) -> None:
-        self._drop(command.group)
-        if not command.done.done():
-            command.done.set_exception(error)
-
-
-def _resolve(future: asyncio.Future, value) -> None:
-    if not future.done():
-        future.set_result(value)

@@ -1,188 +1,28 @@
-"""The synchronous engine: add requests, call step() in a loop, read outputs.
+"""The engine in one thread, for the offline API and benchmarks: add requests, call step() in a
+loop, read outputs with text.
 
-Only the thread that calls step() touches the model. Everything about *which* tokens run lives
-in the scheduler; this class wires loading, scheduling, running, sampling and detokenizing.
+It is the engine core (token ids) with the output processing (text, stop strings) right behind
+it. The server runs the same two parts in two processes instead (async_engine.py).
 """
 
 from __future__ import annotations
 
-import logging
-import os
-import time
-import uuid
-from dataclasses import dataclass
-from pathlib import Path
-
-import torch
-from transformers import GenerationConfig
-
-from worker.engine.block_manager import BlockManager
 from worker.engine.config import EngineConfig
-from worker.engine.in_flight import InFlightStep, SampledOnHost
+from worker.engine.core import EngineCore
 from worker.engine.loop_timing import Laps
-from worker.engine.model_runner import (
-    ModelRunner,
-    StepInputs,
-    kv_cache_block_bytes,
-    profile_activation_bytes,
-)
-from worker.engine.outputs import (
-    CompletionOutput,
-    FinishReason,
-    RequestMetrics,
-    RequestOutput,
-    TokenLogprob,
-)
-from worker.engine.sampler import Sampler, SamplingRow, make_generator, token_logprobs
+from worker.engine.messages import EngineStats
+from worker.engine.output_processor import OutputProcessor
+from worker.engine.outputs import RequestOutput
 from worker.engine.sampling_params import SamplingParams
-from worker.engine.scheduler import Scheduler
-from worker.engine.sequence import Request, Sequence
-from worker.engine.stop_checker import CompletionText
-from worker.layers.attention import AttentionBackend
-from worker.layers.backends import select_attention_backend
-from worker.models.loader import (
-    ModelLoadError,
-    has_tokenizer,
-    load_hf_config,
-    load_model,
-    load_tokenizer,
-    resolve_dtype,
-)
-from worker.models.source import resolve_model
-
-log = logging.getLogger(__name__)
-
-PROMPT_ROWS_PER_CHUNK = 1024  # prompt tokens scored at once: bounds the vocab-wide logits
-
-
-@dataclass
-class EngineStats:
-    num_running: int
-    num_waiting: int
-    kv_cache_usage: float  # fraction of KV blocks in use
-    num_gpu_blocks: int
-    num_free_blocks: int
-    kv_capacity_tokens: int
-    prefix_cache_queries: int  # tokens looked up, cumulative
-    prefix_cache_hits: int  # tokens found, cumulative
-    num_preemptions: int  # cumulative
-
-
-@dataclass
-class _Delta:
-    """What one sequence gained in one step."""
-
-    token_ids: list[int]
-    text: str
-    logprobs: list[TokenLogprob]
-
-
-def cpu_threads(wanted: int | None) -> int:
-    """Torch's threads on CPU: by default one core is left to the server's event loop and
-    tokenizers. Threads beyond the free cores make each step wait for a descheduled one: on a
-    busy 2-core machine two threads made the average step 15x slower than one."""
-    return wanted or max(len(os.sched_getaffinity(0)) - 1, 1)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ModelLoadError(f"device {name!r} was asked for, but CUDA is not available here")
-    return device
 
 
 class LLMEngine:
     def __init__(self, config: EngineConfig) -> None:
-        self.config = config
-        source = resolve_model(config.model)
-        model_dir = source.folder
-        self.model_name = source.name
-        self.device = resolve_device(config.device)
-        if self.device.type == "cpu":
-            torch.set_num_threads(cpu_threads(config.cpu_threads))
-        self.dtype = resolve_dtype(config.dtype, load_hf_config(model_dir))
-        torch.manual_seed(config.seed)  # dummy weights are reproducible
-        self.model, self.hf_config = load_model(
-            model_dir, self.dtype, self.device, config.load_format
-        )
-        # A random-weight model for benchmarks may come without a tokenizer: token ids only.
-        dummy_without_tokenizer = config.load_format == "dummy" and not has_tokenizer(model_dir)
-        self.tokenizer = None if dummy_without_tokenizer else load_tokenizer(model_dir)
-        self.max_model_len = self._max_model_len()
-        self.eos_token_ids = self._eos_token_ids(model_dir)
-
-        backend = select_attention_backend(config.attention_backend, self.device)
-        block_bytes = kv_cache_block_bytes(self.model, config.block_size, self.dtype)
-        num_blocks = config.num_kv_blocks or self._kv_cache_bytes(backend) // block_bytes
-        if num_blocks < 1:
-            raise ModelLoadError(
-                f"the KV-cache budget holds no block of {block_bytes} bytes; raise kv_cache_bytes "
-                "or gpu_memory_utilization"
-            )
-        self.block_manager = BlockManager(num_blocks, config.block_size)
-        self.scheduler = Scheduler(
-            self.block_manager, config.max_num_seqs, config.max_num_batched_tokens
-        )
-        self.runner = ModelRunner(
-            self.model, backend, num_blocks, config.block_size, self.device, self.dtype,
-            config.max_num_seqs, self.max_model_len,
-        )  # fmt: skip
-        if not config.enforce_eager:
-            self.runner.capture_decode_graphs()
-        self.sampler = Sampler(torch.Generator(self.device).manual_seed(config.seed))
-        self.requests: dict[str, Request] = {}
-        self._aborted: list[Request] = []
-        self._texts: dict[Sequence, CompletionText] = {}
-        self._in_flight: InFlightStep | None = None  # launched, its tokens not read yet
-        log.info(
-            "engine ready: %s on %s (%s), KV cache %d blocks x %d tokens = %d tokens",
-            self.model_name, self.device, self.dtype, num_blocks, config.block_size,
-            self.kv_capacity_tokens,
-        )  # fmt: skip
-
-    # -- setup ----------------------------------------------------------------------------
-
-    def _max_model_len(self) -> int:
-        limit = self.model.shape.max_position
-        wanted = self.config.max_model_len or limit
-        if wanted > limit:
-            raise ModelLoadError(
-                f"max_model_len {wanted} exceeds the model's context window of {limit} tokens"
-            )
-        return wanted
-
-    def _eos_token_ids(self, model_dir: Path) -> set[int]:
-        """EOS ids from the config, the generation config (chat models add their turn-end
-        tokens there) and the tokenizer."""
-        sources = [getattr(self.hf_config, "eos_token_id", None)]
-        if (model_dir / "generation_config.json").is_file():
-            sources.append(GenerationConfig.from_pretrained(model_dir).eos_token_id)
-        if self.tokenizer is not None:
-            sources.append(self.tokenizer.eos_token_id)
-        ids: set[int] = set()
-        for eos in sources:
-            ids.update([eos] if isinstance(eos, int) else eos or [])
-        return ids
-
-    def _kv_cache_bytes(self, backend: AttentionBackend) -> int:
-        if self.device.type != "cuda":
-            return self.config.kv_cache_bytes
-        free, total = torch.cuda.mem_get_info(self.device)
-        in_use = total - free  # our weights and allocator cache, and other processes
-        c = self.config
-        activations = profile_activation_bytes(
-            self.model, backend, c.block_size, self.dtype, self.device,
-            c.max_num_batched_tokens, c.max_num_seqs, self.max_model_len,
-        )  # fmt: skip
-        return int(c.gpu_memory_utilization * total) - in_use - activations
-
-    @property
-    def kv_capacity_tokens(self) -> int:
-        return self.block_manager.num_blocks * self.config.block_size
-
-    # -- requests -------------------------------------------------------------------------
+        self.core = EngineCore(config)
+        self.tokenizer = self.core.tokenizer
+        self.max_model_len = self.core.max_model_len
+        self.processor = OutputProcessor(self.tokenizer, self.core.eos_token_ids)
+        self._aborted: list[RequestOutput] = []  # reported by the next step
 
     def add_request(
         self,
@@ -191,260 +31,25 @@ class LLMEngine:
         request_id: str | None = None,
         arrival_time: float | None = None,
     ) -> str:
-        params.validate()
-        self._check_prompt(prompt_token_ids, params)
-        request_id = request_id or uuid.uuid4().hex
-        if request_id in self.requests:
-            raise ValueError(f"request id {request_id!r} is already in use")
-        # A prompt to score must be computed here: no blocks from other requests' prompts.
-        private = not self.config.enable_prefix_caching or params.prompt_logprobs is not None
-        request = Request(
-            request_id=request_id,
-            prompt_token_ids=list(prompt_token_ids),
-            params=params,
-            metrics=RequestMetrics(arrival_time=arrival_time or time.time()),
-            cache_salt=request_id.encode() if private else b"",
-        )
-        if params.prompt_logprobs is not None:
-            request.prompt_logprobs = [None] * len(prompt_token_ids)
-        for index in range(params.num_seqs):
-            generator = None
-            if params.seed is not None:
-                generator = make_generator(params.seed, index, self.device)
-            seq = Sequence(request, index, list(prompt_token_ids), generator)
-            request.seqs.append(seq)
-            # Decoded as the prompt's continuation, so a leading space survives (as in vLLM).
-            self._texts[seq] = CompletionText(
-                self.tokenizer, prompt_token_ids, params, self.eos_token_ids, prompt_context=True
-            )
-            self.scheduler.add(seq)
-        self.requests[request_id] = request
+        request_id = self.core.add_request(prompt_token_ids, params, request_id)
+        self.processor.add(request_id, list(prompt_token_ids), params, arrival_time)
         return request_id
 
-    def _check_prompt(self, prompt_token_ids: list[int], params: SamplingParams) -> None:
-        if params.stop and self.tokenizer is None:
-            raise ValueError("stop: stop strings need a tokenizer; this model has none")
-        if not prompt_token_ids:
-            raise ValueError("prompt: must contain at least one token")
-        vocab = self.model.shape.vocab_size
-        if any(not 0 <= t < vocab for t in prompt_token_ids):
-            raise ValueError(f"prompt: token ids must be in [0, {vocab})")
-        if any(t >= vocab for t in params.logit_bias):
-            raise ValueError(f"logit_bias: token ids must be in [0, {vocab})")
-        total = len(prompt_token_ids) + params.max_tokens
-        if total > self.max_model_len:
-            raise ValueError(
-                f"max_tokens: prompt ({len(prompt_token_ids)} tokens) + max_tokens "
-                f"({params.max_tokens}) = {total} exceeds the context window of "
-                f"{self.max_model_len} tokens"
-            )
-        if total > self.kv_capacity_tokens:
-            raise ValueError(
-                f"max_tokens: {total} tokens do not fit the KV cache "
-                f"({self.kv_capacity_tokens} tokens)"
-            )
-
     def abort_request(self, request_id: str) -> None:
-        request = self.requests.pop(request_id, None)
-        if request is None:
-            return
-        for seq in request.seqs:
-            if not seq.is_finished:
-                self._finish(seq, FinishReason.ABORT)
-        self._aborted.append(request)
+        self.core.abort_request(request_id)
+        output = self.processor.abort(request_id)
+        if output is not None:
+            self._aborted.append(output)
 
     def has_unfinished_requests(self) -> bool:
-        return bool(self.requests) or bool(self._aborted) or self._in_flight is not None
+        return self.core.has_unfinished_requests() or bool(self._aborted)
 
     def stats(self) -> EngineStats:
-        bm = self.block_manager
-        return EngineStats(
-            num_running=len(self.scheduler.running),
-            num_waiting=self.scheduler.num_waiting,
-            kv_cache_usage=bm.usage,
-            num_gpu_blocks=bm.num_blocks,
-            num_free_blocks=bm.num_free_blocks,
-            kv_capacity_tokens=self.kv_capacity_tokens,
-            prefix_cache_queries=bm.prefix_queries,
-            prefix_cache_hits=bm.prefix_hits,
-            num_preemptions=self.scheduler.num_preemptions,
-        )
-
-    # -- the step -------------------------------------------------------------------------
+        return self.core.stats()
 
     def step(self, laps: Laps | None = None) -> list[RequestOutput]:
-        """Launch the next step, then read the tokens of the one before (async scheduling): the
-        device has work queued while the host detokenizes, checks stops and schedules. Without
-        async scheduling each step is read right after its launch. `laps` times the parts."""
-        laps = laps or Laps()
-        deltas: dict[Sequence, _Delta] = {}
-        touched = list(self._aborted)
-        self._aborted.clear()
-
-        previous = self._in_flight
-        self._in_flight = self._launch(previous, laps)
-        if previous is not None:
-            touched += self._resolve(previous, deltas)
-        if self._in_flight is not None and not self.config.async_scheduling:
-            touched += self._resolve(self._in_flight, deltas)
-            self._in_flight = None
-        laps.lap("resolve")
-
-        outputs = []
-        for request in dict.fromkeys(touched):
-            has_news = any(s in deltas or s.is_finished for s in request.seqs)
-            if has_news:
-                outputs.append(self._request_output(request, deltas))
-            if request.is_finished:
-                self.requests.pop(request.request_id, None)
-                self._forget(request)
-        laps.lap("outputs")
-        return outputs
-
-    def _launch(self, previous: InFlightStep | None, laps: Laps) -> InFlightStep | None:
-        """Schedule and start a step; its inputs may include `previous`'s unread tokens."""
-        plan = self.scheduler.schedule()
-        laps.lap("schedule")
-        if not plan.scheduled:
-            return None
-        now = time.time()
-        pending_rows = previous.rows if previous else {}
-        pending_ids = previous.token_ids if previous else None
-        inputs = self.runner.prepare(plan.scheduled, pending_rows)
-        logits, hidden = self.runner.execute(inputs, pending_ids)
-        if inputs.prompt_spans:
-            self._score_prompts(inputs, hidden)
-        for item in plan.scheduled:
-            item.seq.num_computed_tokens += item.num_new_tokens
-            self.block_manager.commit(item.seq)
-            metrics = item.seq.request.metrics
-            metrics.scheduled_time = metrics.scheduled_time or now
-        seqs = [item.seq for item in inputs.sampled]
-        result = None
-        if seqs:
-            rows = [self._sampling_row(seq, pending_rows) for seq in seqs]
-            result = self.sampler(logits, rows, pending_ids)
-        in_flight = InFlightStep(plan.scheduled, seqs, result)
-        laps.lap("launch")
-        return in_flight
-
-    @torch.inference_mode()
-    def _score_prompts(self, inputs: StepInputs, hidden: torch.Tensor) -> None:
-        """prompt_logprobs: score the prompt tokens this step computed, a chunk of rows at a
-        time. Reads the scores at once: a device sync, only in steps that score prompts."""
-        spans, chunk = inputs.prompt_spans, PROMPT_ROWS_PER_CHUNK
-        targets = [
-            t for s in spans for t in s.request.prompt_token_ids[s.first : s.first + s.count]
-        ]
-        target_ids = torch.tensor(targets, dtype=torch.int64).to(hidden.device)
-        k = max(s.request.params.prompt_logprobs for s in spans)
-        scored = []
-        for at in range(0, len(targets), chunk):
-            logits = self.model.compute_logits(hidden[inputs.prompt_rows[at : at + chunk]])
-            chosen, top_ids, top_lps = token_logprobs(logits, target_ids[at : at + chunk], k)
-            columns = (chosen.tolist(), top_ids.tolist(), top_lps.tolist())
-            scored += zip(targets[at : at + chunk], *columns, strict=True)
-        entries = iter(scored)
-        for span in spans:
-            wanted = span.request.params.prompt_logprobs
-            for position in range(span.first, span.first + span.count):
-                token, logprob, ids, lps = next(entries)
-                top = dict(zip(ids[:wanted], lps[:wanted], strict=True))
-                span.request.prompt_logprobs[position] = TokenLogprob(token, logprob, top)
-
-    def _resolve(self, step: InFlightStep, deltas: dict[Sequence, _Delta]) -> list[Request]:
-        """Read a launched step's tokens into its sequences; returns the requests it touched.
-        A sequence that finished meanwhile (aborted, or ended by the step before) gets nothing."""
-        sampled = step.wait()
-        now = time.time()
-        live = [item.seq for item in step.scheduled if not item.seq.is_finished]
-        for row, seq in enumerate(step.seqs):
-            if not seq.is_finished:
-                self._append_token(seq, row, sampled, deltas, now)
-        for seq in live:
-            if not seq.is_finished:
-                self.block_manager.commit(seq)  # blocks whose ids were placeholders
-        return [seq.request for seq in live]
-
-    def _sampling_row(self, seq: Sequence, pending_rows: dict[Sequence, int]) -> SamplingRow:
-        return SamplingRow(
-            params=seq.params,
-            prompt_token_ids=seq.request.prompt_token_ids,
-            output_token_ids=seq.output_token_ids,
-            generator=seq.generator,
-            pending_row=pending_rows[seq] if seq.num_pending else None,
-        )
-
-    def _append_token(
-        self,
-        seq: Sequence,
-        row: int,
-        sampled: SampledOnHost,
-        deltas: dict[Sequence, _Delta],
-        now: float,
-    ) -> None:
-        token = sampled.token_ids[row]
-        delta = deltas.setdefault(seq, _Delta([], "", []))
-        seq.resolve(token)
-        delta.token_ids.append(token)
-        if sampled.logprobs is not None and seq.params.needs_logprob:
-            seq.cumulative_logprob += sampled.logprobs[row]
-        wanted = seq.params.logprobs
-        if wanted is not None and sampled.logprobs is not None:
-            top_ids, top_lps = sampled.top_ids[row][:wanted], sampled.top_logprobs[row][:wanted]
-            top = dict(zip(top_ids, top_lps, strict=True))
-            logprob = TokenLogprob(token, sampled.logprobs[row], top)
-            seq.logprobs.append(logprob)
-            delta.logprobs.append(logprob)
-        metrics = seq.request.metrics
-        metrics.first_token_time = metrics.first_token_time or now
-        metrics.last_token_time = now
-        delta.text += self._advance_text(seq, token)
-
-    def _advance_text(self, seq: Sequence, token: int) -> str:
-        """Detokenize the new token, check every stop condition, return the text safe to emit."""
-        # add_request keeps prompt + max_tokens within the context window, so max_tokens is
-        # the only length limit left to check.
-        text, reason = self._texts[seq].add_token(token)
-        if reason is not None:
-            self._finish(seq, reason)
-        return text
-
-    def _finish(self, seq: Sequence, reason: FinishReason) -> None:
-        seq.finish_reason = reason
-        seq.drop_placeholders()
-        self.scheduler.remove(seq)
-        if seq.request.is_finished:
-            seq.request.metrics.finished_time = time.time()
-
-    def _request_output(self, request: Request, deltas: dict[Sequence, _Delta]) -> RequestOutput:
-        completions = []
-        for seq in request.seqs:
-            delta = deltas.get(seq) or _Delta([], "", [])
-            wants_logprobs = seq.params.logprobs is not None
-            completions.append(
-                CompletionOutput(
-                    index=seq.index,
-                    token_ids=seq.output_token_ids,
-                    text=self._texts[seq].text,
-                    new_token_ids=delta.token_ids,
-                    new_text=delta.text,
-                    logprobs=list(seq.logprobs) if wants_logprobs else None,
-                    new_logprobs=delta.logprobs if wants_logprobs else None,
-                    finish_reason=seq.finish_reason,
-                    cumulative_logprob=seq.cumulative_logprob if seq.params.needs_logprob else None,
-                )
-            )
-        return RequestOutput(
-            request_id=request.request_id,
-            prompt_token_ids=request.prompt_token_ids,
-            outputs=completions,
-            finished=request.is_finished,
-            num_cached_tokens=request.seqs[0].num_cached_tokens,
-            metrics=request.metrics,
-            prompt_logprobs=request.prompt_logprobs,
-        )
-
-    def _forget(self, request: Request) -> None:
-        for seq in request.seqs:
-            self._texts.pop(seq, None)
+        outputs, stopped = self.processor.process(self.core.step(laps))
+        for request_id, index in stopped:
+            self.core.finish_seq(request_id, index)
+        aborted, self._aborted = self._aborted, []
+        return aborted + outputs

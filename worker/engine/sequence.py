@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from worker.engine.outputs import FinishReason, RequestMetrics, TokenLogprob
+from worker.engine.outputs import FinishReason, TokenLogprob
 from worker.engine.sampling_params import SamplingParams
 
 
@@ -37,10 +37,8 @@ class Sequence:
     block_table: list[int] = field(default_factory=list)
     block_hashes: list[bytes] = field(default_factory=list)  # of the leading full, computed blocks
     num_cached_tokens: int = 0  # prompt tokens that came from the prefix cache
-    logprobs: list[TokenLogprob] = field(default_factory=list)
     finish_reason: FinishReason | None = None
     num_pending: int = 0  # trailing placeholders: sampled tokens the host has not read yet
-    cumulative_logprob: float = 0.0  # of the tokens read, when the sampler computed them
 
     @property
     def params(self) -> SamplingParams:
@@ -106,12 +104,13 @@ class Request:
     request_id: str
     prompt_token_ids: list[int]
     params: SamplingParams
-    metrics: RequestMetrics
     cache_salt: bytes  # prefix-cache namespace: shared by all, or private to this request
     seqs: list[Sequence] = field(default_factory=list)
     # With params.prompt_logprobs: one entry per prompt token, filled in as the prompt is
     # computed (complete once a token is generated); the first token has none.
     prompt_logprobs: list[TokenLogprob | None] | None = None
+    scheduled_time: float | None = None  # wall clock of its first scheduling
+    reported: bool = False  # whether an output about it went out yet
 
     @property
     def scores_prompt(self) -> bool:

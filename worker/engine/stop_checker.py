@@ -129,6 +129,13 @@ class CompletionText:
         self.text += text
         return text, stopped or finish
 
+    def end(self) -> tuple[str, FinishReason | None]:
+        """The engine ended the completion (its own reason): the held-back text, and STOP if
+        a stop string is in it."""
+        text, stopped = self._drain()
+        self.text += text
+        return text, stopped
+
     def _drain(self) -> tuple[str, FinishReason | None]:
         held = self._detokenizer.flush() if self._detokenizer else ""
         text, stopped = self._stop.check_text(held)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from transformers import AutoConfig, AutoTokenizer
+from transformers import AutoConfig
 
 from worker.layers.rotary import RotaryEmbedding
 from worker.models.llama import LlamaForCausalLM, LlamaShape
@@ -206,17 +206,3 @@ def _random_model(shape, rotary, dtype: torch.dtype, device: torch.device) -> Ll
             return LlamaForCausalLM(shape, rotary).eval()
     finally:
         torch.set_default_dtype(default)
-
-
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")
-
-
-def has_tokenizer(model_dir: Path) -> bool:
-    return any((model_dir / name).is_file() for name in TOKENIZER_FILES)
-
-
-def load_tokenizer(model_dir: Path):
-    try:
-        return AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
-    except (OSError, ValueError) as exc:
-        raise ModelLoadError(f"{model_dir}: the tokenizer cannot be loaded: {exc}") from exc

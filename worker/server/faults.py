@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 
+import msgspec
 import pydantic
 from aiohttp import web
 
@@ -50,12 +51,17 @@ def add_routes(app: web.Application) -> None:
 async def set_faults(request: web.Request) -> web.Response:
     engine = request.app[STATE].loaded().engine
     try:
-        faults = Faults.model_validate_json(await request.read())
+        asked = Faults.model_validate_json(await request.read())
     except pydantic.ValidationError as e:
         raise from_validation_error(e) from e
-    if faults.wedge is not None:
-        engine.wedged = faults.wedge
-    if faults.step_delay_s is not None:
-        engine.step_delay_s = faults.step_delay_s
-    log.warning("test faults: wedged=%s, step delay %.3f s", engine.wedged, engine.step_delay_s)
-    return web.json_response({"wedge": engine.wedged, "step_delay_s": engine.step_delay_s})
+    now = engine.faults
+    engine.set_faults(
+        msgspec.structs.replace(
+            now,
+            wedged=now.wedged if asked.wedge is None else asked.wedge,
+            step_delay_s=now.step_delay_s if asked.step_delay_s is None else asked.step_delay_s,
+        )
+    )
+    now = engine.faults
+    log.warning("test faults: wedged=%s, step delay %.3f s", now.wedged, now.step_delay_s)
+    return web.json_response({"wedge": now.wedged, "step_delay_s": now.step_delay_s})

@@ -3,23 +3,21 @@ API inference extension read Pagoda as they read vLLM; Pagoda's own extras use `
 
 Request metrics come from the engine's outputs (AsyncLLMEngine calls `on_output` for every
 output of a client request; canaries are left out). Engine gauges are read from the latest
-stats snapshot when Prometheus scrapes.
+stats snapshot when Prometheus scrapes. Both live in the front-end process: the engine process
+sends its stats and loop timings with every report, so one scrape of one process sees them all.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from worker.engine.loop_timing import PassTiming
+from worker.engine.messages import EngineStats
 from worker.engine.outputs import FinishReason, RequestOutput
-
-if TYPE_CHECKING:  # the engine module imports torch
-    from worker.engine.engine import EngineStats
-    from worker.engine.loop_timing import PassTiming
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -196,14 +194,14 @@ class _WorkerCollector:
         )
         yield gauge(
             "pagoda:engine_loop_most_pass_cpu_seconds",
-            "The most CPU time the engine thread spent in any one pass (its own work, without "
+            "The most CPU time the engine loop spent in any one pass (its own work, without "
             "waits for the GIL or for a CPU).",
             now.most_pass_cpu_s,
         )
         yield labelled(
             "pagoda:engine_loop_longest_pass_cpu_seconds",
-            "CPU time during the longest pass: the engine thread's own, and the whole process's "
-            "(far below the wall time: other processes had the CPU).",
+            "CPU time during the longest pass: the engine loop's own, and the whole engine "
+            "process's (far below the wall time: other processes had the CPU).",
             "cpu",
             {"engine_thread": slowest.thread_cpu_s, "process": slowest.process_cpu_s},
         )

@@ -1,7 +1,8 @@
 """The server's life: bind, load the model, serve, drain on SIGTERM, stop.
 
 It binds before loading so that probes get answers from the start (503 "loading" until the
-model is loaded and warm); the model loads on a worker thread while the event loop answers.
+model is loaded and warm); the model loads in the engine's own process while the event loop
+answers.
 
 The drain ends when every generation has finished, at the drain deadline, or at a second
 SIGTERM/SIGINT. Generations still running then are cut: each stream gets an error event and
@@ -11,11 +12,8 @@ SIGTERM/SIGINT. Generations still running then are cut: each stream gets an erro
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import functools
 import logging
 import signal
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -65,6 +63,7 @@ class Server:
             write_timeout_s=settings.write_timeout_s,
         )
         self._runner: web.AppRunner | None = None
+        self._engine: AsyncLLMEngine | None = None  # from the start of its load
         self._hurry = asyncio.Event()  # a second signal: stop draining now
         self.url = ""
 
@@ -85,17 +84,16 @@ class Server:
         return self.url
 
     async def load(self, config: EngineConfig, progress: Callable[[str], None]) -> LoadedModel:
-        from worker.engine.engine import LLMEngine  # torch and the model code: only here
-
-        progress(f"loading {config.model}")
-        engine = await in_daemon_thread(LLMEngine, config)
+        progress(f"loading {config.model} in the engine process")
+        engine = self._engine = AsyncLLMEngine(config, self.settings.engine)
+        await engine.load()
         name = self.settings.served_model_name or engine.model_name
         metrics = ServerMetrics(name, engine.max_model_len)
-        async_engine = AsyncLLMEngine(engine, self.settings.engine, observer=metrics)
-        progress(f"warming up ({engine.max_model_len}-token context, KV cache "
-                 f"{engine.kv_capacity_tokens} tokens)")  # fmt: skip
-        model = LoadedModel(async_engine, name, metrics)
-        await async_engine.start()
+        engine.observer = metrics
+        progress(f"warming up (engine pid {engine.engine_pid}, {engine.max_model_len}-token "
+                 f"context, KV cache {engine.kv_capacity_tokens} tokens)")  # fmt: skip
+        model = LoadedModel(engine, name, metrics)
+        await engine.start()
         self.state.serve(model)
         return model
 
@@ -135,39 +133,17 @@ class Server:
     async def stop(self) -> None:
         if self._runner:
             await self._runner.cleanup()
+        if self._engine:
+            await self._engine.stop()
         if self.state.model:
-            await self.state.model.engine.stop()
             self.state.model.close()
-
-
-async def in_daemon_thread(fn: Callable, *args):
-    """asyncio.to_thread for a job that must not hold up the exit: a model load abandoned on
-    SIGTERM would otherwise keep the process alive (asyncio.run joins its executor's threads)
-    until Kubernetes kills it."""
-    loop = asyncio.get_running_loop()
-    future = loop.create_future()
-
-    def settle(outcome: Callable[[], None]) -> None:
-        if not future.done():  # the awaiting task may have been cancelled
-            outcome()
-
-    def run() -> None:
-        try:
-            outcome = functools.partial(future.set_result, fn(*args))
-        except BaseException as error:
-            outcome = functools.partial(future.set_exception, error)
-        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
-            loop.call_soon_threadsafe(settle, outcome)
-
-    threading.Thread(target=run, name="model-load", daemon=True).start()
-    return await future
 
 
 async def serve_until_signalled(
     server: Server, config: EngineConfig, progress: Callable[[str], None]
-) -> bool:
-    """The main job of `pagoda serve`: returns after SIGTERM or SIGINT and a drain; False when
-    the signal came while the model was still loading (its thread is abandoned, still running)."""
+) -> None:
+    """The main job of `pagoda serve`: returns after SIGTERM or SIGINT and a drain (a signal
+    while the model loads stops the engine process at once)."""
     loop = asyncio.get_running_loop()
     signalled = asyncio.Event()
 
@@ -197,4 +173,3 @@ async def serve_until_signalled(
         loading.cancel()
     progress("shutting down: draining in-flight requests")
     await server.drain()
-    return loading.done() and not loading.cancelled()

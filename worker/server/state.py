@@ -40,8 +40,8 @@ class LoadedModel:
         self.engine = engine
         self.name = served_name
         self.metrics = metrics
-        self.tokenizer = engine.engine.tokenizer
-        self.max_model_len: int = engine.engine.max_model_len
+        self.tokenizer = engine.tokenizer
+        self.max_model_len: int = engine.max_model_len
         self.created = int(time.time())
         # No text longer than this can fit the context window: refused before tokenizing.
         self.max_prompt_chars = max_prompt_chars(self.tokenizer, self.max_model_len)
@@ -105,8 +105,8 @@ class WorkerState:
         return WorkerGauges(
             stats=engine.stats,
             heartbeat_age_s=engine.heartbeat_age(),
-            slowest_pass=engine.passes.slowest,
-            most_pass_cpu_s=engine.passes.most_cpu_s,
+            slowest_pass=engine.slowest_pass,
+            most_pass_cpu_s=engine.most_pass_cpu_s,
             generation_age_s=engine.generation_age(),
             ready=not self.not_ready_reasons(),
         )

@@ -1,7 +1,7 @@
 """Kernel timings at the anchor model's shapes (Llama-3.1-8B: 32 query / 8 KV heads, d 128, bf16),
 against the bytes each must move and PyTorch's own fused attention. Needs CUDA.
 
-    python bench/kernels.py
+    python bench/kernel_timings.py
 """
 
 from __future__ import annotations
