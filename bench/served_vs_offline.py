@@ -198,7 +198,9 @@ def serve_command(model_dir: Path, dtype: str, engine_args: dict, port: int) -> 
 
 def start_server(command: list[str], checkout: Path, log_path: Path) -> subprocess.Popen:
     # `-m` puts the working directory first on sys.path: it must be the checkout too.
-    env = os.environ | {"PYTHONPATH": str(checkout), "PYTHONUNBUFFERED": "1"}
+    # The checkout first; what the caller's PYTHONPATH adds (carried wheels) after it.
+    path = os.pathsep.join(filter(None, [str(checkout), os.environ.get("PYTHONPATH")]))
+    env = os.environ | {"PYTHONPATH": path, "PYTHONUNBUFFERED": "1"}
     with log_path.open("wb") as log:  # a file, not a pipe: nobody has to read it for it to run
         return subprocess.Popen(
             command, cwd=checkout, env=env, stdin=subprocess.DEVNULL, stdout=log,
