@@ -14,12 +14,12 @@ is not an OpenAI finish reason, so aborted choices are never shown.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 import uuid
 from dataclasses import dataclass
 
+import msgspec
 from aiohttp import web
 
 from worker.engine.async_engine import (
@@ -36,6 +36,8 @@ from worker.server.responses import Format, usage
 from worker.server.state import LoadedModel, WorkerState
 
 log = logging.getLogger("pagoda.server")
+
+encode_json = msgspec.json.Encoder().encode  # several times faster than json.dumps, per chunk
 
 
 @dataclass
@@ -169,16 +171,16 @@ class _Call:
         fmt, gen = self.gen.format, self.gen
         prompt_tokens = sum(len(p) for p in gen.prompts)
 
-        async def send(data: dict | str) -> None:
+        async def send(data: dict | bytes) -> None:
             if isinstance(data, dict):
                 if gen.continuous_usage:
                     data["usage"] = usage(prompt_tokens, self.streamed_tokens)
                 elif gen.include_usage:
                     data["usage"] = None
-                data = json.dumps(data)
+                data = encode_json(data)
             try:  # a client that stops reading must not hold its slot (or a drain) forever
                 async with asyncio.timeout(self.state.write_timeout_s):
-                    await response.write(f"data: {data}\n\n".encode())
+                    await response.write(b"data: " + data + b"\n\n")
             except TimeoutError:
                 if self.request.transport:  # drop what it never read
                     self.request.transport.abort()
@@ -190,10 +192,10 @@ class _Call:
                 await send(self.envelope(opening, chunk=True))
             error = await self._stream_outputs(send)
             if error:
-                await send(json.dumps(error.body()))
+                await send(encode_json(error.body()))
             elif gen.include_usage:
-                await send(json.dumps(self.envelope([], chunk=True) | {"usage": self.usage()}))
-            await send("[DONE]")
+                await send(encode_json(self.envelope([], chunk=True) | {"usage": self.usage()}))
+            await send(b"[DONE]")
             await response.write_eof()
         except ConnectionResetError:
             self.disconnected = True  # the finally in respond() aborts the requests
