@@ -8,7 +8,10 @@ fresh `pagoda serve`, to measure what serving costs (issue #14: the engine in it
 Offline: every request added at once, step() until all finish; total tok/s = (prompt + output
 tokens) / seconds, and the decode step time at batch B: the median step() of the decode-only
 steps whose batch is at least 90% of the largest (B). A step is decode-only when, as it starts,
-nothing waits and every request has its first token (engine.stats() and the step outputs).
+nothing waits and every request has its first token (engine.stats() and the step outputs). The
+timed offline pass follows an untimed one (Triton's compiles), and reports TTFT and TPOT from
+the engine's own timestamps, defined as the served runs' are: a burst's TPOT includes the
+prefill chunks of later requests that share the early requests' steps, offline as served.
 Served: one fresh server per checkout (this one, then --before's), PYTHONPATH set to it. First
 the offline prompts all at once (burst, streamed): tok/s against offline, TPOT against the decode
 step. Then Poisson arrivals at each of --rates with fresh prompts (no prefix-cache hits).
@@ -82,19 +85,28 @@ class OfflineRun:
     decode_step_ms: float | None  # median decode-only step at >= 90% of that batch
     decode_steps: int  # how many steps that median is over
     preemptions: int  # when not 0, some prompts were computed twice
+    ttft_ms: dict[str, float]  # percentiles, from the engine's own request timestamps
+    tpot_ms: dict[str, float]  # the same definition as the served runs' TPOT
     steps: list[Step]
+
+
+@dataclass
+class Latencies:
+    ttft_s: list[float] = field(default_factory=list)
+    tpot_s: list[float] = field(default_factory=list)
 
 
 def step_until_done(
     engine: LLMEngine, prompts: list[list[int]], output_len: int
-) -> tuple[list[Step], float]:
-    """Add every request at once and step until all finish; returns the steps and the seconds."""
+) -> tuple[list[Step], float, Latencies]:
+    """Add every request at once and step until all finish; returns the steps, the seconds and
+    each request's TTFT and TPOT."""
     params = SamplingParams(temperature=0.0, max_tokens=output_len, ignore_eos=True)
     start = time.perf_counter()
     for prompt in prompts:
         engine.add_request(prompt, params)
     started: set[str] = set()  # requests with a token: their prompts are computed
-    steps, produced = [], 0
+    steps, produced, latencies = [], 0, Latencies()
     while engine.has_unfinished_requests():
         stats = engine.stats()
         decode_only = stats.num_waiting == 0 and len(started) == len(prompts)
@@ -106,11 +118,17 @@ def step_until_done(
             produced += new_tokens
             if new_tokens:
                 started.add(output.request_id)
+            if output.finished:
+                times = output.metrics
+                latencies.ttft_s.append(times.first_token_time - times.arrival_time)
+                latencies.tpot_s.append(
+                    (times.last_token_time - times.first_token_time) / max(output_len - 1, 1)
+                )
     throughput.sync()
     seconds = time.perf_counter() - start
     if produced != output_len * len(prompts):
         raise RuntimeError(f"offline: {produced} tokens, not {output_len} per request")
-    return steps, seconds
+    return steps, seconds, latencies
 
 
 def decode_step_time(steps: list[Step]) -> tuple[int | None, float | None, int]:
@@ -127,7 +145,11 @@ def run_offline(
     model_dir: Path, preset: throughput.Preset, prompts: list[list[int]], engine_args: dict
 ) -> OfflineRun:
     engines = [throughput.start_engine(model_dir, preset, engine_args)]
-    steps, seconds = step_until_done(engines[0], prompts, preset.output_len)
+    # A whole untimed pass first, on other prompts of the same lengths (reversed: no prefix
+    # hits): Triton compiles kernel variants as new shapes come, and caches them on disk, so
+    # without it the offline run pays compiles that every server after it is spared.
+    step_until_done(engines[0], [p[::-1] for p in prompts], preset.output_len)
+    steps, seconds, latencies = step_until_done(engines[0], prompts, preset.output_len)
     preemptions = engines[0].stats().num_preemptions
     # free() must get the last reference: while one is held here, the engine's device memory
     # stays in this process's allocator and the server started next finds the card full.
@@ -144,6 +166,8 @@ def run_offline(
         decode_step_ms=step_ms,
         decode_steps=decode_steps,
         preemptions=preemptions,
+        ttft_ms=serving.percentiles(latencies.ttft_s),
+        tpot_ms=serving.percentiles(latencies.tpot_s),
         steps=steps,
     )
 
@@ -163,6 +187,7 @@ class ServerRun:
     burst: dict | None = None  # serving.summarize's row
     burst_vs_offline: float | None = None  # burst tok/s / offline tok/s
     tpot_vs_decode_step: float | None = None  # burst TPOT p50 / offline decode step
+    tpot_vs_offline: float | None = None  # burst TPOT p50 / offline TPOT p50
     poisson: list[dict] = field(default_factory=list)
     error: str = ""
 
@@ -290,6 +315,8 @@ def compare_with_offline(run: ServerRun, offline: OfflineRun) -> None:
     tpot = run.burst["tpot_ms"].get("p50")
     if tpot and offline.decode_step_ms:
         run.tpot_vs_decode_step = round(tpot / offline.decode_step_ms, 3)
+    if tpot and offline.tpot_ms:
+        run.tpot_vs_offline = round(tpot / offline.tpot_ms["p50"], 3)
 
 
 # ----- report ----------------------------------------------------------------------------------
@@ -303,6 +330,7 @@ BURST_COLUMNS = [  # (heading, width, cell) as in serving.print_table
     ("TTFT p50/p99 ms", 18, lambda row: serving.p50_p99(row["ttft_ms"])),
     ("TPOT p50/p99 ms", 16, lambda row: serving.p50_p99(row["tpot_ms"])),
     ("TPOT/step", 9, lambda row: row["x_step"]),
+    ("TPOT/offl", 9, lambda row: row["x_tpot"]),
     ("ITL p50/p99 ms", 16, lambda row: serving.p50_p99(row["itl_ms"])),
 ]
 POISSON_COLUMNS = [
@@ -318,11 +346,13 @@ def print_report(offline: OfflineRun, runs: list[ServerRun], workload_text: str)
     print(
         f"offline: {offline.seconds} s, {offline.tokens_per_s} tok/s (prompt + output); "
         f"decode step {offline.decode_step_ms} ms at batch {offline.decode_batch} "
-        f"(median of {offline.decode_steps} steps); {offline.preemptions} preemptions"
+        f"(median of {offline.decode_steps} steps); {offline.preemptions} preemptions; "
+        f"TTFT p50/p99 {serving.p50_p99(offline.ttft_ms)} ms, "
+        f"TPOT p50/p99 {serving.p50_p99(offline.tpot_ms)} ms"
     )
     burst_rows = [
         run.burst | {"server": run.label, "x_offline": run.burst_vs_offline,
-                     "x_step": run.tpot_vs_decode_step}
+                     "x_step": run.tpot_vs_decode_step, "x_tpot": run.tpot_vs_offline}
         for run in runs if run.burst
     ]  # fmt: skip
     if burst_rows:

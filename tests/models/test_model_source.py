@@ -54,7 +54,7 @@ def test_the_hub_id_is_the_served_name(tmp_path):
     with fake_hub(DEFAULT_MODEL, {"acme/stories"}) as endpoint:
         shown = subprocess.run(
             [sys.executable, "-c", "from worker.engine.llm import LLM; "
-             "print(LLM('acme/stories').engine.model_name)"],
+             "print(LLM('acme/stories').engine.core.model_name)"],
             env=env | {"HF_ENDPOINT": endpoint}, capture_output=True, text=True, timeout=120,
         )  # fmt: skip
     assert shown.returncode == 0, shown.stderr
