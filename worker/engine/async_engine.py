@@ -15,6 +15,7 @@ that could never fit is refused as bad input; one that does not fit now, as a fu
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -22,6 +23,8 @@ from dataclasses import dataclass
 from itertools import count
 from pathlib import Path
 from typing import Protocol
+
+import msgspec
 
 from worker.engine.config import EngineConfig
 from worker.engine.core_client import EngineProcess
@@ -195,6 +198,10 @@ class AsyncLLMEngine:
         self.processor = OutputProcessor(self.tokenizer, ready.eos_token_ids)
         if self.tokenizer is not None:
             self._canary_prompt = self.tokenizer.encode("ping")
+        # The tokenizer and the libraries live as long as the process: keep them out of the
+        # collector's full passes, which would otherwise scan them all while streams wait.
+        gc.collect()
+        gc.freeze()
 
     async def start(self) -> None:
         """Warm up with a real generation, then canary periodically."""
@@ -212,9 +219,10 @@ class AsyncLLMEngine:
         self._fail_all(EngineDeadError("the engine was stopped"))
 
     def set_faults(self, faults: Faults) -> None:
-        """TEST ONLY: make the engine loop misbehave (worker/server/faults.py)."""
-        self.faults = faults
+        """TEST ONLY: make the engine loop misbehave (worker/server/faults.py). `faults` keeps
+        the standing ones; a hang or a failure happens once."""
         self._process.send(faults)
+        self.faults = msgspec.structs.replace(faults, hang_s=0.0, fail_after_steps=None)
 
     @property
     def engine_pid(self) -> int | None:
