@@ -28,10 +28,16 @@ HUGE = {"prompt": [ONCE] * 32, "n": 64, "max_tokens": 16, "stream": True}  # 204
 
 
 def rss_bytes(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
+    """The server's resident memory: its own and its children's (the engine process)."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+            if stat.parent.name == str(pid) or fields[1] == str(pid):  # itself, or a child
+                total += int(fields[21]) * os.sysconf("SC_PAGE_SIZE")  # rss, in pages
+        except (FileNotFoundError, ProcessLookupError):
+            pass  # a process that ended while we looked
+    return total
 
 
 async def metrics(session, url) -> dict[str, float]:
