@@ -83,6 +83,12 @@ def add_parser(subparsers, help_text: str) -> None:
     ]:  # fmt: skip
         _option(server, flag, kind, default, text)
     server.add_argument(
+        "--stream-coalesce",
+        action="store_true",
+        help="a stream that fell behind (slow client, busy server) sends the tokens of several "
+        "engine steps as one chunk instead of one chunk per step",
+    )
+    server.add_argument(
         "--audit-log",
         action="store_true",
         help="log prompts and completions (redacted) to the pagoda.audit logger",
@@ -185,6 +191,7 @@ def run(args: argparse.Namespace) -> int:
         header_timeout_s=args.header_timeout,
         body_timeout_s=args.body_timeout,
         audit_log=args.audit_log,
+        stream_coalesce=args.stream_coalesce,
         engine=AsyncEngineOptions(
             max_waiting_seqs=args.max_waiting_seqs,
             max_seqs_per_request=args.max_seqs_per_request,

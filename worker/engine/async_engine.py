@@ -43,7 +43,7 @@ from worker.engine.messages import (
     Report,
 )
 from worker.engine.output_processor import OutputProcessor
-from worker.engine.outputs import RequestOutput
+from worker.engine.outputs import RequestOutput, followed_by
 from worker.engine.sampling_params import SamplingParams
 from worker.models.tokenizer import tokenizer_for
 
@@ -125,11 +125,30 @@ class RequestGroup:
 
     async def __aiter__(self) -> AsyncIterator[tuple[int, RequestOutput]]:
         """(prompt index, output) until every request has finished; engine errors raise."""
+        async for batch in self.batches(coalesce=False):
+            for item in batch:
+                yield item
+
+    async def batches(self, coalesce: bool) -> AsyncIterator[list[tuple[int, RequestOutput]]]:
+        """Outputs as they come, one at a time; with `coalesce`, all that are queued already
+        (the caller fell behind), consecutive outputs of one request merged into one."""
         while not (self.finished and self._queue.empty()):
-            item = await self._queue.get()
-            if isinstance(item, BaseException):
-                raise item
-            yield self.index[item.request_id], item
+            items = [await self._queue.get()]
+            while coalesce and not self._queue.empty():
+                items.append(self._queue.get_nowait())
+            error = next((i for i in items if isinstance(i, BaseException)), None)
+            outputs = [i for i in items if not isinstance(i, BaseException)]
+            if outputs:
+                yield self._merged(outputs)
+            if error is not None:
+                raise error
+
+    def _merged(self, outputs: list[RequestOutput]) -> list[tuple[int, RequestOutput]]:
+        latest: dict[str, RequestOutput] = {}
+        for output in outputs:
+            earlier = latest.get(output.request_id)
+            latest[output.request_id] = output if earlier is None else followed_by(earlier, output)
+        return [(self.index[rid], output) for rid, output in latest.items()]
 
 
 @dataclass(eq=False)

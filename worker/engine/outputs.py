@@ -46,6 +46,23 @@ def most_likely(completions: list[CompletionOutput], n: int) -> list[CompletionO
     return [replace(c, index=i) for i, c in enumerate(ranked)]
 
 
+def followed_by(earlier: RequestOutput, later: RequestOutput) -> RequestOutput:
+    """One output for two consecutive ones of a request: the later's state, both steps' news."""
+
+    def joined(a: CompletionOutput, b: CompletionOutput) -> CompletionOutput:
+        both = None if b.new_logprobs is None else (a.new_logprobs or []) + b.new_logprobs
+        return replace(
+            b,
+            new_token_ids=a.new_token_ids + b.new_token_ids,
+            new_text=a.new_text + b.new_text,
+            new_logprobs=both,
+        )
+
+    return replace(
+        later, outputs=[joined(a, b) for a, b in zip(earlier.outputs, later.outputs, strict=True)]
+    )
+
+
 @dataclass
 class RequestMetrics:
     arrival_time: float

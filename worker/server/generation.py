@@ -202,28 +202,30 @@ class _Call:
         return response
 
     async def _stream_outputs(self, send) -> APIError | None:
-        """Streams the choices; returns the error that ended the stream early, if one did."""
+        """Streams the choices, one chunk per engine step (or, coalescing, per catch-up);
+        returns the error that ended the stream early, if one did."""
         reported_finish: set[int] = set()
         try:
-            async for i, output in self.group:
+            async for batch in self.group.batches(coalesce=self.state.stream_coalesce):
                 choices = []
-                for completion in output.outputs:
-                    self.streamed_tokens += len(completion.new_token_ids)
-                    index = self.choice_index(i, completion.index)
-                    if completion.finish_reason is FinishReason.ABORT:
-                        continue
-                    if (
-                        completion.new_token_ids
-                        or completion.new_text
-                        or (completion.finished and index not in reported_finish)
-                    ):
-                        choices.append(self.gen.format.delta_choice(index, completion, output))
-                        if completion.finished:
-                            reported_finish.add(index)
+                for i, output in batch:
+                    for completion in output.outputs:
+                        self.streamed_tokens += len(completion.new_token_ids)
+                        index = self.choice_index(i, completion.index)
+                        if completion.finish_reason is FinishReason.ABORT:
+                            continue
+                        if (
+                            completion.new_token_ids
+                            or completion.new_text
+                            or (completion.finished and index not in reported_finish)
+                        ):
+                            choices.append(self.gen.format.delta_choice(index, completion, output))
+                            if completion.finished:
+                                reported_finish.add(index)
+                    if output.finished:
+                        self.finals[i] = output
                 if choices:
                     await send(self.envelope(choices, chunk=True))
-                if output.finished:
-                    self.finals[i] = output
         except EngineDeadError as e:
             return APIError(503, str(e), error_type="service_unavailable")
         return _cut_error(self.group, self.model) if self.group.cut_because else None

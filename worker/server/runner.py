@@ -47,6 +47,9 @@ class ServerSettings:
     header_timeout_s: float = 10.0
     body_timeout_s: float = 30.0  # for the whole request body
     write_timeout_s: float = 30.0  # for one streamed event, to a client that stopped reading
+    # A stream that fell behind (slow client, busy front end) sends what has piled up as one
+    # chunk instead of one per engine step: fewer, larger SSE events (vLLM's stream_interval).
+    stream_coalesce: bool = False
     audit_log: bool = False
     engine: AsyncEngineOptions = field(default_factory=AsyncEngineOptions)
     test_faults: bool = field(default_factory=faults.enabled)  # PAGODA_TEST_FAULTS=1: tests only
@@ -61,6 +64,7 @@ class Server:
             max_body_bytes=settings.max_body_bytes,
             body_timeout_s=settings.body_timeout_s,
             write_timeout_s=settings.write_timeout_s,
+            stream_coalesce=settings.stream_coalesce,
         )
         self._runner: web.AppRunner | None = None
         self._engine: AsyncLLMEngine | None = None  # from the start of its load

@@ -66,6 +66,7 @@ class WorkerState:
     max_body_bytes: int
     body_timeout_s: float  # to receive a whole request body
     write_timeout_s: float  # for one streamed event to leave, to a client that stopped reading
+    stream_coalesce: bool  # a stream that fell behind catches up in one chunk
     phase: Phase = Phase.LOADING
     model: LoadedModel | None = None
     in_flight: int = 0
