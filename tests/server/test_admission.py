@@ -84,8 +84,9 @@ async def test_a_huge_request_admitted_then_abandoned_never_stalls_the_loop(make
         f"\nlongest engine-loop pass {engine.slowest_pass.describe()}; "
         f"/health polled {len(latencies)} times, slowest {max(latencies) * 1000:.1f} ms"
     )
-    # Goal: < 100 ms. In this process the test's own client threads share the GIL with the
-    # engine thread, so the bound is generous; test_soak.py measures a real `pagoda serve`.
+    # Goal: < 100 ms. The engine process shares this machine's cores with the test's own
+    # client and the front end, so the bound is generous; test_soak.py measures a real
+    # `pagoda serve`.
     assert engine.slowest_pass.wall_s < 1.0
     stats = engine.stats
     assert stats.num_free_blocks == stats.num_gpu_blocks

@@ -1,11 +1,11 @@
 """Where an engine-loop pass spends its time, so the slowest one can be explained.
 
-A pass is: apply queued commands, then one engine step. Its wall time is split into named laps
-(commands, schedule, launch, resolve, outputs). Garbage-collector pauses during the pass are
-timed through `gc.callbacks`: a collection on any thread stops this one too (the GIL). The engine
-thread's CPU time and the whole process's CPU time over the pass tell a slow pass apart:
-thread CPU close to wall is our own work; process CPU close to wall but thread CPU far below is
-the event-loop thread holding the GIL; both far below wall is other processes having the CPU.
+A pass is: apply queued commands, then one engine step, then the report to the front end. Its
+wall time is split into named laps (commands, schedule, launch, resolve, outputs, hand-over).
+Garbage-collector pauses during the pass are timed through `gc.callbacks`. The loop thread's
+CPU time and the whole engine process's CPU time over the pass tell a slow pass apart: thread
+CPU close to wall is our own work; process CPU close to wall but thread CPU far below is other
+threads of the process (torch's); both far below wall is other processes having the CPU.
 """
 
 from __future__ import annotations
