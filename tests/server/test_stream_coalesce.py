@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from worker.engine.async_engine import RequestGroup
 from worker.engine.outputs import CompletionOutput, FinishReason, RequestMetrics, RequestOutput
+from worker.engine.request_group import RequestGroup
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -22,13 +22,9 @@ from dataclasses import dataclass
 import msgspec
 from aiohttp import web
 
-from worker.engine.async_engine import (
-    CUT_TIMEOUT,
-    EngineDeadError,
-    QueueFullError,
-    RequestGroup,
-)
+from worker.engine.async_engine import EngineDeadError, QueueFullError
 from worker.engine.outputs import CompletionOutput, FinishReason, RequestOutput, most_likely
+from worker.engine.request_group import CUT_TIMEOUT, RequestGroup
 from worker.engine.sampling_params import SamplingParams
 from worker.server.access_log import LOG_FIELDS, REQUEST_ID, REQUEST_ID_HEADER
 from worker.server.errors import APIError
