@@ -12,9 +12,12 @@ nothing waits and every request has its first token (engine.stats() and the step
 timed offline pass follows an untimed one (Triton's compiles), and reports TTFT and TPOT from
 the engine's own timestamps, defined as the served runs' are: a burst's TPOT includes the
 prefill chunks of later requests that share the early requests' steps, offline as served.
-Served: one fresh server per checkout (this one, then --before's), PYTHONPATH set to it. First
+Served: one fresh server per run, PYTHONPATH set to its checkout: this checkout ("after"), then
+each --variant NAME=FLAGS (this checkout, `pagoda serve` given FLAGS too), then --before's. First
 the offline prompts all at once (burst, streamed): tok/s against offline, TPOT against the decode
-step. Then Poisson arrivals at each of --rates with fresh prompts (no prefix-cache hits).
+step. Then Poisson arrivals at each of --rates with fresh prompts (no prefix-cache hits). The
+requests go out from --client-processes processes (serving.py's): one alone, parsing thousands
+of chunks a second, falls behind and reads the chunks in clumps.
 The offline engine and the servers never hold the device at the same time. --engine-arg
 KEY=VALUE (EngineConfig names) goes to the offline engine and, as --key value, to each server;
 dtype=... replaces the preset's dtype on both sides.
@@ -28,6 +31,8 @@ import asyncio
 import importlib.util
 import json
 import os
+import re
+import shlex
 import signal
 import socket
 import statistics
@@ -65,6 +70,8 @@ DECODE_BATCH_SHARE = 0.9  # decode steps this close to the largest batch count a
 REQUEST_TIMEOUT_S = 600.0
 STOP_TIMEOUT_S = 30.0
 LOG_TAIL_LINES = 30
+# Half the cores: the server's own processes need the rest.
+DEFAULT_CLIENT_PROCESSES = max(1, min(8, (os.cpu_count() or 1) // 2))
 
 
 # ----- offline ---------------------------------------------------------------------------------
@@ -181,9 +188,10 @@ class ServerFailed(Exception):
 
 @dataclass
 class ServerRun:
-    label: str  # "after" (this checkout) or "before"
+    label: str  # "after" (this checkout), a variant's name or "before"
     checkout: str
     log: str
+    flags: list[str] = field(default_factory=list)  # a variant's extra `pagoda serve` flags
     burst: dict | None = None  # serving.summarize's row
     burst_vs_offline: float | None = None  # burst tok/s / offline tok/s
     tpot_vs_decode_step: float | None = None  # burst TPOT p50 / offline decode step
@@ -275,29 +283,31 @@ class ServedWorkload:
     output_len: int
     poisson: serving.Workload  # its seed moves per rate
     rates: list[float]
+    client_processes: int
 
 
 async def measure(run: ServerRun, url: str, workload: ServedWorkload) -> None:
     model = await serving.served_model(url)
     burst = [serving.Arrival(0.0, prompt, workload.output_len) for prompt in workload.burst]
     print(f"{run.label}: burst of {len(burst)} requests", file=sys.stderr, flush=True)
-    run.burst = serving.summarize(
-        "burst", *await serving.send(url, model, burst, REQUEST_TIMEOUT_S)
-    )
+    sent = await serving.send(url, model, burst, REQUEST_TIMEOUT_S, workload.client_processes)
+    run.burst = serving.summarize("burst", *sent)
     for number, rate in enumerate(workload.rates, start=1):
         fresh = replace(workload.poisson, seed=workload.poisson.seed + number)
         arrivals = serving.poisson_arrivals(fresh, rate)
         print(f"{run.label}: Poisson {rate}/s", file=sys.stderr, flush=True)
-        results, duration = await serving.send(url, model, arrivals, REQUEST_TIMEOUT_S)
-        run.poisson.append(serving.summarize(rate, results, duration))
+        sent = await serving.send(
+            url, model, arrivals, REQUEST_TIMEOUT_S, workload.client_processes
+        )
+        run.poisson.append(serving.summarize(rate, *sent))
 
 
 async def run_server(
     run: ServerRun, command: list[str], url: str, workload: ServedWorkload, start_timeout_s: float
 ) -> None:
     log_path = Path(run.log)
-    print(f"{run.label}: starting `pagoda serve` from {run.checkout}, log {log_path}",
-          file=sys.stderr, flush=True)  # fmt: skip
+    print(f"{run.label}: starting `{shlex.join(['pagoda', 'serve', *run.flags])}` from "
+          f"{run.checkout}, log {log_path}", file=sys.stderr, flush=True)  # fmt: skip
     process = start_server(command, Path(run.checkout), log_path)
     try:
         await wait_ready(process, url, start_timeout_s, log_path)
@@ -321,8 +331,7 @@ def compare_with_offline(run: ServerRun, offline: OfflineRun) -> None:
 
 # ----- report ----------------------------------------------------------------------------------
 
-BURST_COLUMNS = [  # (heading, width, cell) as in serving.print_table
-    ("server", 7, lambda row: row["server"]),
+BURST_COLUMNS = [  # (heading, width, cell) as in serving.print_table; the server's goes first
     ("done", 5, lambda row: row["completed"]),
     ("fail", 4, lambda row: row["failed"]),
     ("tok/s", 9, lambda row: row["total_token_throughput"]),
@@ -334,14 +343,21 @@ BURST_COLUMNS = [  # (heading, width, cell) as in serving.print_table
     ("ITL p50/p99 ms", 16, lambda row: serving.p50_p99(row["itl_ms"])),
 ]
 POISSON_COLUMNS = [
-    ("server", 7, lambda row: row["server"]),
     *serving.COLUMNS[:3],
     ("tok/s", 9, lambda row: row["total_token_throughput"]),
     *serving.COLUMNS[5:7],
 ]
 
 
-def print_report(offline: OfflineRun, runs: list[ServerRun], workload_text: str) -> None:
+def server_column(runs: list[ServerRun]) -> tuple:
+    """The runs' labels, as wide as the longest (variants have any name)."""
+    width = max(len("server"), *(len(run.label) for run in runs))
+    return ("server", width, lambda row: row["server"])
+
+
+def print_report(
+    offline: OfflineRun, runs: list[ServerRun], workload_text: str, client_processes: int
+) -> None:
     print(f"\n{workload_text}")
     print(
         f"offline: {offline.seconds} s, {offline.tokens_per_s} tok/s (prompt + output); "
@@ -355,16 +371,17 @@ def print_report(offline: OfflineRun, runs: list[ServerRun], workload_text: str)
                      "x_step": run.tpot_vs_decode_step, "x_tpot": run.tpot_vs_offline}
         for run in runs if run.burst
     ]  # fmt: skip
+    print(f"served: requests sent from {client_processes} client process(es)")
     if burst_rows:
         print("served, burst (the offline prompts, all at once):")
-        serving.print_table(burst_rows, BURST_COLUMNS)
+        serving.print_table(burst_rows, [server_column(runs), *BURST_COLUMNS])
     poisson_rows = [row | {"server": run.label} for run in runs for row in run.poisson]
     if poisson_rows:
         print("served, Poisson arrivals (fresh prompts per rate):")
-        serving.print_table(poisson_rows, POISSON_COLUMNS)
+        serving.print_table(poisson_rows, [server_column(runs), *POISSON_COLUMNS])
     for run in runs:
         if run.error:
-            print(f"{run.label} ({run.checkout}): {run.error}")
+            print(f"{run.label} ({shlex.join([run.checkout, *run.flags])}): {run.error}")
 
 
 def all_succeeded(runs: list[ServerRun], rows_per_server: int) -> bool:
@@ -386,6 +403,14 @@ def engine_arg(text: str) -> tuple[str, object]:
     except json.JSONDecodeError:
         value = raw
     return key.replace("-", "_"), value
+
+
+def variant(text: str) -> tuple[str, list[str]]:
+    """NAME=FLAGS: a name for the log file and the tables, `pagoda serve` flags as in a shell."""
+    name, sep, flags = text.partition("=")
+    if not (sep and re.fullmatch(r"[\w.-]+", name)):
+        raise argparse.ArgumentTypeError(f"variants are NAME=FLAGS, NAME of [A-Za-z0-9_.-]: {text}")
+    return name, shlex.split(flags)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -413,7 +438,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="KEY=VALUE",
         help="EngineConfig setting for the offline engine and the servers",
     )
+    parser.add_argument(
+        "--variant",
+        type=variant,
+        action="append",
+        default=[],
+        metavar="NAME=FLAGS",
+        help="also serve this checkout with these extra `pagoda serve` flags, labelled NAME",
+    )
     parser.add_argument("--before", type=Path, help="also serve from this (older) checkout")
+    parser.add_argument(
+        "--client-processes",
+        type=serving.positive_int,
+        default=DEFAULT_CLIENT_PROCESSES,
+        help=f"processes that send the requests (default {DEFAULT_CLIENT_PROCESSES})",
+    )
     parser.add_argument(
         "--start-timeout", type=float, default=300.0, help="seconds for a server to get ready"
     )
@@ -426,6 +465,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.rates = [float(rate) for rate in args.rates.split(",") if rate]
     args.engine_args = dict(args.engine_arg)
     args.dtype = args.engine_args.pop("dtype", None)  # the preset's unless given; both sides
+    labels = ["after", *(name for name, _ in args.variant), "before"]
+    if len(set(labels)) < len(labels):  # each names a log file and rows of the tables
+        parser.error(f"variant names must differ from each other and from after/before: {labels}")
     args.out_dir = args.out_dir or Path(tempfile.mkdtemp(prefix="served-vs-offline-"))
     return args
 
@@ -445,11 +487,17 @@ def chosen_workload(args: argparse.Namespace) -> throughput.Preset:
     )
 
 
-def checkouts(args: argparse.Namespace) -> list[tuple[str, Path]]:
-    pairs = [("after", throughput.REPO)]
+def planned_runs(args: argparse.Namespace) -> list[ServerRun]:
+    """This checkout, then each variant of it, then --before's: one after the other, so that
+    one server at a time holds the device."""
+    labelled = [("after", throughput.REPO, [])]
+    labelled += [(name, throughput.REPO, flags) for name, flags in args.variant]
     if args.before:
-        pairs.append(("before", args.before.resolve()))
-    return pairs
+        labelled.append(("before", args.before.resolve(), []))
+    return [
+        ServerRun(label, str(checkout), str(args.out_dir / f"server-{label}.log"), flags)
+        for label, checkout, flags in labelled
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -477,22 +525,22 @@ def main(argv: list[str] | None = None) -> int:
             serving.Lengths(preset.output_len, preset.output_len), (10, vocab - 11), seed=0,
         ),  # the ids of throughput.make_prompts
         rates=args.rates,
+        client_processes=args.client_processes,
     )  # fmt: skip
-    runs = []
-    for label, checkout in checkouts(args):  # one after the other: one server on the device
-        run = ServerRun(label, str(checkout), str(args.out_dir / f"server-{label}.log"))
+    runs = planned_runs(args)
+    for run in runs:
         port = free_port()
-        command = serve_command(model_dir, preset.dtype, args.engine_args, port)
+        command = serve_command(model_dir, preset.dtype, args.engine_args, port) + run.flags
         url = f"http://127.0.0.1:{port}"
         asyncio.run(run_server(run, command, url, workload, args.start_timeout))
         compare_with_offline(run, offline)
-        runs.append(run)
 
-    print_report(offline, runs, workload_text)
+    print_report(offline, runs, workload_text, args.client_processes)
     if args.json:
         everything = {
             "workload": workload_text, "preset": asdict(preset), "engine_args": args.engine_args,
-            "offline": asdict(offline), "servers": [asdict(run) for run in runs],
+            "client_processes": args.client_processes, "offline": asdict(offline),
+            "servers": [asdict(run) for run in runs],
         }  # fmt: skip
         args.json.write_text(json.dumps(everything, indent=2))
     return 0 if all_succeeded(runs, 1 + len(args.rates)) else 1

@@ -9,6 +9,11 @@ latency percentiles and throughput per rate.
     python bench/serving.py --url http://127.0.0.1:8000 --rates 2,8,32 --num-requests 200 \
         --prompt-len 16-128 --output-len 32-128
 
+One Python process parsing thousands of chunks a second falls behind and reads them in clumps,
+which shows as ITL that is the client's, not the server's: --client-processes P spreads the
+requests round-robin over P client processes (this script, run as children), all aimed at one
+shared start instant.
+
 Only loopback URLs unless --allow-remote: a benchmark is a load test, aim it deliberately.
 """
 
@@ -22,10 +27,17 @@ import random
 import statistics
 import sys
 import time
+from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from urllib.parse import urlparse
 
 import aiohttp
+import msgspec
+
+SCRIPT = Path(__file__).resolve()
+CLIENT_FLAG = "--client-share"  # runs this script as one client process of send()
+START_MARGIN_S = 0.1  # from choosing the start instant to every client process knowing it
 
 
 @dataclass
@@ -66,6 +78,42 @@ class Result:
         return (self.e2e_s - self.ttft_s) / (self.output_tokens - 1)
 
 
+# What the client reads of a streamed chunk; msgspec Structs, the cheapest to decode into,
+# skip every other field without building it.
+class ChunkChoice(msgspec.Struct):
+    text: str = ""
+
+
+class ChunkUsage(msgspec.Struct):
+    prompt_tokens: int
+    completion_tokens: int
+
+
+class ChunkError(msgspec.Struct):
+    message: str
+
+
+class Chunk(msgspec.Struct):
+    choices: list[ChunkChoice] = []
+    usage: ChunkUsage | None = None
+    error: ChunkError | None = None
+
+
+CHUNK_DECODER = msgspec.json.Decoder(Chunk)
+
+
+async def sse_data(content: aiohttp.StreamReader) -> AsyncIterator[tuple[float, bytes]]:
+    """Each SSE data payload but [DONE], with the time its bytes arrived: one clock read per
+    network read, so the chunks that came in together share it, however long parsing takes."""
+    pending = b""
+    async for data in content.iter_any():
+        now = time.perf_counter()
+        *lines, pending = (pending + data).split(b"\n")
+        for line in lines:
+            if line.startswith(b"data: ") and not line.startswith(b"data: [DONE]"):
+                yield now, line[6:]
+
+
 async def one_request(
     session: aiohttp.ClientSession, url: str, model: str, prompt: list[int], max_tokens: int
 ) -> Result:
@@ -85,18 +133,15 @@ async def one_request(
             if response.status != 200:
                 result.error = f"HTTP {response.status}: {(await response.text())[:200]}"
                 return result
-            async for line in response.content:
-                if not line.startswith(b"data: ") or line.strip() == b"data: [DONE]":
-                    continue
-                chunk = json.loads(line[6:])
-                if "error" in chunk:  # the server gave up mid-stream
-                    result.error = chunk["error"]["message"]
+            async for now, payload in sse_data(response.content):
+                chunk = CHUNK_DECODER.decode(payload)
+                if chunk.error:  # the server gave up mid-stream
+                    result.error = chunk.error.message
                     return result
-                now = time.perf_counter()
-                if chunk.get("usage"):
-                    result.prompt_tokens = chunk["usage"]["prompt_tokens"]
-                    result.output_tokens = chunk["usage"]["completion_tokens"]
-                if not chunk.get("choices") or not chunk["choices"][0]["text"]:
+                if chunk.usage:
+                    result.prompt_tokens = chunk.usage.prompt_tokens
+                    result.output_tokens = chunk.usage.completion_tokens
+                if not chunk.choices or not chunk.choices[0].text:
                     continue
                 if last is None:
                     result.ttft_s = now - start
@@ -141,22 +186,108 @@ def poisson_arrivals(workload: Workload, rate: float) -> list[Arrival]:
     return arrivals
 
 
-async def send(
-    url: str, model: str, arrivals: list[Arrival], timeout_s: float
-) -> tuple[list[Result], float]:
-    """Send each request at its arrival time, whether or not earlier ones have finished; wait
-    for all of them. Returns the results and the run's duration in seconds."""
+@dataclass
+class Share:
+    """What one client process sends."""
+
+    url: str
+    model: str
+    arrivals: list[Arrival]
+    timeout_s: float
+
+
+@dataclass
+class Outcome:
+    results: list[Result]  # in the order of the share's arrivals
+    finished: float  # wall clock (time.time()) as the last request finished
+
+
+async def send_share(share: Share, start: float) -> Outcome:
+    """Send each request at `start` (a wall-clock instant) + its arrival time, whether or not
+    earlier ones have finished; wait for all of them."""
     connector = aiohttp.TCPConnector(limit=0)
-    timeout = aiohttp.ClientTimeout(total=timeout_s)
+    timeout = aiohttp.ClientTimeout(total=share.timeout_s)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-        tasks, start = [], time.perf_counter()
-        for arrival in arrivals:
-            await asyncio.sleep(max(0.0, start + arrival.at_s - time.perf_counter()))
-            request = one_request(session, url, model, arrival.prompt, arrival.max_tokens)
+        # Sleeps on the monotonic clock, aimed at the instant that other processes share.
+        origin = time.perf_counter() + start - time.time()
+        tasks = []
+        for arrival in share.arrivals:
+            await asyncio.sleep(max(0.0, origin + arrival.at_s - time.perf_counter()))
+            request = one_request(
+                session, share.url, share.model, arrival.prompt, arrival.max_tokens
+            )
             tasks.append(asyncio.create_task(request))
         results = await asyncio.gather(*tasks)
-        duration = time.perf_counter() - start
-    return results, duration
+        return Outcome(list(results), time.time())
+
+
+async def send(
+    url: str, model: str, arrivals: list[Arrival], timeout_s: float, processes: int = 1
+) -> tuple[list[Result], float]:
+    """Send each request at its arrival time, whether or not earlier ones have finished, from
+    this process or round-robin from `processes` client processes; wait for all of them.
+    Returns the results in the order of `arrivals` and the run's duration in seconds."""
+    if processes == 1:
+        start = time.time()
+        outcome = await send_share(Share(url, model, arrivals, timeout_s), start)
+        return outcome.results, outcome.finished - start
+    shares = [Share(url, model, arrivals[k::processes], timeout_s) for k in range(processes)]
+    start, outcomes = await send_from_processes(shares)
+    results = [outcomes[i % processes].results[i // processes] for i in range(len(arrivals))]
+    return results, max(outcome.finished for outcome in outcomes) - start
+
+
+async def send_from_processes(shares: list[Share]) -> tuple[float, list[Outcome]]:
+    """Each share from a client process of its own, all started at one instant once every
+    one is ready; returns that instant and their outcomes."""
+    children = []
+    try:
+        for _ in shares:  # all of them first: they start up side by side
+            children.append(await spawn_client())
+        await asyncio.gather(*map(hand_over, children, shares))
+        start = time.time() + START_MARGIN_S
+        for child in children:
+            child.stdin.write(f"{start!r}\n".encode())
+            child.stdin.close()
+        return start, await asyncio.gather(*(client_outcome(child) for child in children))
+    finally:
+        for child in children:
+            if child.returncode is None:  # only when this run failed or was cancelled
+                child.kill()
+                await child.wait()
+
+
+async def spawn_client() -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable, str(SCRIPT), CLIENT_FLAG, stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+
+
+async def hand_over(child: asyncio.subprocess.Process, share: Share) -> None:
+    """Give a client process its share; returns once it is ready to send it."""
+    child.stdin.write(msgspec.json.encode(share) + b"\n")
+    await child.stdin.drain()
+    if await child.stdout.readline() != b"ready\n":
+        raise RuntimeError("a client process failed before it was ready (its stderr above)")
+
+
+async def client_outcome(child: asyncio.subprocess.Process) -> Outcome:
+    output = await child.stdout.read()
+    if await child.wait() != 0:
+        raise RuntimeError(f"a client process exited with status {child.returncode}")
+    return msgspec.json.decode(output, type=Outcome)
+
+
+def client_process() -> int:
+    """One client process of send_from_processes: its share, then the start instant, from
+    stdin; its outcome to stdout."""
+    share = msgspec.json.decode(sys.stdin.buffer.readline(), type=Share)
+    print("ready", flush=True)
+    start = float(sys.stdin.buffer.readline())
+    outcome = asyncio.run(send_share(share, start))
+    sys.stdout.buffer.write(msgspec.json.encode(outcome))
+    return 0
 
 
 async def run_rate(args: argparse.Namespace, rate: float, model: str) -> dict:
@@ -164,7 +295,8 @@ async def run_rate(args: argparse.Namespace, rate: float, model: str) -> dict:
     workload = Workload(
         args.num_requests, args.prompt_len, args.output_len, args.token_ids, args.seed
     )
-    results, duration = await send(args.url, model, poisson_arrivals(workload, rate), args.timeout)
+    arrivals = poisson_arrivals(workload, rate)
+    results, duration = await send(args.url, model, arrivals, args.timeout, args.client_processes)
     return summarize(rate, results, duration)
 
 
@@ -246,6 +378,13 @@ async def served_model(url: str) -> str:
         return (await response.json())["data"][0]["id"]
 
 
+def positive_int(text: str) -> int:
+    number = int(text)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more: {text}")
+    return number
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--url", default="http://127.0.0.1:8000", help="server base URL")
@@ -264,6 +403,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per request")
+    parser.add_argument(
+        "--client-processes",
+        type=positive_int,
+        default=1,
+        help="processes that send the requests, round-robin (one falls behind at high rates)",
+    )
     parser.add_argument("--json", help="also write the results to this file")
     parser.add_argument("--allow-remote", action="store_true", help="allow a non-loopback URL")
     args = parser.parse_args(argv)
@@ -287,7 +432,8 @@ async def main(argv: list[str] | None = None) -> int:
         )
     print(f"model {model} at {args.url}; {args.num_requests} requests per rate, prompts "
           f"{args.prompt_len.low}-{args.prompt_len.high} tokens, outputs "
-          f"{args.output_len.low}-{args.output_len.high} tokens")  # fmt: skip
+          f"{args.output_len.low}-{args.output_len.high} tokens; "
+          f"{args.client_processes} client process(es)")  # fmt: skip
     print_table(rows)
     if args.json:
         with open(args.json, "w") as f:
@@ -304,4 +450,4 @@ def _jsonable(args: argparse.Namespace) -> dict:
 
 
 if __name__ == "__main__":
-    sys.exit(asyncio.run(main()))
+    sys.exit(client_process() if sys.argv[1:] == [CLIENT_FLAG] else asyncio.run(main()))

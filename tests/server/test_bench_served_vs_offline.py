@@ -23,25 +23,51 @@ def load_bench():
     return module
 
 
-def test_a_tiny_run_compares_the_server_with_the_offline_engine(tmp_path, capsys):
+def test_a_tiny_run_compares_the_servers_with_the_offline_engine(tmp_path, capsys):
     bench = load_bench()
     result_file = tmp_path / "result.json"
     argv = ["--preset", "stories", "--num-requests", "8", "--prompt-len", "4-16",
             "--output-len", "8", "--rates", "50", "--out-dir", str(tmp_path),
-            "--json", str(result_file)]  # fmt: skip
+            "--json", str(result_file), "--client-processes", "2",
+            "--variant", "coalesce=--stream-coalesce"]  # fmt: skip
     assert bench.main(argv) == 0
 
     result = json.loads(result_file.read_text())
     offline = result["offline"]
     assert offline["tokens_per_s"] > 0 and offline["decode_step_ms"] > 0
     assert offline["decode_batch"] == 8
-    (after,) = result["servers"]
-    assert after["label"] == "after" and after["error"] == ""
-    assert (after["burst"]["completed"], after["burst"]["failed"]) == (8, 0)
-    assert after["burst_vs_offline"] > 0 and after["tpot_vs_decode_step"] > 0
-    assert [(row["rate"], row["failed"]) for row in after["poisson"]] == [(50.0, 0)]
+    assert result["client_processes"] == 2
+    after, coalesce = result["servers"]
+    assert (after["label"], after["flags"]) == ("after", [])
+    assert (coalesce["label"], coalesce["flags"]) == ("coalesce", ["--stream-coalesce"])
+    for server in (after, coalesce):
+        assert server["error"] == ""
+        assert (server["burst"]["completed"], server["burst"]["failed"]) == (8, 0)
+        assert server["burst"]["ttft_ms"]["p50"] > 0 and server["burst"]["tpot_ms"]["p50"] > 0
+        assert server["burst_vs_offline"] > 0 and server["tpot_vs_decode_step"] > 0
+        assert [(row["rate"], row["failed"]) for row in server["poisson"]] == [(50.0, 0)]
     printed = capsys.readouterr().out
     assert "offline:" in printed and "x offline" in printed and "rate/s" in printed
+    assert "2 client process(es)" in printed
+    tables = printed.split("served, burst")[1].splitlines()
+    assert [line.split()[0] for line in tables if "coalesce" in line] == ["coalesce"] * 2
+
+
+def test_variants_are_named_flags_after_this_checkout_and_before_the_old_one(tmp_path):
+    bench = load_bench()
+    args = bench.parse_args(["--preset", "stories", "--out-dir", str(tmp_path),
+                             "--variant", "coalesce=--stream-coalesce --max-num-seqs 4",
+                             "--before", str(tmp_path)])  # fmt: skip
+    runs = bench.planned_runs(args)
+    assert [(run.label, run.flags) for run in runs] == [
+        ("after", []),
+        ("coalesce", ["--stream-coalesce", "--max-num-seqs", "4"]),
+        ("before", []),
+    ]
+    assert runs[1].checkout == runs[0].checkout and runs[1].log.endswith("server-coalesce.log")
+    for wrong in ("before=--stream-coalesce", "a/b=--stream-coalesce", "coalesce"):
+        with pytest.raises(SystemExit):
+            bench.parse_args(["--preset", "stories", "--variant", wrong])
 
 
 async def test_a_server_that_exits_early_fails_with_its_last_log_lines(tmp_path, stories_dir):

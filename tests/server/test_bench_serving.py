@@ -30,9 +30,10 @@ def bench_args(bench, server, *extra: str):
     )
 
 
-async def test_a_rate_reports_every_request(server):
+@pytest.mark.parametrize("client_processes", ["1", "2"])
+async def test_a_rate_reports_every_request(server, client_processes):
     bench = load_bench()
-    args = bench_args(bench, server, "--output-len", "5")
+    args = bench_args(bench, server, "--output-len", "5", "--client-processes", client_processes)
     row = await bench.run_rate(args, rate=50.0, model="stories260K")
     assert (row["completed"], row["failed"]) == (4, 0)
     assert row["output_token_throughput"] > 0
@@ -56,3 +57,16 @@ async def test_an_error_event_mid_stream_fails_the_request(make_server):
     row = await bench.run_rate(args, rate=50.0, model="stories260K")
     assert (row["completed"], row["failed"]) == (0, 1)
     assert "device lost" in row["errors"][0]
+
+
+async def test_client_processes_send_shares_and_give_results_back_in_arrival_order(server):
+    bench = load_bench()
+    # Lengths that tell the requests apart: each result must be its own arrival's.
+    arrivals = [bench.Arrival(0.01 * i, [5] * (4 + i), 3 + i) for i in range(5)]
+    results, duration = await bench.send(server.url, "stories260K", arrivals, 60, processes=2)
+    assert [(r.ok, r.prompt_tokens, r.output_tokens) for r in results] == [
+        (True, 4 + i, 3 + i) for i in range(5)
+    ]
+    row = bench.summarize("burst", results, duration)
+    assert 0 < row["ttft_ms"]["p50"] <= row["e2e_ms"]["p50"] < duration * 1000
+    assert row["tpot_ms"]["p50"] > 0
