@@ -80,6 +80,8 @@ class CoreLoop:
         try:
             while not self._stopping:
                 self.run_pass()
+        except SystemExit:  # the front end is gone: nobody to tell
+            raise
         except BaseException as e:  # the engine is in an unknown state: stop serving
             log.exception("engine loop failed")
             self.channel.send(Failed(f"engine failed: {e!r}"))
