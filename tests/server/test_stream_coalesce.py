@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 
+import aiohttp
 import pytest
 
 from worker.engine.outputs import CompletionOutput, FinishReason, RequestMetrics, RequestOutput
@@ -59,11 +60,6 @@ async def test_an_error_after_queued_outputs_comes_after_them():
     assert len(seen) == 1
 
 
-def events(body: bytes) -> list[dict]:
-    lines = [line[6:] for line in body.decode().splitlines() if line.startswith("data: {")]
-    return [json.loads(line) for line in lines]
-
-
 async def test_a_stream_that_fell_behind_catches_up_in_fewer_chunks_with_the_same_text(
     make_server,
 ):
@@ -71,10 +67,16 @@ async def test_a_stream_that_fell_behind_catches_up_in_fewer_chunks_with_the_sam
     body = {"prompt": "Once upon a time", "max_tokens": 200, "ignore_eos": True,
             "temperature": 0}  # fmt: skip
     whole = (await server.fetch("POST", "/v1/completions", json=body)).json()
-    # The front end's event loop stalls while the engine keeps stepping: reports pile up.
-    server._loop.call_later(0.05, time.sleep, 0.5)
-    streamed = await server.fetch("POST", "/v1/completions", json=body | {"stream": True})
-    chunks = events(streamed.body)
+    chunks = []
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(server.url + "/v1/completions", json=body | {"stream": True}) as reply,
+    ):
+        async for line in reply.content:
+            if line.startswith(b"data: {"):
+                chunks.append(json.loads(line[6:]))
+                if len(chunks) == 1:  # mid-stream: the front end's loop stalls, reports pile up
+                    server._loop.call_soon_threadsafe(time.sleep, 0.5)
     assert "".join(c["choices"][0]["text"] for c in chunks) == whole["choices"][0]["text"]
     assert chunks[-1]["choices"][0]["finish_reason"] == "length"
     assert len(chunks) < 200  # some chunks carried several steps' tokens
