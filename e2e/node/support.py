@@ -29,7 +29,7 @@ SAMPLE = REPO / "manifests" / "samples" / "cpu-stories.yaml"
 MODEL_DIR = REPO / "worker" / "default_model" / "stories260K"
 PORT = 8000
 # Two workers side by side (a rollout, a warm fallback) on this 2-core node: half a core each.
-SMALL = {"gpus": 0, "cpu": "500m", "memory": "1Gi"}
+SMALL = {"gpus": 0, "cpu": "500m", "memory": "2Gi"}
 # Lets a test tell a worker to misbehave (worker/server: POST /debug/faults); nothing else does.
 TEST_FAULTS = {"name": "PAGODA_TEST_FAULTS", "value": "1"}
 
