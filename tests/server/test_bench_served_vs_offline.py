@@ -3,28 +3,17 @@ then a real `pagoda serve` subprocess), and the pieces that decide what it repor
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "served_vs_offline.py"
+from tests.server.bench_scripts import load_bench
 
 pytestmark = pytest.mark.timeout(180)
 
 
-def load_bench():
-    spec = importlib.util.spec_from_file_location("served_vs_offline_bench", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_a_tiny_run_compares_the_servers_with_the_offline_engine(tmp_path, capsys):
-    bench = load_bench()
+    bench = load_bench("served_vs_offline")
     result_file = tmp_path / "result.json"
     argv = ["--preset", "stories", "--num-requests", "8", "--prompt-len", "4-16",
             "--output-len", "8", "--rates", "50", "--out-dir", str(tmp_path),
@@ -54,7 +43,7 @@ def test_a_tiny_run_compares_the_servers_with_the_offline_engine(tmp_path, capsy
 
 
 def test_variants_are_named_flags_after_this_checkout_and_before_the_old_one(tmp_path):
-    bench = load_bench()
+    bench = load_bench("served_vs_offline")
     args = bench.parse_args(["--preset", "stories", "--out-dir", str(tmp_path),
                              "--variant", "coalesce=--stream-coalesce --max-num-seqs 4",
                              "--before", str(tmp_path)])  # fmt: skip
@@ -71,7 +60,7 @@ def test_variants_are_named_flags_after_this_checkout_and_before_the_old_one(tmp
 
 
 async def test_a_server_that_exits_early_fails_with_its_last_log_lines(tmp_path, stories_dir):
-    bench = load_bench()
+    bench = load_bench("served_vs_offline")
     port, log = bench.free_port(), tmp_path / "server.log"
     command = bench.serve_command(stories_dir, "float32", {"max_num_seqs": 0}, port)
     process = bench.start_server(command, bench.throughput.REPO, log)
@@ -83,7 +72,7 @@ async def test_a_server_that_exits_early_fails_with_its_last_log_lines(tmp_path,
 
 
 def test_engine_settings_become_serve_flags():
-    bench = load_bench()
+    bench = load_bench("served_vs_offline")
     given = ["load_format=dummy", "max-num-seqs=256", "enforce_eager=true",
              "async_scheduling=false", "gpu_memory_utilization=0.8"]  # fmt: skip
     settings = dict(bench.engine_arg(text) for text in given)
@@ -95,7 +84,7 @@ def test_engine_settings_become_serve_flags():
 
 
 def test_the_decode_step_is_the_median_near_the_largest_decode_batch():
-    bench = load_bench()
+    bench = load_bench("served_vs_offline")
     Step = bench.Step
     steps = [
         Step(decode_only=False, batch=100, seconds=9.0),  # a prefill: never counted

@@ -3,25 +3,12 @@ crash of the whole run."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 
+from tests.server.bench_scripts import load_bench
 from worker.engine.messages import Faults
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "serving.py"
-
 pytestmark = pytest.mark.timeout(120)
-
-
-def load_bench():
-    spec = importlib.util.spec_from_file_location("serving_bench", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
 
 
 def bench_args(bench, server, *extra: str):
@@ -32,7 +19,7 @@ def bench_args(bench, server, *extra: str):
 
 @pytest.mark.parametrize("client_processes", ["1", "2"])
 async def test_a_rate_reports_every_request(server, client_processes):
-    bench = load_bench()
+    bench = load_bench("serving")
     args = bench_args(bench, server, "--output-len", "5", "--client-processes", client_processes)
     row = await bench.run_rate(args, rate=50.0, model="stories260K")
     assert (row["completed"], row["failed"]) == (4, 0)
@@ -41,7 +28,7 @@ async def test_a_rate_reports_every_request(server, client_processes):
 
 
 async def test_requests_past_the_timeout_fail_without_ending_the_run(server):
-    bench = load_bench()
+    bench = load_bench("serving")
     args = bench_args(bench, server, "--output-len", "400", "--timeout", "0.05")
     row = await bench.run_rate(args, rate=50.0, model="stories260K")
     assert (row["completed"], row["failed"]) == (0, 4)
@@ -52,7 +39,7 @@ async def test_an_error_event_mid_stream_fails_the_request(make_server):
     server = make_server()
     # The first token goes out, then the device is lost.
     server.engine.set_faults(Faults(fail_after_steps=2, fail_message="device lost"))
-    bench = load_bench()
+    bench = load_bench("serving")
     args = bench_args(bench, server, "--output-len", "50", "--num-requests", "1")
     row = await bench.run_rate(args, rate=50.0, model="stories260K")
     assert (row["completed"], row["failed"]) == (0, 1)
@@ -60,7 +47,7 @@ async def test_an_error_event_mid_stream_fails_the_request(make_server):
 
 
 async def test_client_processes_send_shares_and_give_results_back_in_arrival_order(server):
-    bench = load_bench()
+    bench = load_bench("serving")
     # Lengths that tell the requests apart: each result must be its own arrival's.
     arrivals = [bench.Arrival(0.01 * i, [5] * (4 + i), 3 + i) for i in range(5)]
     results, duration = await bench.send(server.url, "stories260K", arrivals, 60, processes=2)

@@ -70,14 +70,13 @@ class ZmqChannel:
         self._context.destroy()
 
 
-def describe(core, pid: int) -> Ready:
+def describe(core) -> Ready:
     return Ready(
         model_name=core.model_name,
         model_folder=str(core.model_folder),
         max_model_len=core.max_model_len,
         kv_capacity_tokens=core.kv_capacity_tokens,
         eos_token_ids=sorted(core.eos_token_ids),
-        pid=pid,
     )
 
 
@@ -101,7 +100,7 @@ def run_engine_core(spec: CoreSpec) -> None:
             log.exception("the engine could not start")
             channel.send(LoadFailed(f"{type(e).__name__}: {e}"))
             raise SystemExit(1) from e
-        channel.send(describe(core, os.getpid()))
+        channel.send(describe(core))
         CoreLoop(core, channel, spec.loop).run()
     finally:
         channel.close()

@@ -60,7 +60,6 @@ class Ready(msgspec.Struct, tag=True):
     max_model_len: int
     kv_capacity_tokens: int
     eos_token_ids: list[int]
-    pid: int
 
 
 class LoadFailed(msgspec.Struct, tag=True):
