@@ -13,6 +13,7 @@ import sys
 SUBCOMMANDS = {
     "generate": "Run the engine offline on one prompt and print the completion.",
     "serve": "Serve a model over the OpenAI API (the worker pod's main process).",
+    "gateway": "Route OpenAI API traffic to the workers: tenants, limits, affinity, failover.",
     "operator": "Run the Kubernetes operator that reconciles LLMDeployments.",
 }
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import signal
 import sys
 import time
 from dataclasses import fields
 from pathlib import Path
 
+from pagoda.logs import configure_logging
 from worker.engine.config import (
     EngineConfig,
     add_engine_args,
@@ -145,21 +145,6 @@ def engine_config(args: argparse.Namespace) -> EngineConfig:
         raise UsageError(f"{where}: {problem['msg']}") from e
 
 
-class _LogFormatter(logging.Formatter):
-    """Access and audit records are JSON lines already; the rest get time, level, logger."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        if record.name in ("pagoda.access", "pagoda.audit"):
-            return record.getMessage()
-        return super().format(record)
-
-
-def _configure_logging(level: str) -> None:
-    handler = logging.StreamHandler()
-    handler.setFormatter(_LogFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.basicConfig(level=level.upper(), handlers=[handler])
-
-
 def run(args: argparse.Namespace) -> int:
     from worker.engine.async_engine import AsyncEngineOptions, EngineDeadError
     from worker.engine.core_client import EngineStartError
@@ -178,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
     except (UsageError, APIKeyError) as e:
         print(f"pagoda serve: {e}", file=sys.stderr)
         return 2
-    _configure_logging(args.log_level)
+    configure_logging(args.log_level)
     if keys:
         progress(f"API keys required on /v1 ({len(keys)} configured)")
     settings = ServerSettings(
