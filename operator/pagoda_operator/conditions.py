@@ -17,6 +17,7 @@ TROUBLE_WHEN = {
     "FallbackActive": True,
     "QuotaExceeded": True,
     "RolledBack": True,
+    "GatewayReady": False,
 }
 TROUBLE_REASONS = {
     "ProgressDeadlineExceeded",
@@ -24,7 +25,8 @@ TROUBLE_REASONS = {
     "FallbackWouldNotFit",
     "InvalidSpec",
 }
-CALM_REASONS = {"DemotionPending"}  # FallbackActive, but on the way back
+# FallbackActive, but on the way back; GatewayReady False because there is none (by choice).
+CALM_REASONS = {"DemotionPending", "NoGateway"}
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,11 @@ import kopf
 from prometheus_client import start_http_server
 
 from .api import GROUP, PLURAL, VERSION
-from .naming import LABEL_DEPLOYMENT, LABEL_MANAGED_BY, MANAGED_BY
+from .naming import LABEL_DEPLOYMENT, LABEL_GATEWAY, LABEL_MANAGED_BY, MANAGED_BY
 
 OURS = {LABEL_MANAGED_BY: MANAGED_BY, LABEL_DEPLOYMENT: kopf.PRESENT}
+# Gateway pods carry no LABEL_DEPLOYMENT (naming.py says why); their Deployment does.
+GATEWAY_PODS = {LABEL_MANAGED_BY: MANAGED_BY, LABEL_GATEWAY: kopf.PRESENT}
 
 
 @kopf.on.startup()
@@ -69,6 +71,11 @@ async def llmdeployment_event(type: str, namespace: str, name: str, memo: kopf.M
 @kopf.on.event("v1", "pods", labels=OURS)
 async def child_event(namespace: str, labels: dict, memo: kopf.Memo, **_):
     memo.runtime.child_changed(namespace, labels[LABEL_DEPLOYMENT])
+
+
+@kopf.on.event("v1", "pods", labels=GATEWAY_PODS)
+async def gateway_pod_event(namespace: str, labels: dict, memo: kopf.Memo, **_):
+    memo.runtime.child_changed(namespace, labels[LABEL_GATEWAY])
 
 
 @kopf.on.event("v1", "resourcequotas")

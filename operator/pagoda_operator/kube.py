@@ -11,7 +11,7 @@ from kubernetes.dynamic.exceptions import ConflictError, DynamicApiError, NotFou
 
 from .api import API_VERSION, KIND
 from .conditions import Transition
-from .naming import FIELD_MANAGER, LABEL_DEPLOYMENT, deployment_name
+from .naming import FIELD_MANAGER, LABEL_DEPLOYMENT, LABEL_GATEWAY, deployment_name, gateway_name
 from .plan import World
 from .rejection import Rejection
 
@@ -55,6 +55,10 @@ class Cluster:
             for tier in ("primary", "fallback")
             if (obj := self._get("apps/v1", "Deployment", namespace, deployment_name(name, tier)))
         }
+        gateway = self._get("apps/v1", "Deployment", namespace, gateway_name(name))
+        gateway_pods = []
+        if found["spec"].get("gateway"):
+            gateway_pods = self._list("v1", "Pod", namespace, f"{LABEL_GATEWAY}={name}")
         nodes = []
         if found["spec"].get("fallback"):  # the fallback's capacity is checked (capacity.py)
             nodes = [item.to_dict() for item in self.resource("v1", "Node").get().items]
@@ -65,6 +69,8 @@ class Cluster:
             pods=self._list("v1", "Pod", namespace, selector),
             quotas=self._list("v1", "ResourceQuota", namespace),
             config_maps=self._list("v1", "ConfigMap", namespace, selector),
+            gateway=gateway,
+            gateway_pods=gateway_pods,
             now=datetime.now(UTC),
         )
 

@@ -10,6 +10,10 @@ from .api.status import Tier
 FIELD_MANAGER = "pagoda-operator"
 LABEL_DEPLOYMENT = "pagoda.dev/deployment"
 LABEL_TIER = "pagoda.dev/tier"
+# On gateway pods instead of LABEL_DEPLOYMENT, which the PDB, pod health, GPU accounting and the
+# tier selectors key on.
+LABEL_GATEWAY = "pagoda.dev/gateway"
+LABEL_NAME = "app.kubernetes.io/name"
 # The pod template's config hash: any change of model, engine, image or resources changes it,
 # which is what makes the Deployment roll.
 LABEL_REVISION = "pagoda.dev/revision"
@@ -47,7 +51,7 @@ class Owner:
 
 def common_labels(deployment: str, tier: Tier | None = None) -> dict[str, str]:
     labels = {
-        "app.kubernetes.io/name": "pagoda-worker",
+        LABEL_NAME: "pagoda-worker",
         "app.kubernetes.io/instance": deployment,
         LABEL_MANAGED_BY: MANAGED_BY,
         LABEL_DEPLOYMENT: deployment,
@@ -61,6 +65,10 @@ def tier_selector(deployment: str, tier: Tier) -> dict[str, str]:
     return {LABEL_DEPLOYMENT: deployment, LABEL_TIER: tier}
 
 
+def gateway_selector(deployment: str) -> dict[str, str]:
+    return {LABEL_GATEWAY: deployment}
+
+
 def selector_string(labels: dict[str, str]) -> str:
     return ",".join(f"{key}={value}" for key, value in sorted(labels.items()))
 
@@ -71,3 +79,13 @@ def deployment_name(deployment: str, tier: Tier) -> str:
 
 def config_map_name(deployment: str, tier: Tier, revision: str) -> str:
     return f"{deployment}-{tier}-{revision}"
+
+
+def gateway_name(deployment: str) -> str:
+    """The gateway's Deployment, ConfigMap, ServiceAccount, Role and RoleBinding."""
+    return f"{deployment}-gateway"
+
+
+def tier_service_name(deployment: str, role: str) -> str:
+    """The headless Services the gateway discovers workers by: `active`, `standby`."""
+    return f"{deployment}-{role}"

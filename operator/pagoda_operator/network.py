@@ -1,23 +1,40 @@
-"""The Service in front of the active tier, and the disruption budget of the worker pods."""
+"""The Services in front of the worker pods, and the disruption budget of the worker pods."""
 
 from __future__ import annotations
 
 from .api.status import Tier
-from .naming import LABEL_DEPLOYMENT, Owner, tier_selector
+from .naming import LABEL_DEPLOYMENT, Owner, tier_selector, tier_service_name
 
 
-def service(owner: Owner, port: int, active_tier: Tier) -> dict:
-    """Selects the tier that serves: switching tiers is one selector change."""
+def service(owner: Owner, port: int, selector: dict[str, str]) -> dict:
+    """The LLMDeployment's endpoint. It selects the tier that serves (switching tiers is one
+    selector change), or the gateway pods when there is a gateway."""
     return {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": owner.metadata(owner.name),
+        "spec": {"type": "ClusterIP", "selector": selector, "ports": _http(port)},
+    }
+
+
+def tier_service(owner: Owner, port: int, role: str, tier: Tier) -> dict:
+    """Headless, for the gateway: it reads the tier's ready pods from this Service's
+    EndpointSlices. `role` (active, standby) names it; promote and demote swap the tiers."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": owner.metadata(tier_service_name(owner.name, role)),
         "spec": {
-            "type": "ClusterIP",
-            "selector": tier_selector(owner.name, active_tier),
-            "ports": [{"name": "http", "port": port, "targetPort": "http", "protocol": "TCP"}],
+            "clusterIP": "None",
+            "selector": tier_selector(owner.name, tier),
+            "ports": _http(port),
+            "publishNotReadyAddresses": False,
         },
     }
+
+
+def _http(port: int) -> list[dict]:
+    return [{"name": "http", "port": port, "targetPort": "http", "protocol": "TCP"}]
 
 
 def endpoint(owner: Owner, port: int) -> str:

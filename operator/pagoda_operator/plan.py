@@ -13,6 +13,8 @@ from .api import CONDITION_TYPES, LLMDeploymentSpec, LLMDeploymentStatus
 from .api.status import Phase
 from .capacity import fallback_fit
 from .conditions import Transition, merge_conditions, transitions
+from .gateway import gateway_objects, gateway_refs, tier_service_ref
+from .gateway_health import GatewayHealth, gateway_health, through_gateway
 from .handover import primary_scale
 from .health import SEVERITY, PodProblem, pod_crash, pod_problem, ready_since
 from .naming import (
@@ -20,6 +22,8 @@ from .naming import (
     Owner,
     config_map_name,
     deployment_name,
+    gateway_name,
+    gateway_selector,
     selector_string,
     tier_selector,
 )
@@ -28,7 +32,7 @@ from .observed import DeploymentState, GpuQuota, pod_gpus, pod_tier
 from .quota import plan_gpus
 from .records import RevisionRecord, read_records
 from .rejection import Rejection, rejected_verdict
-from .revision import TierConfig, fallback_config, primary_config
+from .revision import fallback_config, primary_config
 from .rollout import RevisionTrouble, RolloutDecision, decide_rollout
 from .tiers import decide_tier
 from .verdict import Verdict
@@ -45,7 +49,9 @@ class World:
     deployments: dict[str, dict] = field(default_factory=dict)  # by tier
     pods: list[dict] = field(default_factory=list)
     quotas: list[dict] = field(default_factory=list)
-    config_maps: list[dict] = field(default_factory=list)  # its revision ConfigMaps
+    config_maps: list[dict] = field(default_factory=list)  # revisions', and the gateway's
+    gateway: dict | None = None  # the gateway Deployment
+    gateway_pods: list[dict] = field(default_factory=list)
     nodes: list[dict] = field(default_factory=list)  # read only when there is a fallback tier
     now: datetime = field(default_factory=datetime.now)
 
@@ -126,10 +132,14 @@ def plan(world: World, rejections: tuple[Rejection, ...] = ()) -> Plan:
                 owner, fallback_config_now, tier.fallback_replicas, gpus.strategy, spec.rollout
             ),
         ]
-    apply += [service(owner, spec.serving.port, tier.active), disruption_budget(owner)]
+    front = tier_selector(owner.name, tier.active)
+    if spec.gateway is not None:
+        apply += gateway_objects(owner, spec, tier.active)
+        front = gateway_selector(owner.name)  # clients go through the gateway
+    apply += [service(owner, spec.serving.port, front), disruption_budget(owner)]
     keep = {rollout.revisions.last_ready, primary.revision if primary else None}
     keep |= {_pod_revision(p) for p in world.pods if pod_tier(p) == "primary"}
-    delete = _obsolete(world, config_maps, owner, apply, fallback_config_now, keep)
+    delete = _obsolete(world, config_maps, owner, apply, spec, keep)
 
     url = endpoint(owner, spec.serving.port)
     degraded = _degraded(world.pods, [d for d in (primary, fallback) if d])
@@ -140,7 +150,14 @@ def plan(world: World, rejections: tuple[Rejection, ...] = ()) -> Plan:
     )
     active_wanted = tier.fallback_replicas if tier.active == "fallback" else spec.replicas
     ever_ready = rollout.revisions.last_ready is not None
+    gateway = gateway_health(
+        owner.name,
+        spec.gateway,
+        DeploymentState.from_object(world.gateway) if world.gateway else None,
+        world.gateway_pods,
+    )
     ready = _ready(tier.active, active_ready, active_wanted, url, ever_ready)
+    ready = through_gateway(ready, gateway)
     up_to_date = rollout.up_to_date
     if rejections:
         ready = up_to_date = rejected_verdict(rejections, _serving(ready))
@@ -152,16 +169,19 @@ def plan(world: World, rejections: tuple[Rejection, ...] = ()) -> Plan:
         "FallbackActive": _fallback_verdict(spec, tier.verdict, scale.note, world.nodes),
         "QuotaExceeded": gpus.verdict,
         "RolledBack": rollout.rolled_back,
+        "GatewayReady": gateway.verdict,
     }
     conditions = merge_conditions(previous.conditions, verdicts, generation, now)
     status = LLMDeploymentStatus(
-        phase=_phase(ready, rollout, degraded, tier.active, bool(rejections)),
+        phase=_phase(ready, rollout, degraded, gateway, tier.active, bool(rejections)),
         observed_generation=generation,
         replicas=primary.replicas if primary else 0,
         ready_replicas=primary.ready if primary else 0,
         updated_replicas=primary.updated if primary else 0,
         fallback_replicas=fallback.replicas if fallback else 0,
         fallback_ready_replicas=fallback.ready if fallback else 0,
+        gateway_replicas=gateway.replicas,
+        gateway_ready_replicas=gateway.ready,
         active_tier=tier.active,
         model=_serving_model(rollout.records, rollout.revisions.last_ready),
         endpoint=url,
@@ -267,12 +287,13 @@ def _obsolete(
     config_maps: list[dict],
     owner: Owner,
     apply: list[dict],
-    fallback: TierConfig | None,
+    spec: LLMDeploymentSpec,
     keep_revisions: set[str | None],
 ) -> list[dict]:
-    """Children that no longer belong: the fallback Deployment once spec.fallback is gone, and
-    revision ConfigMaps neither applied, nor kept for a rollback, nor still mounted by the
-    primary Deployment's template (whose update the apiserver may have refused) or its pods."""
+    """Children that no longer belong: the fallback Deployment (and the gateway's standby
+    Service) once spec.fallback is gone; every gateway object once spec.gateway is gone; and
+    ConfigMaps neither applied, nor kept for a rollback, nor still mounted by the primary
+    Deployment's template (whose update the apiserver may have refused) or its pods."""
     keep = {obj["metadata"]["name"] for obj in apply if obj["kind"] == "ConfigMap"}
     keep |= {config_map_name(owner.name, "primary", r) for r in keep_revisions if r}
     delete = [
@@ -281,10 +302,22 @@ def _obsolete(
         if cm["metadata"]["name"] not in keep
     ]
     old_fallback = world.deployments.get("fallback")
-    if fallback is None and old_fallback is not None and _owned_by(old_fallback, owner):
+    if spec.fallback is None and old_fallback is not None and _owned_by(old_fallback, owner):
+        if spec.gateway is not None:  # without a gateway, gateway_refs below include it
+            delete.append(tier_service_ref(owner.name, "standby"))
         name = deployment_name(owner.name, "fallback")
         delete.append({"apiVersion": "apps/v1", "kind": "Deployment", "name": name})
+    if spec.gateway is None and _had_gateway(world, config_maps, owner):
+        delete += gateway_refs(owner.name)
     return delete
+
+
+def _had_gateway(world: World, config_maps: list[dict], owner: Owner) -> bool:
+    """Its first object (the tenants ConfigMap) or its last (the Deployment) is still there."""
+    name = gateway_name(owner.name)
+    if world.gateway is not None and _owned_by(world.gateway, owner):
+        return True
+    return any(cm["metadata"]["name"] == name for cm in config_maps)
 
 
 def _degraded(pods: list[dict], deployments: list[DeploymentState]) -> Verdict:
@@ -335,15 +368,21 @@ def _serving(ready: Verdict) -> str:
 
 
 def _phase(
-    ready: Verdict, rollout: RolloutDecision, degraded: Verdict, active: str, rejected: bool
+    ready: Verdict,
+    rollout: RolloutDecision,
+    degraded: Verdict,
+    gateway: GatewayHealth,
+    active: str,
+    rejected: bool,
 ) -> Phase:
     if rejected:
         return "Failed"
+    troubled = degraded.status or gateway.troubled
     if not ready.status:
-        return "Degraded" if degraded.status else "Pending"
+        return "Degraded" if troubled else "Pending"
     if rollout.rolled_back.status:
         return "RolledBack"
-    if degraded.status or active == "fallback":
+    if troubled or active == "fallback":
         return "Degraded"
     if rollout.progressing.status:
         return "Progressing"

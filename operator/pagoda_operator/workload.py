@@ -7,7 +7,7 @@ import math
 import posixpath
 from dataclasses import dataclass
 
-from .api.spec import ModelSource, RolloutSpec
+from .api.spec import ApiKeySecret, ModelSource, RolloutSpec
 from .naming import (
     GPU,
     LABEL_REVISION,
@@ -140,16 +140,7 @@ def pod_template(owner: Owner, config: TierConfig) -> dict:
     ]  # fmt: skip
     api_key = config.serving.api_key_secret
     if api_key is not None:
-        volumes.append(
-            {
-                "name": "api-key",
-                "secret": {
-                    "secretName": api_key.name,
-                    "items": [{"key": api_key.key, "path": "key"}],
-                    "defaultMode": 0o440,
-                },
-            }
-        )
+        volumes.append(key_volume("api-key", api_key))
         mounts.append({"name": "api-key", "mountPath": API_KEY_DIR, "readOnly": True})
         command += ["--api-key-file", f"{API_KEY_DIR}/key"]
 
@@ -161,29 +152,23 @@ def pod_template(owner: Owner, config: TierConfig) -> dict:
         "ports": [{"name": "http", "containerPort": config.serving.port, "protocol": "TCP"}],
         "env": [*_scratch_env(), *user_env],
         "resources": _resources(config),
-        "startupProbe": _probe(
+        "startupProbe": http_probe(
             "/health",
             period=STARTUP_PERIOD_SECONDS,
             failures=math.ceil(config.serving.startup_timeout_seconds / STARTUP_PERIOD_SECONDS),
         ),
-        "readinessProbe": _probe("/ready", period=5, failures=3),
-        "livenessProbe": _probe("/health", period=10, failures=3),
+        "readinessProbe": http_probe("/ready", period=5, failures=3),
+        "livenessProbe": http_probe("/health", period=10, failures=3),
         "lifecycle": {"preStop": {"sleep": {"seconds": PRESTOP_SECONDS}}},
         "volumeMounts": mounts,
-        "securityContext": _container_security(),
+        "securityContext": container_security(),
         "terminationMessagePolicy": TERMINATION_MESSAGE_POLICY,
     }
     spec = {
         "containers": [worker],
         "volumes": volumes,
         "terminationGracePeriodSeconds": PRESTOP_SECONDS + drain + EXIT_SECONDS,
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": WORKER_UID,
-            "runAsGroup": WORKER_UID,
-            "fsGroup": WORKER_UID,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": pod_security(WORKER_UID),
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
     }
@@ -245,10 +230,22 @@ def _model(source: ModelSource, image: str, user_env: list[dict]) -> tuple[str, 
             {"name": "model", "mountPath": MODELS_DIR},
             {"name": "tmp", "mountPath": "/tmp"},
         ],
-        "securityContext": _container_security(),
+        "securityContext": container_security(),
         "terminationMessagePolicy": TERMINATION_MESSAGE_POLICY,
     }
     return DOWNLOAD_DIR, volume, fetch
+
+
+def key_volume(name: str, secret: ApiKeySecret) -> dict:
+    """A Secret's key as the file `key`, readable by the pod's group (fsGroup) only."""
+    return {
+        "name": name,
+        "secret": {
+            "secretName": secret.name,
+            "items": [{"key": secret.key, "path": "key"}],
+            "defaultMode": 0o440,
+        },
+    }
 
 
 def _resources(config: TierConfig) -> dict:
@@ -259,7 +256,7 @@ def _resources(config: TierConfig) -> dict:
     return {"requests": requests, "limits": limits}
 
 
-def _probe(path: str, period: int, failures: int) -> dict:
+def http_probe(path: str, period: int, failures: int) -> dict:
     return {
         "httpGet": {"path": path, "port": "http"},
         "periodSeconds": period,
@@ -273,7 +270,18 @@ def _scratch_env() -> list[dict]:
     return [{"name": "HOME", "value": "/tmp"}, {"name": "HF_HOME", "value": "/tmp/hf"}]
 
 
-def _container_security() -> dict:
+def pod_security(uid: int) -> dict:
+    """Non-root; fsGroup lets that user read the mounted key files (mode 0440)."""
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": uid,
+        "runAsGroup": uid,
+        "fsGroup": uid,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def container_security() -> dict:
     return {
         "allowPrivilegeEscalation": False,
         "readOnlyRootFilesystem": True,

@@ -8,7 +8,7 @@ import pytest
 from operator_world import PVC_SOURCE
 from pagoda_operator.api.env import OPERATOR_ENV
 from pagoda_operator.api.spec import LLMDeploymentSpec, RolloutSpec
-from pagoda_operator.naming import Owner
+from pagoda_operator.naming import Owner, tier_selector
 from pagoda_operator.network import disruption_budget, service
 from pagoda_operator.revision import TierConfig, fallback_config, primary_config
 from pagoda_operator.workload import (
@@ -320,11 +320,12 @@ def test_fallback_serves_under_the_primary_name_with_its_own_model():
     assert fallback_config(spec()) is None
 
 
-@pytest.mark.parametrize("tier", ["primary", "fallback"])
-def test_service_selects_the_active_tier(tier):
-    obj = service(OWNER, 8000, tier)
-    assert obj["spec"]["selector"] == {"pagoda.dev/deployment": "demo", "pagoda.dev/tier": tier}
-    assert obj["spec"]["ports"][0]["targetPort"] == "http"
+def test_service_sends_its_port_to_the_pods_named_http_port():
+    obj = service(OWNER, 8123, tier_selector("demo", "primary"))
+    assert obj["spec"]["type"] == "ClusterIP"
+    assert obj["spec"]["ports"] == [
+        {"name": "http", "port": 8123, "targetPort": "http", "protocol": "TCP"}
+    ]
 
 
 def test_disruption_budget_covers_both_tiers_one_pod_at_a_time():

@@ -84,6 +84,7 @@ def test_nested_objects_default_to_their_full_defaults():
         (".spec.fallback.model.source", "!has(self.sha256) || has(self.uri)"),
         (".spec.env[]", "has(self.value) != has(self.valueFrom)"),
         (".spec.env[].valueFrom", "has(self.secretKeyRef) != has(self.configMapKeyRef)"),
+        (".spec.gateway", "self.tenants.exists_one(u, u.name == t.name)"),
     ],
 )
 def test_cross_field_rules_are_cel(path, fragment):

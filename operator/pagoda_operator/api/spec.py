@@ -6,9 +6,9 @@ become OpenAPI bounds; `x-kubernetes-validations` hold CEL rules the apiserver e
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import AfterValidator, ConfigDict, Field, model_validator
 
 from .base import ApiModel, cel, validations
 from .env import Env
@@ -23,6 +23,10 @@ from .formats import (
 )
 
 DEFAULT_IMAGE = "pagoda-worker:0.1.0"
+# The gateway needs no torch: the slim operator image runs `pagoda gateway` too.
+DEFAULT_GATEWAY_IMAGE = "pagoda-operator:0.1.0"
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+UNIQUE_TENANTS_MESSAGE = "gateway.tenants must have unique names"
 SHA256_MESSAGE = "source.sha256 is only allowed with source.uri: it checks the downloaded archive"
 
 
@@ -270,6 +274,89 @@ class ApiKeySecret(ApiModel):
     """Key inside the Secret whose value is the API key."""
 
 
+class TenantSpec(ApiModel):
+    """One tenant of the gateway: its API key and its limits. A request over a limit gets 429
+    with Retry-After; an unset limit is unlimited."""
+
+    name: str = Field(min_length=1, max_length=63, pattern=DNS_LABEL)
+    """Tenant name (a DNS label), as it appears in the gateway's metrics and access log."""
+    api_key_secret: ApiKeySecret
+    """Secret key holding this tenant's API key, which its clients send as a bearer token. The
+    key lives only in the Secret: the gateway reads the mounted file, keeps its SHA-256, and
+    picks up a rotated key without a restart."""
+    requests_per_minute: int | None = Field(None, ge=1)
+    """Requests per minute. Limits are per tenant, split evenly across the ready gateway
+    replicas (each enforces its share)."""
+    tokens_per_minute: int | None = Field(None, ge=1)
+    """Prompt plus completion tokens per minute, reserved at admission from max_tokens and
+    settled from real usage; split across the ready gateway replicas like every limit."""
+    concurrent_requests: int | None = Field(None, ge=1)
+    """Requests in flight at once; split across the ready gateway replicas like every limit."""
+
+
+class HoldQueueSpec(ApiModel):
+    """Where requests wait while no worker pod of either tier is ready (scale from zero, all
+    pods starting)."""
+
+    size: int = Field(256, ge=0, le=100000)
+    """Requests each gateway replica holds at most; more get 503 with Retry-After. 0 answers
+    503 at once."""
+    timeout_seconds: int = Field(30, ge=1, le=600)
+    """How long a held request waits for a ready worker pod before it gets 503 with
+    Retry-After."""
+
+
+class GatewayResources(ApiModel):
+    """What each gateway pod asks for (it needs no GPU)."""
+
+    cpu: Quantity = "1"
+    """CPU request per gateway pod (a Kubernetes quantity)."""
+    memory: Quantity = "512Mi"
+    """Memory request and limit per gateway pod (a Kubernetes quantity)."""
+
+
+def _unique_tenants(tenants: list[TenantSpec]) -> list[TenantSpec]:
+    seen: set[str] = set()
+    for tenant in tenants:
+        if tenant.name in seen:
+            raise ValueError(f"{UNIQUE_TENANTS_MESSAGE}: {tenant.name} appears twice")
+        seen.add(tenant.name)
+    return tenants
+
+
+class GatewaySpec(ApiModel):
+    """The Pagoda gateway in front of the worker pods: the LLMDeployment's Service then sends
+    clients to the gateway, which checks tenant keys and limits, keeps prompts with shared
+    prefixes and sessions on the same pod, retries on another pod before the first byte, moves
+    to the fallback tier at once when the primary has no ready pod, and holds requests while no
+    worker is ready. While no gateway pod is ready, nothing is served."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel(
+                "self.tenants.all(t, self.tenants.exists_one(u, u.name == t.name))",
+                UNIQUE_TENANTS_MESSAGE,
+                ".tenants",
+            )
+        )
+    )
+
+    replicas: int = Field(2, ge=1, le=16)
+    """Gateway pods. Tenant limits are split evenly across the ready ones."""
+    image: Image = DEFAULT_GATEWAY_IMAGE
+    """Gateway container image: any Pagoda image runs `pagoda gateway`; the operator image
+    (docker/operator.Dockerfile) is the small one. Pulled as spec.imagePullPolicy says."""
+    tenants: Annotated[list[TenantSpec], AfterValidator(_unique_tenants)] = Field(
+        default_factory=list, max_length=64
+    )
+    """Tenants, each with its own API key and limits. Empty: the gateway serves without tenant
+    keys (spec.serving.apiKeySecret still guards the workers)."""
+    hold_queue: HoldQueueSpec = HoldQueueSpec()
+    """Requests held while no worker pod is ready."""
+    resources: GatewayResources = GatewayResources()
+    """Resources of each gateway pod."""
+
+
 class ServingSpec(ApiModel):
     """How the worker serves traffic and how its lifecycle is timed."""
 
@@ -360,6 +447,10 @@ class LLMDeploymentSpec(ApiModel):
     """Port, authentication and lifecycle timing, shared by both tiers."""
     fallback: FallbackSpec | None = None
     """Optional fallback tier; unset means the primary alone serves."""
+    gateway: GatewaySpec | None = None
+    """Optional gateway in front of the worker pods: tenant keys and limits, prefix and session
+    affinity, retries, instant fallback; unset means the Service selects the serving tier's
+    pods directly."""
     pod_annotations: AnnotationMap = Field(default_factory=dict)
     """Extra annotations on every worker pod (both tiers), e.g. for scrapers or meshes. Keys are
     annotation keys; values at most 4096 characters."""

@@ -20,6 +20,7 @@ CONDITION_TYPES = (
     "FallbackActive",
     "QuotaExceeded",
     "RolledBack",
+    "GatewayReady",
 )
 
 
@@ -27,7 +28,8 @@ class Condition(ApiModel):
     """One observation about the LLMDeployment, in the Kubernetes condition convention."""
 
     type: str = Field(max_length=64)
-    """Ready, UpToDate, Progressing, Degraded, FallbackActive, QuotaExceeded or RolledBack."""
+    """Ready, UpToDate, Progressing, Degraded, FallbackActive, QuotaExceeded, RolledBack or
+    GatewayReady."""
     status: Literal["True", "False", "Unknown"]
     """Whether the condition holds."""
     reason: str = Field(max_length=64)
@@ -103,8 +105,13 @@ class LLMDeploymentStatus(ApiModel):
     """Fallback pods that exist."""
     fallback_ready_replicas: int = Field(0, ge=0)
     """Fallback pods that pass readiness."""
+    gateway_replicas: int = Field(0, ge=0)
+    """Gateway pods that exist (0 without spec.gateway)."""
+    gateway_ready_replicas: int = Field(0, ge=0)
+    """Gateway pods that pass readiness; with spec.gateway nothing is served while this is 0."""
     active_tier: Tier = "primary"
-    """The tier the Service sends traffic to."""
+    """The tier that serves: the Service, or with spec.gateway the gateway, sends traffic to
+    it."""
     model: str = ""
     """Model name served by the last primary revision that became ready (empty before one has);
     during a rollout or after a rollback it can differ from spec.model.name."""
@@ -119,7 +126,8 @@ class LLMDeploymentStatus(ApiModel):
     tier_clock: TierClock = Field(default_factory=TierClock)
     """Timestamps behind the fallback promote/demote decisions."""
     conditions: list[Condition] = Field(default_factory=list, max_length=16)
-    """Ready, UpToDate, Progressing, Degraded, FallbackActive, QuotaExceeded, RolledBack."""
+    """Ready, UpToDate, Progressing, Degraded, FallbackActive, QuotaExceeded, RolledBack,
+    GatewayReady."""
 
     def condition(self, kind: str) -> Condition | None:
         return next((c for c in self.conditions if c.type == kind), None)
