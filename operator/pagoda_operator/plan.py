@@ -150,10 +150,11 @@ def plan(world: World, rejections: tuple[Rejection, ...] = ()) -> Plan:
     )
     active_wanted = tier.fallback_replicas if tier.active == "fallback" else spec.replicas
     ever_ready = rollout.revisions.last_ready is not None
+    ours = world.gateway is not None and _owned_by(world.gateway, owner)
     gateway = gateway_health(
         owner.name,
         spec.gateway,
-        DeploymentState.from_object(world.gateway) if world.gateway else None,
+        DeploymentState.from_object(world.gateway) if ours else None,
         world.gateway_pods,
     )
     ready = _ready(tier.active, active_ready, active_wanted, url, ever_ready)

@@ -334,7 +334,8 @@ class GatewaySpec(ApiModel):
     model_config = ConfigDict(
         json_schema_extra=validations(
             cel(
-                "self.tenants.all(t, self.tenants.exists_one(u, u.name == t.name))",
+                "!has(self.tenants) || self.tenants.all(t, self.tenants.exists_one(u, u.name =="
+                " t.name))",
                 UNIQUE_TENANTS_MESSAGE,
                 ".tenants",
             )
