@@ -13,7 +13,7 @@ import threading
 import openai
 import pytest
 
-from tests.server.test_serve_command import wait_ready
+from tests.processes import wait_ready
 from worker.server.audit import AuditLog, redact
 from worker.server.auth import API_KEY_ENV, APIKeyError, KeyChecker, load_api_keys
 

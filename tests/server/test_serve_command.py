@@ -11,14 +11,13 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 
 import openai
 import pytest
 
 from pagoda.cli import build_parser, main
 from pagoda.commands.serve import UsageError, engine_config
+from tests.processes import get, start_serve, wait_ready
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -99,34 +98,9 @@ def test_a_broken_model_ends_the_log_with_one_clear_line(tmp_path, stories_dir, 
     assert "Traceback" not in done.stderr
 
 
-def get(url: str) -> tuple[int, dict]:
-    try:
-        with urllib.request.urlopen(url, timeout=10) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read())
-
-
-def wait_ready(url: str, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while get(url + "/ready")[0] != 200:
-        assert time.monotonic() < deadline, "never became ready"
-        time.sleep(0.1)
-
-
-def start_serve(*argv: str) -> tuple[subprocess.Popen, str]:
-    """Start `pagoda serve` on a free port; its log keeps being read so it never blocks."""
-    command = [sys.executable, "-m", "pagoda.cli", "serve", "--port", "0", *argv]
-    proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
-    for line in proc.stderr:
-        if found := re.search(r"probes answer on (http://[\d.]+:\d+)/health", line):
-            threading.Thread(target=proc.stderr.read, daemon=True).start()
-            return proc, found.group(1)
-    raise AssertionError(f"pagoda serve did not start (exit {proc.wait()})")
-
-
 def test_sigterm_drains_in_flight_streams_then_exits_0(stories_dir):
-    proc, url = start_serve("--model", str(stories_dir), "--drain-timeout", "60")
+    started = start_serve("--model", str(stories_dir), "--drain-timeout", "60")
+    proc, url = started.proc, started.url
     try:
         wait_ready(url)
         client = openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0, timeout=60)
@@ -169,7 +143,8 @@ def test_sigterm_while_loading_exits_promptly(tmp_path, stories_dir):
                intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
                num_key_value_heads=8, head_dim=64, vocab_size=32000)  # fmt: skip
     (tmp_path / "config.json").write_text(json.dumps(big))
-    proc, url = start_serve("--model", str(tmp_path), "--load-format", "dummy")
+    started = start_serve("--model", str(tmp_path), "--load-format", "dummy")
+    proc, url = started.proc, started.url
     try:
         time.sleep(0.5)
         assert get(url + "/health") == (503, {"status": "loading"})  # still loading
@@ -221,7 +196,8 @@ def test_a_second_sigterm_during_the_drain_exits_at_once_and_says_what_it_cut(st
 
 def test_late_signals_during_an_idle_drain_still_exit_0(stories_dir):
     """SIGTERMs keep coming while the process exits: it must never die of one (-15)."""
-    proc, url = start_serve("--model", str(stories_dir))
+    started = start_serve("--model", str(stories_dir))
+    proc, url = started.proc, started.url
     try:
         wait_ready(url)
         while proc.poll() is None:

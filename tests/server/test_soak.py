@@ -18,7 +18,7 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.server.test_serve_command import start_serve, wait_ready
+from tests.processes import start_serve, wait_ready
 
 SOAK_SECONDS = float(os.environ.get("PAGODA_SOAK_SECONDS", "20"))
 pytestmark = pytest.mark.timeout(SOAK_SECONDS + 180)
@@ -157,7 +157,8 @@ async def soak(url: str, pid: int) -> None:
 
 
 def test_soak_mixed_and_abusive_traffic(stories_dir):
-    proc, url = start_serve("--model", str(stories_dir), "--body-timeout", "0.5")
+    started = start_serve("--model", str(stories_dir), "--body-timeout", "0.5")
+    proc, url = started.proc, started.url
     try:
         wait_ready(url)
         asyncio.run(soak(url, proc.pid))
