@@ -23,7 +23,7 @@ def routing_key(body: dict, headers, prefix_chars: int = PREFIX_CHARS) -> str | 
     if isinstance(messages := body.get("messages"), list):
         return _chat_prefix(messages, prefix_chars)
     prompt = body.get("prompt")
-    if isinstance(prompt, list) and prompt:
+    if isinstance(prompt, list) and prompt and isinstance(prompt[0], str | list):
         prompt = prompt[0]  # a batch: its first prompt
     if isinstance(prompt, str) and prompt:
         return "prompt:" + prompt[:prefix_chars]
