@@ -66,6 +66,13 @@ class Gateway:
         self.state: GatewayState | None = None
 
     async def start(self) -> str:
+        try:
+            return await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start(self) -> str:
         s = self.settings
         # Workers are few and long-lived: keep connections to them open (no per-host limit).
         connector = aiohttp.TCPConnector(limit=0, limit_per_host=0)
