@@ -40,7 +40,11 @@ class StaticDiscovery:
         interval_s: float = 1.0,
     ) -> None:
         self.pool = pool
-        self.urls: dict[Role, list[str]] = {"active": active, "standby": standby}
+        # a trailing slash would send `//ready` and `//v1/...`, which no worker route matches
+        self.urls: dict[Role, list[str]] = {
+            "active": [url.rstrip("/") for url in active],
+            "standby": [url.rstrip("/") for url in standby],
+        }
         self.session = session
         self.interval_s = interval_s
         self.synced = asyncio.Event()
