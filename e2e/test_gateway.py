@@ -116,6 +116,7 @@ def test_the_sample_serves_through_a_gateway_with_least_privilege(
         "--discover", f"{namespace}/{name}",
         "--hold-queue-size", "64",
         "--hold-timeout", "30",
+        "--drain-timeout", "10",
         "--tenants", "/etc/pagoda/gateway/tenants.yaml",
     ]  # fmt: skip
     tenants = yaml.safe_load(found["ConfigMap/stories-gateway-gateway"]["data"]["tenants.yaml"])
@@ -192,6 +193,7 @@ def test_the_apiserver_refuses_duplicate_tenant_names(cluster, namespace, instal
 
 def test_the_operator_never_lacked_a_permission(installed_operator):
     """Runs last: everything above was done with the installed permissions alone."""
-    log = installed_operator.log()
-    # A whole-word 403: random numbers in the log (peering priorities) may contain the digits.
-    assert not re.search(r"Forbidden|\b403\b", log), log[-3000:]
+    # What the RBAC authorizer says. Not any 403: a namespace a test deleted refuses new objects
+    # with one too, while the operator may still reconcile in it.
+    denied = re.findall(r"forbidden: User .{0,200}? cannot [^\n]{0,200}", installed_operator.log())
+    assert not denied, denied[:3]

@@ -24,9 +24,11 @@ from .network import tier_service
 from .workload import (
     API_KEY_DIR,
     CONFIG_DIR,
+    EXIT_SECONDS,
     PRESTOP_SECONDS,
     TERMINATION_MESSAGE_POLICY,
     container_security,
+    drain_seconds,
     http_probe,
     key_volume,
     pod_security,
@@ -126,6 +128,7 @@ def deployment(owner: Owner, spec: LLMDeploymentSpec, tenants_hash: str) -> dict
 def pod_template(owner: Owner, spec: LLMDeploymentSpec, tenants_hash: str) -> dict:
     gateway = spec.gateway
     name = gateway_name(owner.name)
+    drain = drain_seconds(spec.serving)  # streams in flight get what the workers give theirs
     args = [
         "gateway",
         "--host", "0.0.0.0",
@@ -133,6 +136,7 @@ def pod_template(owner: Owner, spec: LLMDeploymentSpec, tenants_hash: str) -> di
         "--discover", f"{owner.namespace}/{owner.name}",
         "--hold-queue-size", str(gateway.hold_queue.size),
         "--hold-timeout", str(gateway.hold_queue.timeout_seconds),
+        "--drain-timeout", str(drain),
     ]  # fmt: skip
     volumes: list[dict] = [{"name": "tmp", "emptyDir": {}}]
     mounts: list[dict] = [{"name": "tmp", "mountPath": "/tmp"}]
@@ -181,9 +185,7 @@ def pod_template(owner: Owner, spec: LLMDeploymentSpec, tenants_hash: str) -> di
             "automountServiceAccountToken": True,  # it watches EndpointSlices
             "containers": [container],
             "volumes": volumes,
-            # Streams in flight get as long as the workers give theirs to drain.
-            "terminationGracePeriodSeconds": PRESTOP_SECONDS
-            + spec.serving.termination_grace_period_seconds,
+            "terminationGracePeriodSeconds": PRESTOP_SECONDS + drain + EXIT_SECONDS,
             "securityContext": pod_security(GATEWAY_UID),
             "enableServiceLinks": False,
         },

@@ -7,7 +7,7 @@ import math
 import posixpath
 from dataclasses import dataclass
 
-from .api.spec import ApiKeySecret, ModelSource, RolloutSpec
+from .api.spec import ApiKeySecret, ModelSource, RolloutSpec, ServingSpec
 from .naming import (
     GPU,
     LABEL_REVISION,
@@ -128,7 +128,7 @@ def pod_template(owner: Owner, config: TierConfig) -> dict:
         },
         {"name": "tmp", "mountPath": "/tmp"},
     ]
-    drain = max(1, config.serving.termination_grace_period_seconds - EXIT_SECONDS)
+    drain = drain_seconds(config.serving)
     command = [
         "pagoda", "serve",
         "--model", model_dir,
@@ -234,6 +234,12 @@ def _model(source: ModelSource, image: str, user_env: list[dict]) -> tuple[str, 
         "terminationMessagePolicy": TERMINATION_MESSAGE_POLICY,
     }
     return DOWNLOAD_DIR, volume, fetch
+
+
+def drain_seconds(serving: ServingSpec) -> int:
+    """What a stopping pod's server gets to finish in-flight requests: the grace period the
+    spec grants, less the server's own exit. The pod's grace period adds the preStop sleep."""
+    return max(1, serving.termination_grace_period_seconds - EXIT_SECONDS)
 
 
 def key_volume(name: str, secret: ApiKeySecret) -> dict:

@@ -15,6 +15,7 @@ from pagoda_operator.naming import Owner
 from pagoda_operator.network import disruption_budget
 from pagoda_operator.plan import World, plan
 from pagoda_operator.revision import primary_config
+from pagoda_operator.workload import pod_template
 from pydantic import ValidationError
 
 OWNER = Owner("team", "demo", "uid-1")
@@ -81,6 +82,7 @@ def test_the_gateway_container_follows_the_gateway_contract():
         "--discover", "team/demo",
         "--hold-queue-size", "64",
         "--hold-timeout", "20",
+        "--drain-timeout", "55",
         "--tenants", "/etc/pagoda/gateway/tenants.yaml",
         "--backend-api-key-file", "/etc/pagoda/api-key/key",
     ]  # fmt: skip
@@ -105,6 +107,21 @@ def test_the_gateway_container_follows_the_gateway_contract():
     assert pod_spec["serviceAccountName"] == "demo-gateway"
     assert pod_spec["automountServiceAccountToken"] is True
     assert "nodeSelector" not in pod_spec and "tolerations" not in pod_spec
+
+
+@pytest.mark.parametrize("grace_seconds", [5, 15, 60])
+def test_the_gateway_drains_within_its_grace_period_as_long_as_the_workers(grace_seconds):
+    serving = {"terminationGracePeriodSeconds": grace_seconds}
+    pod_spec = gateway_pod_spec(gateway=GATEWAY, serving=serving)
+    [container] = pod_spec["containers"]
+    drain = int(container["args"][container["args"].index("--drain-timeout") + 1])
+    prestop = container["lifecycle"]["preStop"]["sleep"]["seconds"]
+    assert prestop > 0, "endpoints drop the pod before it stops taking requests"
+    assert drain < pod_spec["terminationGracePeriodSeconds"] - prestop, "never killed mid-drain"
+    worker = pod_template(OWNER, primary_config(spec(serving=serving)))
+    assert (
+        pod_spec["terminationGracePeriodSeconds"] == worker["spec"]["terminationGracePeriodSeconds"]
+    )
 
 
 def test_tenant_keys_and_the_backend_key_are_mounted_files_never_values():
@@ -156,7 +173,7 @@ def test_without_tenants_or_a_worker_key_the_gateway_gets_neither_flag_nor_volum
     assert "--backend-api-key-file" not in container["args"]
     assert [v["name"] for v in pod_spec["volumes"]] == ["tmp"]
     hold = container["args"][container["args"].index("--hold-queue-size") :]
-    assert hold == ["--hold-queue-size", "256", "--hold-timeout", "30"], "the defaults"
+    assert hold[:4] == ["--hold-queue-size", "256", "--hold-timeout", "30"], "the defaults"
 
 
 def test_a_tenant_change_rolls_the_gateway_pods_under_the_same_config_map_name():
