@@ -21,7 +21,8 @@ from .tenants import ANONYMOUS, Limits, Tenant, TenantKeys
 log = logging.getLogger("pagoda.gateway")
 TENANT = web.RequestKey("tenant", Tenant)
 CHARS_PER_TOKEN = 4  # the reservation's prompt estimate; usage settles the real count
-DEFAULT_MAX_TOKENS = 1024  # reserved when a request sets no max_tokens
+DEFAULT_MAX_TOKENS = 1024  # reserved when a chat sets no max_tokens
+LEGACY_COMPLETION_MAX_TOKENS = 16  # OpenAI's default for /v1/completions
 GENERATION_PATHS = ("/v1/completions", "/v1/chat/completions")
 
 
@@ -33,12 +34,14 @@ class GatewayState:
         forwarder: Forwarder,
         metrics: GatewayMetrics,
         prefix_chars: int,
+        body_timeout_s: float,
     ) -> None:
         self.keys = keys
         self.limits = limits
         self.forwarder = forwarder
         self.metrics = metrics
         self.prefix_chars = prefix_chars
+        self.body_timeout_s = body_timeout_s
         self.ready = False  # discovery has synced, and not draining
         self.in_flight = 0
 
@@ -167,8 +170,19 @@ async def count_middleware(request: web.Request, handler):
 
 
 async def _json_object(request: web.Request) -> dict:
+    timeout_s = request.app[STATE].body_timeout_s
+    try:  # aiohttp answers 413 beyond the app's client_max_size
+        async with asyncio.timeout(timeout_s):
+            raw = await request.read()
+    except TimeoutError:
+        raise APIError(
+            408,
+            f"the request body did not arrive within {timeout_s:g} s",
+            code="body_timeout",
+            headers={"Connection": "close"},
+        ) from None
     try:
-        body = json.loads(await request.read())
+        body = json.loads(raw)
     except ValueError:
         raise APIError(400, "the request body must be a JSON object") from None
     if not isinstance(body, dict):
@@ -183,11 +197,14 @@ def _prompt_estimate(body: dict) -> int:
 
 
 def _max_tokens(body: dict) -> int:
+    """What the request may generate at most: max_tokens (or OpenAI's default) times n."""
+    choices = max(1, _int(body.get("n"), 1))
     for field in ("max_completion_tokens", "max_tokens"):
         value = body.get(field)
         if isinstance(value, int) and value > 0:
-            return value * max(1, _int(body.get("n"), 1))
-    return DEFAULT_MAX_TOKENS
+            return value * choices
+    default = DEFAULT_MAX_TOKENS if "messages" in body else LEGACY_COMPLETION_MAX_TOKENS
+    return default * choices
 
 
 def _int(value, default: int) -> int:

@@ -45,9 +45,10 @@ class BackendPool:
         self._changed = asyncio.Event()
 
     def set_ready(self, role: Role, backends: list[Backend]) -> None:
+        backends = sorted(backends, key=lambda b: b.name)
         if backends == self._ready[role]:
             return
-        self._ready[role] = sorted(backends, key=lambda b: b.name)
+        self._ready[role] = backends
         names = {b.name for r in ROLES for b in self._ready[r]}
         self.loads = {n: load for n, load in self.loads.items() if n in names}
         self._wake()

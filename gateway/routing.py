@@ -18,6 +18,7 @@ from .backends import Backend
 
 VIRTUAL_NODES = 100  # points per backend on the ring: keys spread within a few percent
 BALANCE = 1.25
+RINGS_KEPT = 16
 
 
 def key_hash(key: str) -> int:
@@ -31,7 +32,6 @@ class HashRing:
         )
         self._hashes = [h for h, _ in points]
         self._backends = [b for _, b in points]
-        self.names = frozenset(b.name for b in backends)
 
     def walk(self, key: str) -> Iterator[Backend]:
         """Every backend once, clockwise from the key's point."""
@@ -53,7 +53,7 @@ class Router:
             raise ValueError(f"unknown routing policy {policy!r}: use prefix or round-robin")
         self.policy = policy
         self.balance = balance
-        self._ring: HashRing | None = None
+        self._rings: dict[frozenset[str], HashRing] = {}  # a retry's smaller set has its own
         self._turn = itertools.count()
 
     def choose(
@@ -74,6 +74,8 @@ class Router:
 
     def _ring_of(self, backends: list[Backend]) -> HashRing:
         names = frozenset(b.name for b in backends)
-        if self._ring is None or self._ring.names != names:
-            self._ring = HashRing(backends)
-        return self._ring
+        if (ring := self._rings.get(names)) is None:
+            if len(self._rings) >= RINGS_KEPT:
+                self._rings.clear()
+            ring = self._rings[names] = HashRing(backends)
+        return ring

@@ -44,6 +44,10 @@ class GatewaySettings:
     scrape_interval_s: float = 1.0
     key_reload_s: float = 10.0
     drain_timeout_s: float = 25.0
+    # Request headers must arrive this soon after the connection opens or the last response;
+    # the body within body_timeout_s (the worker's own limits, so a slow client holds neither).
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 30.0
     max_body_bytes: int = 4 * 2**20
     proxy: ProxySettings = field(default_factory=ProxySettings)
 
@@ -79,7 +83,9 @@ class Gateway:
         self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
         hold = HoldQueue(self.pool, s.hold_queue_size, s.hold_timeout_s)
         forwarder = Forwarder(self.pool, Router(s.routing), hold, self._session, s.proxy)
-        self.state = GatewayState(self.keys, self.limits, forwarder, self.metrics, s.prefix_chars)
+        self.state = GatewayState(
+            self.keys, self.limits, forwarder, self.metrics, s.prefix_chars, s.body_timeout_s
+        )
         self.metrics.watch(
             self.pool, lambda: hold.waiting, lambda: forwarder.retries, lambda: self.replicas
         )
@@ -95,6 +101,7 @@ class Gateway:
             access_log=logging.getLogger("pagoda.access"),
             handler_cancellation=True,  # a client that leaves cancels its handler
             shutdown_timeout=1.0,
+            keepalive_timeout=s.header_timeout_s,  # aiohttp: until headers arrive
         )
         await self._runner.setup()
         await web.TCPSite(self._runner, s.host, s.port).start()
