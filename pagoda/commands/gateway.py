@@ -83,10 +83,15 @@ def add_parser(subparsers, help_text: str) -> None:
         help="YAML file of tenants: name, keyFile or keySha256, requestsPerMinute, "
         "tokensPerMinute, concurrentRequests; unset serves without keys or limits",
     )
-    option(
-        parser, "--drain-timeout", float, defaults.drain_timeout_s,
-        "seconds in-flight requests get after SIGTERM",
-    )  # fmt: skip
+    for flag, kind, default, text in [
+        ("--drain-timeout", float, defaults.drain_timeout_s,
+         "seconds in-flight requests get after SIGTERM"),
+        ("--header-timeout", float, defaults.header_timeout_s,
+         "seconds for a request's headers to arrive (idle keep-alive connections close then)"),
+        ("--body-timeout", float, defaults.body_timeout_s,
+         "seconds for a request's body to arrive; beyond: 408"),
+    ]:  # fmt: skip
+        option(parser, flag, kind, default, text)
     parser.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning"], help="log level"
     )
@@ -118,6 +123,8 @@ def run(args: argparse.Namespace) -> int:
                 hold_queue_size=args.hold_queue_size,
                 hold_timeout_s=args.hold_timeout,
                 drain_timeout_s=args.drain_timeout,
+                header_timeout_s=args.header_timeout,
+                body_timeout_s=args.body_timeout,
                 proxy=ProxySettings(
                     max_attempts=args.max_attempts,
                     retry_budget_s=args.retry_budget,

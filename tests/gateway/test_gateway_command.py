@@ -33,6 +33,8 @@ def test_help_shows_the_defaults_the_gateway_uses(capsys):
         ("--max-attempts", proxy.max_attempts),
         ("--retry-budget", proxy.retry_budget_s),
         ("--drain-timeout", settings.drain_timeout_s),
+        ("--header-timeout", settings.header_timeout_s),
+        ("--body-timeout", settings.body_timeout_s),
     ]:
         found = re.search(rf"{flag} \S+ .*?\(default: (.*?)\)", text)
         assert found and found.group(1) == str(value), flag

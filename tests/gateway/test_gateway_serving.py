@@ -266,3 +266,16 @@ def test_a_held_request_is_served_once_a_worker_becomes_ready(make_gateway, work
         assert replies["held"].json()["usage"]["completion_tokens"] == 4
     finally:
         worker.stop()
+
+
+def test_a_body_that_never_arrives_gets_408(make_gateway, workers):
+    gateway = make_gateway([w.url for w in workers], "--body-timeout", "1")
+    host, port = gateway.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as connection:
+        connection.sendall(
+            b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b'Content-Length: 100\r\n\r\n{"prompt": '
+        )
+        answer = connection.recv(65536).decode()
+    assert answer.startswith("HTTP/1.1 408")
+    assert "did not arrive within 1 s" in answer
