@@ -83,9 +83,11 @@ class BackendPool:
         return max(0.0, min(self._ejected_until.values()) - self._clock())
 
     def load(self, backend: Backend) -> float:
-        """This gateway's requests in flight there, plus what waits there from anyone."""
-        scraped = self.loads.get(backend.name)
-        return self.in_flight.get(backend.name, 0) + (scraped.waiting if scraped else 0.0)
+        """This gateway's requests in flight there, plus what waits there from anyone, plus its
+        KV-cache usage (0 to 1): between pods with as many requests, the emptier cache wins, and
+        a full one counts as one more request in line."""
+        scraped = self.loads.get(backend.name) or BackendLoad()
+        return self.in_flight.get(backend.name, 0) + scraped.waiting + scraped.kv_usage
 
     def started(self, backend: Backend) -> None:
         self.in_flight[backend.name] = self.in_flight.get(backend.name, 0) + 1

@@ -59,15 +59,15 @@ def test_an_ejected_backend_is_skipped_until_its_ejection_expires():
     assert pool.next_unejection_in() is None
 
 
-def test_load_is_requests_in_flight_here_plus_those_waiting_there():
+def test_load_is_requests_in_flight_here_plus_those_waiting_there_plus_kv_usage():
     pool = pool_of()
     pool.loads["active-1"] = BackendLoad(waiting=3, running=8, kv_usage=0.9)
     pool.started(A1)
     pool.started(A1)
-    assert pool.load(A1) == 5
+    assert pool.load(A1) == 5.9
     pool.finished(A1)
     pool.finished(A1)
-    assert pool.load(A1) == 3
+    assert pool.load(A1) == 3.9
     assert pool.in_flight == {}
     assert pool.load(A2) == 0
 

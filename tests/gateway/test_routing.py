@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from gateway.backends import Backend
+from gateway.backends import Backend, BackendLoad, BackendPool
 from gateway.routing import BALANCE, HashRing, Router
 
 PODS = [Backend(f"pod-{i}", f"http://10.0.0.{i}:8000") for i in range(4)]
@@ -102,3 +102,13 @@ def test_an_unknown_policy_is_refused():
 def test_choosing_from_no_backend_is_an_error():
     with pytest.raises(ValueError, match="no backend"):
         Router().choose([], "key", idle)
+
+
+def test_between_equally_busy_backends_the_emptier_kv_cache_wins():
+    pool = BackendPool()
+    first, second = Backend("b-1", "http://127.0.0.1:1"), Backend("b-2", "http://127.0.0.1:2")
+    pool.set_ready("active", [first, second])
+    pool.loads = {"b-1": BackendLoad(kv_usage=0.8), "b-2": BackendLoad(kv_usage=0.1)}
+    assert Router().choose([first, second], None, pool.load) == second
+    pool.loads["b-2"] = BackendLoad(waiting=1, kv_usage=0.1)  # a queue outweighs a fuller cache
+    assert Router().choose([first, second], None, pool.load) == first
