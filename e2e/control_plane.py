@@ -3,11 +3,14 @@
 Everything listens on 127.0.0.1 on free ports. Certificates, etcd's data and the kubeconfigs live
 in a temp folder that stop() removes; the logs go to e2e/.work/<name>/logs/ and stay for a
 post-mortem (the next start of the same name replaces them).
-The service and pod CIDRs below are only addresses the cluster hands out: nothing here dials them.
+The service and pod CIDRs below are only addresses the cluster hands out: in the KWOK tier nothing
+dials them. The real-node tier (e2e/node) passes `pod_reachable_ip`: its pods reach the apiserver
+through the `kubernetes` Service as in a real cluster (see ControlPlane).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import shutil
 import ssl
 import tempfile
@@ -26,6 +29,8 @@ E2E_DIR = Path(__file__).resolve().parent
 WORK_DIR = E2E_DIR / ".work"
 FAULT_STAGES = E2E_DIR / "kwok" / "faults.yaml"
 SERVICE_CIDR = "10.96.0.0/16"
+# The `kubernetes` Service's ClusterIP: the apiserver takes the range's first address for it.
+KUBERNETES_SERVICE_IP = str(next(ipaddress.ip_network(SERVICE_CIDR).hosts()))
 POD_CIDR = "10.244.0.0/16"
 KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
 
@@ -42,11 +47,25 @@ class ControlPlaneError(RuntimeError):
 
 
 class ControlPlane:
-    def __init__(self, bin_dir: Path, name: str, die_with_parent: bool = True, kwok: bool = True):
+    """`pod_reachable_ip` None (the KWOK tier, on the host's network): the apiserver listens on
+    127.0.0.1 only and the `kubernetes` Service has no endpoints. An address (the real-node
+    tier, inside its own network namespace): the apiserver listens on every address there,
+    publishes that one as the `kubernetes` Service's endpoint, and its certificate names it and
+    the Service's ClusterIP, so pods reach it in-cluster (ServiceAccount token and CA)."""
+
+    def __init__(
+        self,
+        bin_dir: Path,
+        name: str,
+        die_with_parent: bool = True,
+        kwok: bool = True,
+        pod_reachable_ip: str | None = None,
+    ):
         self.bin_dir = bin_dir
         self.log_dir = WORK_DIR / name / "logs"
         self.die_with_parent = die_with_parent
         self.kwok = kwok  # the real-node tier (e2e/node) runs a kubelet instead
+        self.pod_reachable_ip = pod_reachable_ip
         self.workdir: Path | None = None
         self.ca: CertificateAuthority | None = None
         self.processes: list[Process] = []
@@ -89,7 +108,7 @@ class ControlPlane:
         work = self.workdir
         ca = self.ca = CertificateAuthority(work)
         sa = service_account_keys(work)
-        serving = ca.serving("kube-apiserver")
+        serving = ca.serving("kube-apiserver", self._pod_facing_ips())
         front_proxy = ca.client(FRONT_PROXY)
         etcd_url = f"http://127.0.0.1:{free_port()}"
         self.server = f"https://127.0.0.1:{free_port()}"
@@ -119,11 +138,8 @@ class ControlPlane:
         self._spawn(
             "kube-apiserver",
             f"--etcd-servers={etcd_url}",
-            "--bind-address=127.0.0.1",
             f"--secure-port={self.server.rsplit(':', 1)[1]}",
-            "--advertise-address=127.0.0.1",
-            # The apiserver may not publish a loopback endpoint for the `kubernetes` Service.
-            "--endpoint-reconciler-type=none",
+            *self._address_args(),
             f"--cert-dir={work / 'kube-apiserver'}",
             f"--tls-cert-file={serving.cert}",
             f"--tls-private-key-file={serving.key}",
@@ -188,6 +204,23 @@ class ControlPlane:
         for name, port in health_ports.items():
             url = f"https://127.0.0.1:{port}/healthz"
             self._wait(deadline, f"{name} /healthz", lambda url=url: _get_ok(url, insecure))
+
+    def _pod_facing_ips(self) -> tuple[str, ...]:
+        if self.pod_reachable_ip is None:
+            return ()
+        return (self.pod_reachable_ip, KUBERNETES_SERVICE_IP)
+
+    def _address_args(self) -> list[str]:
+        if self.pod_reachable_ip is None:
+            return [
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                # The apiserver may not publish a loopback endpoint for the `kubernetes` Service.
+                "--endpoint-reconciler-type=none",
+            ]
+        # Every address of the run's private network namespace: 127.0.0.1 for the clients
+        # here, the node address for pods (the default reconciler publishes it with the port).
+        return ["--bind-address=0.0.0.0", f"--advertise-address={self.pod_reachable_ip}"]
 
     def _start_kwok(self, kubeconfig: Path) -> None:
         stages = [*sorted((self.bin_dir / KWOK_STAGES_DIR).glob("*.yaml")), FAULT_STAGES]

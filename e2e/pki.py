@@ -13,7 +13,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 LIFETIME = datetime.timedelta(days=2)
-# Who the apiserver's serving cert must answer to: we dial 127.0.0.1; in-cluster names for realism.
+# Who the apiserver's serving cert must answer to: we dial 127.0.0.1; in-cluster names for realism
+# (pods of the real-node tier dial the `kubernetes` Service's address: see ControlPlane).
 SERVING_IPS = ("127.0.0.1",)
 SERVING_DNS = ("localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc")
 
@@ -92,9 +93,9 @@ class CertificateAuthority:
         )
         self.pair = self._write("ca", self._cert, self._key)
 
-    def serving(self, name: str) -> CertPair:
-        """A server cert for 127.0.0.1 and the in-cluster names of the apiserver."""
-        sans = [x509.IPAddress(ipaddress.ip_address(ip)) for ip in SERVING_IPS]
+    def serving(self, name: str, extra_ips: tuple[str, ...] = ()) -> CertPair:
+        """A server cert for 127.0.0.1, `extra_ips` and the in-cluster names of the apiserver."""
+        sans = [x509.IPAddress(ipaddress.ip_address(ip)) for ip in (*SERVING_IPS, *extra_ips)]
         sans += [x509.DNSName(dns) for dns in SERVING_DNS]
         return self._issue(name, _name(name), ExtendedKeyUsageOID.SERVER_AUTH, sans)
 

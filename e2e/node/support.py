@@ -102,15 +102,36 @@ def ready_endpoints(cluster: Cluster, namespace: str, service: str) -> set[str]:
     }
 
 
-def call(url: str, body: dict | None = None, timeout: float = 10) -> tuple[int, dict]:
-    """GET (or POST `body` as JSON) and return the status and the JSON answer, errors included."""
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    body: dict
+    headers: dict[str, str]  # names in lower case
+
+
+def send(
+    url: str, body: dict | None = None, headers: dict[str, str] | None = None, timeout: float = 10
+) -> Answer:
+    """GET (or POST `body` as JSON) and return the whole answer, errors included."""
     data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data, {"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        url, data, {"Content-Type": "application/json", **(headers or {})}
+    )
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.status, json.loads(response.read() or b"{}")
+            return _answer(response.status, response.headers, response.read())
     except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read() or b"{}")
+        return _answer(error.code, error.headers, error.read())
+
+
+def _answer(status: int, headers, raw: bytes) -> Answer:
+    return Answer(status, json.loads(raw or b"{}"), {k.lower(): v for k, v in headers.items()})
+
+
+def call(url: str, body: dict | None = None, timeout: float = 10) -> tuple[int, dict]:
+    """GET (or POST `body` as JSON) and return the status and the JSON answer, errors included."""
+    answer = send(url, body, timeout=timeout)
+    return answer.status, answer.body
 
 
 def set_faults(url: str, **faults: object) -> dict:
@@ -151,9 +172,11 @@ def stream_completion(
     max_tokens: int = 32,
     timeout: float = 120,
     started: threading.Event | None = None,
+    headers: dict[str, str] | None = None,
 ) -> Stream:
     """POST /v1/completions with stream=true and read the SSE stream to its end. Never
-    raises: whatever went wrong is in the result. `started` is set at the first chunk."""
+    raises: whatever went wrong is in the result. `started` is set at the first chunk;
+    `headers` go with the request (a tenant's key)."""
     result = Stream()
     body = {
         "model": model,
@@ -165,7 +188,10 @@ def stream_completion(
     connection = http.client.HTTPConnection(url.split("//", 1)[1], timeout=timeout)
     try:
         connection.request(
-            "POST", "/v1/completions", json.dumps(body), {"Content-Type": "application/json"}
+            "POST",
+            "/v1/completions",
+            json.dumps(body),
+            {"Content-Type": "application/json", **(headers or {})},
         )
         response = connection.getresponse()
         result.status = response.status
