@@ -8,7 +8,7 @@ import hashlib
 
 import yaml
 
-from .api.spec import GatewaySpec, LLMDeploymentSpec, TenantSpec
+from .api.spec import LLMDeploymentSpec, TenantSpec
 from .api.status import Tier
 from .naming import (
     LABEL_GATEWAY,
@@ -38,6 +38,9 @@ GATEWAY_UID = 65532  # the operator image's user
 TENANTS_DIR = f"{CONFIG_DIR}/gateway"
 TENANTS_FILE = "tenants.yaml"
 TENANT_KEYS_DIR = f"{CONFIG_DIR}/tenant-keys"
+BACKEND_KEY_FILE = f"{API_KEY_DIR}/key"
+# Without tenants, the one tenant that holds spec.serving.apiKeySecret's key.
+DEFAULT_TENANT = "default"
 # The tenants file's hash on the pod template: a tenant change rolls the gateway pods, which read
 # the file at start (the ConfigMap keeps its name, so nothing else would change).
 TENANTS_HASH = "pagoda.dev/tenants-sha256"
@@ -49,7 +52,7 @@ LIMITS = ("requests_per_minute", "tokens_per_minute", "concurrent_requests")
 def gateway_objects(owner: Owner, spec: LLMDeploymentSpec, active: Tier) -> list[dict]:
     """Everything spec.gateway adds, in apply order: the tenants file first and the Deployment
     last, so a later pass that finds either knows the rest may exist (plan.py deletes them)."""
-    tenants = tenants_config_map(owner, spec.gateway)
+    tenants = tenants_config_map(owner, spec)
     services = [tier_service(owner, spec.serving.port, "active", active)]
     if spec.fallback is not None:
         services.append(tier_service(owner, spec.serving.port, "standby", STANDBY[active]))
@@ -80,12 +83,22 @@ def tier_service_ref(deployment_name: str, role: str) -> dict:
     return {"apiVersion": "v1", "kind": "Service", "name": tier_service_name(deployment_name, role)}
 
 
-def tenants_config_map(owner: Owner, gateway: GatewaySpec) -> dict:
-    entries = [_tenant_entry(tenant) for tenant in gateway.tenants]
+def tenants_config_map(owner: Owner, spec: LLMDeploymentSpec) -> dict:
     return {
         **_object("v1", "ConfigMap", owner),
-        "data": {TENANTS_FILE: yaml.safe_dump({"tenants": entries}, sort_keys=False)},
+        "data": {TENANTS_FILE: yaml.safe_dump({"tenants": tenant_entries(spec)}, sort_keys=False)},
     }
+
+
+def tenant_entries(spec: LLMDeploymentSpec) -> list[dict]:
+    """The tenants as the gateway reads them. Without tenants, a key on the workers stays the
+    clients' key: the gateway checks it as tenant `default` (no limits), so adding a gateway
+    never opens an endpoint that required a key. Empty: the gateway checks no key."""
+    if spec.gateway.tenants:
+        return [_tenant_entry(tenant) for tenant in spec.gateway.tenants]
+    if spec.serving.api_key_secret is not None:
+        return [{"name": DEFAULT_TENANT, "keyFile": BACKEND_KEY_FILE}]
+    return []
 
 
 def role(owner: Owner) -> dict:
@@ -140,7 +153,7 @@ def pod_template(owner: Owner, spec: LLMDeploymentSpec, tenants_hash: str) -> di
     ]  # fmt: skip
     volumes: list[dict] = [{"name": "tmp", "emptyDir": {}}]
     mounts: list[dict] = [{"name": "tmp", "mountPath": "/tmp"}]
-    if gateway.tenants:
+    if tenant_entries(spec):
         volumes.append({"name": "tenants", "configMap": {"name": name}})
         mounts.append({"name": "tenants", "mountPath": TENANTS_DIR, "readOnly": True})
         args += ["--tenants", f"{TENANTS_DIR}/{TENANTS_FILE}"]
@@ -153,7 +166,7 @@ def pod_template(owner: Owner, spec: LLMDeploymentSpec, tenants_hash: str) -> di
     if backend_key is not None:  # the workers want it from the gateway as from any client
         volumes.append(key_volume("api-key", backend_key))
         mounts.append({"name": "api-key", "mountPath": API_KEY_DIR, "readOnly": True})
-        args += ["--backend-api-key-file", f"{API_KEY_DIR}/key"]
+        args += ["--backend-api-key-file", BACKEND_KEY_FILE]
 
     resources = gateway.resources
     container = {

@@ -1,11 +1,12 @@
-"""How the gateway fares, from its Deployment and pods: the GatewayReady condition, and what
-Ready says once every request goes through the gateway."""
+"""How the gateway fares, from its Deployment and pods: what the Service sends clients to, the
+GatewayReady condition, and what Ready says once every request goes through the gateway."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from .api.spec import GatewaySpec
+from .api.status import ServiceTarget
 from .health import SEVERITY, pod_problem
 from .naming import LABEL_GATEWAY
 from .observed import DeploymentState
@@ -28,8 +29,23 @@ class GatewayHealth:
     troubled: bool  # a gateway pod reports a problem, or pods cannot be created
 
 
+def service_target(
+    gateway: GatewaySpec | None, ready: int, previous: ServiceTarget
+) -> ServiceTarget:
+    """The Service turns to the gateway once a gateway pod is ready: until then the workers
+    serve directly, so turning a gateway on for a live deployment is no outage. It never turns
+    back while spec.gateway is set: that would bypass the tenants' keys and limits."""
+    if gateway is None:
+        return "workers"
+    return "gateway" if ready or previous == "gateway" else "workers"
+
+
 def gateway_health(
-    name: str, gateway: GatewaySpec | None, found: DeploymentState | None, pods: list[dict]
+    name: str,
+    gateway: GatewaySpec | None,
+    found: DeploymentState | None,
+    pods: list[dict],
+    target: ServiceTarget,
 ) -> GatewayHealth:
     if gateway is None:
         return GatewayHealth(0, 0, NO_GATEWAY, troubled=False)
@@ -50,18 +66,24 @@ def gateway_health(
         return GatewayHealth(replicas, ready, Verdict(True, "Serving", message), bool(lines))
     reason = problems[0].reason if problems else "FailedCreate" if lines else "NoReadyPods"
     detail = shown or f"it is starting; see kubectl describe pods -l {LABEL_GATEWAY}={name}"
-    message = (
-        f"no gateway pod is ready (0/{gateway.replicas}) and all traffic goes through the"
-        f" gateway, so nothing is served: {detail}"
-    )
+    if target == "gateway":
+        effect = "all traffic goes through the gateway, so nothing is served"
+    else:
+        effect = "the Service sends clients to the workers directly until one is"
+    message = f"no gateway pod is ready (0/{gateway.replicas}) and {effect}: {detail}"
     return GatewayHealth(replicas, ready, Verdict(False, reason, message), bool(lines))
 
 
-def through_gateway(ready: Verdict, gateway: GatewayHealth) -> Verdict:
+def through_gateway(ready: Verdict, gateway: GatewayHealth, target: ServiceTarget) -> Verdict:
     """Ready with the gateway in the path: the workers serve only while a gateway pod is ready
-    too. Without a ready worker, the workers' verdict says why."""
+    too. Without a ready worker, the workers' verdict says why; before the Service turns to the
+    gateway, the workers serve directly."""
     if gateway.verdict is NO_GATEWAY or not ready.status:
         return ready
+    if target == "workers":
+        return Verdict(
+            True, ready.reason, f"{ready.message}; directly, until a gateway pod is ready"
+        )
     serving = ready.message.split(";")[0]
     if gateway.ready:
         via = count(gateway.ready, "ready gateway pod")

@@ -8,7 +8,8 @@ from .naming import LABEL_DEPLOYMENT, Owner, tier_selector, tier_service_name
 
 def service(owner: Owner, port: int, selector: dict[str, str]) -> dict:
     """The LLMDeployment's endpoint. It selects the tier that serves (switching tiers is one
-    selector change), or the gateway pods when there is a gateway."""
+    selector change), or the gateway pods once a gateway has had one ready
+    (status.serviceTarget)."""
     return {
         "apiVersion": "v1",
         "kind": "Service",

@@ -14,7 +14,7 @@ from .api.status import Phase
 from .capacity import fallback_fit
 from .conditions import Transition, merge_conditions, transitions
 from .gateway import gateway_objects, gateway_refs, tier_service_ref
-from .gateway_health import GatewayHealth, gateway_health, through_gateway
+from .gateway_health import GatewayHealth, gateway_health, service_target, through_gateway
 from .handover import primary_scale
 from .health import SEVERITY, PodProblem, pod_crash, pod_problem, ready_since
 from .naming import (
@@ -132,10 +132,18 @@ def plan(world: World, rejections: tuple[Rejection, ...] = ()) -> Plan:
                 owner, fallback_config_now, tier.fallback_replicas, gpus.strategy, spec.rollout
             ),
         ]
-    front = tier_selector(owner.name, tier.active)
+    ours = world.gateway is not None and _owned_by(world.gateway, owner)
+    gateway_state = DeploymentState.from_object(world.gateway) if ours else None
+    target = service_target(
+        spec.gateway, gateway_state.ready if gateway_state else 0, previous.service_target
+    )
     if spec.gateway is not None:
         apply += gateway_objects(owner, spec, tier.active)
-        front = gateway_selector(owner.name)  # clients go through the gateway
+    front = (
+        gateway_selector(owner.name)  # clients go through the gateway
+        if target == "gateway"
+        else tier_selector(owner.name, tier.active)
+    )
     apply += [service(owner, spec.serving.port, front), disruption_budget(owner)]
     keep = {rollout.revisions.last_ready, primary.revision if primary else None}
     keep |= {_pod_revision(p) for p in world.pods if pod_tier(p) == "primary"}
@@ -150,15 +158,9 @@ def plan(world: World, rejections: tuple[Rejection, ...] = ()) -> Plan:
     )
     active_wanted = tier.fallback_replicas if tier.active == "fallback" else spec.replicas
     ever_ready = rollout.revisions.last_ready is not None
-    ours = world.gateway is not None and _owned_by(world.gateway, owner)
-    gateway = gateway_health(
-        owner.name,
-        spec.gateway,
-        DeploymentState.from_object(world.gateway) if ours else None,
-        world.gateway_pods,
-    )
+    gateway = gateway_health(owner.name, spec.gateway, gateway_state, world.gateway_pods, target)
     ready = _ready(tier.active, active_ready, active_wanted, url, ever_ready)
-    ready = through_gateway(ready, gateway)
+    ready = through_gateway(ready, gateway, target)
     up_to_date = rollout.up_to_date
     if rejections:
         ready = up_to_date = rejected_verdict(rejections, _serving(ready))
@@ -183,6 +185,7 @@ def plan(world: World, rejections: tuple[Rejection, ...] = ()) -> Plan:
         fallback_ready_replicas=fallback.ready if fallback else 0,
         gateway_replicas=gateway.replicas,
         gateway_ready_replicas=gateway.ready,
+        service_target=target,
         active_tier=tier.active,
         model=_serving_model(rollout.records, rollout.revisions.last_ready),
         endpoint=url,

@@ -18,6 +18,8 @@ from pagoda_operator.revision import primary_config
 from pagoda_operator.workload import pod_template
 from pydantic import ValidationError
 
+from gateway.tenants import TenantsFile
+
 OWNER = Owner("team", "demo", "uid-1")
 FALLBACK = {
     "model": {"source": {"hf": {"repo": "org/small"}}},
@@ -166,6 +168,38 @@ def test_the_tenants_file_is_camel_case_and_leaves_unset_limits_out():
     }
 
 
+def tenants_file(**changes) -> dict:
+    return yaml.safe_load(rendered(**changes)["ConfigMap/demo-gateway"]["data"]["tenants.yaml"])
+
+
+def test_without_tenants_the_workers_key_stays_the_clients_key():
+    """A gateway added to a deployment with a key must not open it: the gateway checks the
+    same key, from the file the workers' key is already mounted at."""
+    workers_key = {"apiKeySecret": {"name": "workers", "key": "token"}}
+    found = tenants_file(gateway={}, serving=workers_key)
+    assert found == {"tenants": [{"name": "default", "keyFile": "/etc/pagoda/api-key/key"}]}
+    TenantsFile.model_validate(found)  # as `pagoda gateway --tenants` reads it
+    pod_spec = gateway_pod_spec(gateway={}, serving=workers_key)
+    [container] = pod_spec["containers"]
+    args = container["args"]
+    assert args[args.index("--tenants") + 1] == "/etc/pagoda/gateway/tenants.yaml"
+    assert args[args.index("--backend-api-key-file") + 1] == "/etc/pagoda/api-key/key"
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    volumes = by_name(pod_spec["volumes"])
+    key_dir, key_name = found["tenants"][0]["keyFile"].rsplit("/", 1)
+    secret = volumes[mounts[key_dir]]["secret"]
+    assert secret["secretName"] == "workers"
+    assert secret["items"] == [{"key": "token", "path": key_name}]
+    assert volumes[mounts["/etc/pagoda/gateway"]]["configMap"]["name"] == "demo-gateway"
+
+
+def test_with_tenants_only_their_keys_let_clients_in():
+    found = tenants_file(gateway=GATEWAY, serving={"apiKeySecret": {"name": "workers"}})
+    assert [t["name"] for t in found["tenants"]] == ["team-a", "team-b"]
+    assert "/etc/pagoda/api-key/key" not in [t["keyFile"] for t in found["tenants"]]
+    TenantsFile.model_validate(found)
+
+
 def test_without_tenants_or_a_worker_key_the_gateway_gets_neither_flag_nor_volume():
     pod_spec = gateway_pod_spec(gateway={})
     [container] = pod_spec["containers"]
@@ -252,9 +286,11 @@ def test_with_a_gateway_the_service_selects_it_and_the_tier_services_swap_on_pro
     }
     up = {**down, "primary": deployment(revision=revision)}
 
+    gateway = deployment("gateway", wanted=2, ready=2)
+
     def step(resource: dict, deployments: dict, second: int) -> tuple[dict, dict]:
         now = T0 + timedelta(seconds=second)
-        result = plan(World(resource, deployments=deployments, now=now))
+        result = plan(World(resource, deployments=deployments, gateway=gateway, now=now))
         selectors = {
             name: service["spec"]["selector"]
             for name, service in objects(result, "Service").items()
@@ -345,34 +381,81 @@ def test_removing_the_fallback_deletes_the_standby_service_the_gateway_keeps_the
     ]
 
 
-def ready_world(gateway_ready: int, gateway_pods: list[dict] = (), **changes) -> World:
-    resource = llmd(gateway=GATEWAY, **changes)
-    revision = primary_config(spec(gateway=GATEWAY, **changes)).revision
+def ready_world(
+    gateway_ready: int, gateway_pods: list[dict] = (), gateway: dict | None = GATEWAY
+) -> World:
+    """Two ready workers, and the gateway Deployment with `gateway_ready` ready pods (none
+    without spec.gateway)."""
+    revision = primary_config(spec(gateway=gateway)).revision
     return World(
-        resource,
+        llmd(gateway=gateway),
         deployments={"primary": deployment(revision=revision)},
         pods=[pod("p1"), pod("p2")],
-        gateway=deployment("gateway", wanted=2, ready=gateway_ready),
+        gateway=deployment("gateway", wanted=2, ready=gateway_ready) if gateway else None,
         gateway_pods=list(gateway_pods),
         now=T0,
     )
 
 
-def test_workers_ready_but_no_gateway_pod_ready_means_not_ready():
-    result = plan(
-        ready_world(
-            gateway_ready=0,
-            gateway_pods=[gateway_pod("g1", phase="Pending", ready=False, started=False)],
-        )
-    )
-    found = conditions(result.status)
+def replanned(world: World, previous: dict) -> World:
+    """The same world, its LLMDeployment carrying the status an earlier pass wrote."""
+    return World(**{**world.__dict__, "resource": {**world.resource, "status": previous}})
+
+
+def service_selector(result) -> dict:
+    return objects(result, "Service")["demo"]["spec"]["selector"]
+
+
+WORKERS = {"pagoda.dev/deployment": "demo", "pagoda.dev/tier": "primary"}
+GATEWAY_PODS = {"pagoda.dev/gateway": "demo"}
+STARTING = [gateway_pod("g1", phase="Pending", ready=False, started=False)]
+
+
+def test_a_gateway_turned_on_takes_the_service_only_once_a_gateway_pod_is_ready():
+    serving = plan(ready_world(gateway_ready=0, gateway=None))
+    assert serving.status["serviceTarget"] == "workers"
+    starting = plan(replanned(ready_world(gateway_ready=0, gateway_pods=STARTING), serving.status))
+    assert service_selector(starting) == WORKERS, "the workers serve until a gateway pod is ready"
+    assert starting.status["serviceTarget"] == "workers"
+    found = conditions(starting.status)
+    assert (found["Ready"]["status"], found["Ready"]["reason"]) == ("True", "Serving")
+    assert found["Ready"]["message"].endswith("; directly, until a gateway pod is ready")
+    gateway = found["GatewayReady"]
+    assert (gateway["status"], gateway["reason"]) == ("False", "NoReadyPods")
+    assert "the Service sends clients to the workers directly until one is" in gateway["message"]
+    assert "0/2" in gateway["message"] and "pagoda.dev/gateway=demo" in gateway["message"]
+
+    switched = plan(replanned(ready_world(gateway_ready=1), starting.status))
+    assert service_selector(switched) == GATEWAY_PODS
+    assert switched.status["serviceTarget"] == "gateway"
+    assert conditions(switched.status)["Ready"]["message"].endswith("through 1 ready gateway pod")
+
+
+def test_the_service_never_falls_back_to_the_workers_once_it_went_through_the_gateway():
+    switched = plan(ready_world(gateway_ready=2))
+    lost = plan(replanned(ready_world(gateway_ready=0, gateway_pods=STARTING), switched.status))
+    assert service_selector(lost) == GATEWAY_PODS, "the workers would bypass the tenants' keys"
+    assert lost.status["serviceTarget"] == "gateway"
+    found = conditions(lost.status)
     assert (found["Ready"]["status"], found["Ready"]["reason"]) == ("False", "GatewayNotReady")
     assert "all traffic goes through the gateway" in found["Ready"]["message"]
     assert "2/2 primary pods ready" in found["Ready"]["message"]
     gateway = found["GatewayReady"]
-    assert (gateway["status"], gateway["reason"]) == ("False", "NoReadyPods")
-    assert "0/2" in gateway["message"] and "pagoda.dev/gateway=demo" in gateway["message"]
-    assert result.status["phase"] == "Pending", "starting, nothing wrong yet"
+    assert "all traffic goes through the gateway, so nothing is served" in gateway["message"]
+    assert lost.status["phase"] == "Pending", "starting, nothing wrong yet"
+    # A spec change (more tenants, more replicas) keeps the Service where it is.
+    grown = ready_world(gateway_ready=0, gateway={**GATEWAY, "replicas": 3})
+    assert service_selector(plan(replanned(grown, lost.status))) == GATEWAY_PODS
+
+
+def test_removing_the_gateway_turns_the_service_back_to_the_workers_at_once_and_forgets():
+    switched = plan(ready_world(gateway_ready=2))
+    removed = plan(replanned(gateway_leftovers(), switched.status))
+    assert service_selector(removed) == WORKERS
+    assert removed.status["serviceTarget"] == "workers"
+    # Turned on again, it waits for a ready gateway pod again.
+    again = plan(replanned(ready_world(gateway_ready=0, gateway_pods=STARTING), removed.status))
+    assert service_selector(again) == WORKERS
 
 
 def test_losing_the_last_ready_gateway_pod_is_a_warning():

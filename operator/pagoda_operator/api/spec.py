@@ -329,7 +329,9 @@ class GatewaySpec(ApiModel):
     clients to the gateway, which checks tenant keys and limits, keeps prompts with shared
     prefixes and sessions on the same pod, retries on another pod before the first byte, moves
     to the fallback tier at once when the primary has no ready pod, and holds requests while no
-    worker is ready. While no gateway pod is ready, nothing is served."""
+    worker is ready. The Service turns to the gateway once a gateway pod is ready (the workers
+    serve directly until then; see status.serviceTarget); after that, while no gateway pod is
+    ready, nothing is served."""
 
     model_config = ConfigDict(
         json_schema_extra=validations(
@@ -350,8 +352,10 @@ class GatewaySpec(ApiModel):
     tenants: Annotated[list[TenantSpec], AfterValidator(_unique_tenants)] = Field(
         default_factory=list, max_length=64
     )
-    """Tenants, each with its own API key and limits. Empty: the gateway serves without tenant
-    keys (spec.serving.apiKeySecret still guards the workers)."""
+    """Tenants, each with its own API key and limits. Clients send their tenant's key; the
+    gateway accepts no other (spec.serving.apiKeySecret is then only its own key to the
+    workers). Empty: clients send spec.serving.apiKeySecret's key, as without a gateway (the
+    gateway checks it as tenant `default`, without limits), or no key when that is unset."""
     hold_queue: HoldQueueSpec = HoldQueueSpec()
     """Requests held while no worker pod is ready."""
     resources: GatewayResources = GatewayResources()
@@ -364,7 +368,10 @@ class ServingSpec(ApiModel):
     port: int = Field(8000, ge=1024, le=65535)
     """Port of the OpenAI-compatible HTTP server, in the pod and on the Service."""
     api_key_secret: ApiKeySecret | None = None
-    """Require this API key on every request; unset serves without authentication."""
+    """Require this API key on every request; unset serves without authentication. With
+    spec.gateway and no gateway.tenants, clients still send this key (the gateway checks it);
+    with tenants, clients send their tenant's key instead and this one is only the gateway's
+    credential to the workers."""
     startup_timeout_seconds: int = Field(1800, ge=10, le=86400)
     """How long a starting worker may take to load the model before it is restarted."""
     termination_grace_period_seconds: int = Field(60, ge=5, le=3600)

@@ -10,6 +10,7 @@ from pydantic import Field
 from .base import ApiModel
 
 Tier = Literal["primary", "fallback"]
+ServiceTarget = Literal["workers", "gateway"]
 Phase = Literal["Pending", "Progressing", "Ready", "Degraded", "RolledBack", "Failed"]
 MESSAGE_LIMIT = 4096
 CONDITION_TYPES = (
@@ -108,7 +109,15 @@ class LLMDeploymentStatus(ApiModel):
     gateway_replicas: int = Field(0, ge=0)
     """Gateway pods that exist (0 without spec.gateway)."""
     gateway_ready_replicas: int = Field(0, ge=0)
-    """Gateway pods that pass readiness; with spec.gateway nothing is served while this is 0."""
+    """Gateway pods that pass readiness; once serviceTarget is gateway, nothing is served while
+    this is 0."""
+    service_target: ServiceTarget = "workers"
+    """What the LLMDeployment's Service sends clients to: `workers` (the active tier's pods
+    directly) or `gateway` (the gateway pods). With spec.gateway it turns to `gateway` once a
+    gateway pod has been ready, so turning a gateway on never leaves clients without a pod, and
+    stays there while spec.gateway is set, even when no gateway pod is ready (the workers would
+    bypass the tenants' keys and limits; GatewayReady and Ready say so). Without spec.gateway it
+    is `workers`."""
     active_tier: Tier = "primary"
     """The tier that serves: the Service, or with spec.gateway the gateway, sends traffic to
     it."""
