@@ -177,7 +177,8 @@ class Replicas:
         self.seen.append(ready)
 
 
-async def test_discovery_lists_watches_and_lists_again_when_the_watch_expires(kube):
+async def test_discovery_lists_watches_and_lists_again_when_the_watch_expires(kube, monkeypatch):
+    monkeypatch.setattr(gateway.discovery, "RETRY_S", 60)  # an expired watch lists again at once
     fake, api, token = kube
     fake.lists.append(
         (
@@ -224,12 +225,11 @@ async def test_discovery_lists_watches_and_lists_again_when_the_watch_expires(ku
         await until(lambda: replicas.seen[-1] == 3)
 
         # The watch is too old: the discovery lists again (with the token as it is now) and
-        # believes that list, not what it had: every primary went away meanwhile.
+        # believes that list, not what it had: the primaries' slice went away meanwhile.
         token.write_text("token-2\n")
         fake.lists.append(
             (
                 [
-                    endpoint_slice("llm-active-y", "llm-active", {"pod-c": False}),
                     endpoint_slice("llm-standby-x", "llm-standby", {"pod-s": True, "pod-t": True}),
                     endpoint_slice("llm-x", "llm", {"gw-1": True}),
                 ],
@@ -253,7 +253,8 @@ async def test_discovery_lists_watches_and_lists_again_when_the_watch_expires(ku
         await stop(task)
 
 
-async def test_a_watch_refused_with_410_lists_again(kube):
+async def test_a_watch_refused_with_410_lists_again_at_once(kube, monkeypatch):
+    monkeypatch.setattr(gateway.discovery, "RETRY_S", 60)
     fake, api, _ = kube
     fake.lists += [
         ([endpoint_slice("llm-active-x", "llm-active", {"pod-a": True})], "100"),

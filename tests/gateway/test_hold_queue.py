@@ -90,7 +90,7 @@ async def test_a_request_is_released_as_soon_as_a_backend_becomes_ready():
     readied_at = loop.time()
     pool.set_ready("standby", [S1])
     assert names(await asyncio.wait_for(waiting, 1)) == ("standby", ["standby-1"])
-    assert loop.time() - readied_at < 0.1
+    assert loop.time() - readied_at < 1.0  # not the 10 s timeout
     assert hold.waiting == 0
 
 
