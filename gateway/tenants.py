@@ -131,7 +131,11 @@ class TenantKeys:
     def tenant_for(self, authorization: str | None) -> Tenant | None:
         """The tenant whose key is the bearer token, or None."""
         scheme, _, token = (authorization or "").partition(" ")
-        offered = key_digest(token.strip() if scheme.lower() == "bearer" else "")
+        # No key offered: nothing to compare (that tells nothing of the keys), and a keySha256
+        # that is the empty key's digest, set by mistake, lets no keyless request in.
+        if scheme.lower() != "bearer" or not token.strip():
+            return None
+        offered = key_digest(token.strip())
         found = None
         for digest, tenant in self._digests:  # no early exit: every key costs the same
             if hmac.compare_digest(offered, digest):

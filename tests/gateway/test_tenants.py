@@ -77,6 +77,15 @@ def test_a_wrong_missing_or_non_bearer_key_finds_no_tenant(keys, authorization):
     assert keys.tenant_for(authorization) is None
 
 
+def test_no_key_never_matches_a_tenant_whose_digest_is_the_empty_keys(tmp_path):
+    # `printf %s "$KEY" | sha256sum` with KEY unset gives the empty key's digest
+    empty = hashlib.sha256(b"").hexdigest()
+    path = tenants_file(tmp_path, ONE_TENANT.replace(DIGEST, empty))
+    keys = TenantKeys(load_tenants_file(path).tenants)
+    for authorization in (None, "", "Bearer", "Bearer  ", "Basic x", "x"):
+        assert keys.tenant_for(authorization) is None, authorization
+
+
 def test_every_key_is_compared_whichever_matches(keys, monkeypatch):
     compared = []
 
