@@ -13,6 +13,7 @@ import re
 import pytest
 import yaml
 
+from e2e.faults import Fault
 from e2e.test_operator_support import (
     REPO,
     install_crds,
@@ -29,6 +30,8 @@ SAMPLE = REPO / "manifests" / "samples" / "gateway-tenants.yaml"
 # The operator's own ServiceAccount and ClusterRole, without its Deployment.
 RBAC = [str(REPO / "manifests" / name) for name in ("namespace.yaml", "rbac.yaml")]
 GATEWAY_KINDS = "deployments,services,serviceaccounts,roles,rolebindings,configmaps"
+WORKERS = {"pagoda.dev/deployment": "live", "pagoda.dev/tier": "primary"}
+GATEWAY_PODS = {"pagoda.dev/gateway": "live"}
 
 
 @pytest.fixture(scope="module")
@@ -126,6 +129,7 @@ def test_the_sample_serves_through_a_gateway_with_least_privilege(
     # Clients reach the gateway pods; the gateway finds the workers behind the -active Service.
     main = cluster.get("service", name, namespace)
     assert main["spec"]["selector"] == {"pagoda.dev/gateway": name}
+    assert status(cluster, namespace, name)["serviceTarget"] == "gateway"
     gateway_pods = cluster.wait_for(
         lambda: endpoint_pods(cluster, namespace, name) or None,
         what="the gateway pods behind the Service",
@@ -158,6 +162,58 @@ def test_the_sample_serves_through_a_gateway_with_least_privilege(
         assert not can(cluster, namespace, account, verb, resource, namespace), (verb, resource)
 
 
+def service_selector(cluster, namespace: str, name: str) -> dict:
+    return cluster.get("service", name, namespace)["spec"]["selector"]
+
+
+def test_a_gateway_turned_on_takes_the_service_once_ready_and_keeps_it(
+    cluster, namespace, installed_operator
+):
+    models_volume(cluster, namespace)
+    key = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "live-key"},
+           "stringData": {"key": "example-key"}}  # fmt: skip
+    cluster.apply(key, namespace=namespace)
+    serving = {"apiKeySecret": {"name": "live-key"}}
+    cluster.apply(llmdeployment("live", replicas=1, serving=serving), namespace=namespace)
+    wait_condition(cluster, namespace, "live", "Ready", "True")
+    [worker] = cluster.wait_for(
+        lambda: endpoint_pods(cluster, namespace, "live") or None, what="the worker pod"
+    )
+
+    # Gateway pods asking for more CPUs than any node has (32): they never become ready.
+    patch_spec(cluster, namespace, "live", {"gateway": {"replicas": 1, "resources": {"cpu": "64"}}})
+    gateway = wait_condition(cluster, namespace, "live", "GatewayReady", "False", "Unschedulable")
+    assert "sends clients to the workers directly until one is" in gateway["message"]
+    assert service_selector(cluster, namespace, "live") == WORKERS
+    assert status(cluster, namespace, "live")["serviceTarget"] == "workers"
+    assert endpoint_pods(cluster, namespace, "live") == {worker}, "the workers still serve"
+    ready = wait_condition(cluster, namespace, "live", "Ready", "True")
+    assert ready["message"].endswith("directly, until a gateway pod is ready")
+    # The workers' key stays the clients' key: the gateway checks it as tenant `default`.
+    found = gateway_objects(cluster, namespace, "live")
+    tenants = yaml.safe_load(found["ConfigMap/live-gateway"]["data"]["tenants.yaml"])
+    assert tenants == {"tenants": [{"name": "default", "keyFile": "/etc/pagoda/api-key/key"}]}
+    [container] = found["Deployment/live-gateway"]["spec"]["template"]["spec"]["containers"]
+    assert "--tenants" in container["args"] and "--backend-api-key-file" in container["args"]
+
+    # A gateway pod that fits becomes ready: the Service turns to the gateway.
+    patch_spec(cluster, namespace, "live", {"gateway": {"resources": {"cpu": "100m"}}})
+    wait_condition(cluster, namespace, "live", "GatewayReady", "True", "Serving")
+    assert service_selector(cluster, namespace, "live") == GATEWAY_PODS
+    assert status(cluster, namespace, "live")["serviceTarget"] == "gateway"
+    [gateway_pod] = cluster.wait_for(
+        lambda: (pods := endpoint_pods(cluster, namespace, "live")) != {worker} and pods,
+        what="the gateway pod behind the Service",
+    )
+    assert gateway_pod.startswith("live-gateway-"), gateway_pod
+
+    # It fails readiness: the Service stays on the gateway (the workers would skip its keys).
+    cluster.inject_fault(gateway_pod, namespace, Fault.UNREADY)
+    wait_condition(cluster, namespace, "live", "Ready", "False", "GatewayNotReady")
+    assert service_selector(cluster, namespace, "live") == GATEWAY_PODS
+    assert status(cluster, namespace, "live")["serviceTarget"] == "gateway"
+
+
 def test_removing_the_gateway_deletes_its_objects(cluster, namespace, installed_operator):
     models_volume(cluster, namespace)
     fallback = {"model": {"source": {"hf": {"repo": "org/small"}}}, "resources": {"gpus": 0}}
@@ -178,6 +234,7 @@ def test_removing_the_gateway_deletes_its_objects(cluster, namespace, installed_
     )
     main = cluster.get("service", "chat", namespace)["spec"]["selector"]
     assert main == {"pagoda.dev/deployment": "chat", "pagoda.dev/tier": "primary"}
+    assert status(cluster, namespace, "chat")["serviceTarget"] == "workers"
     wait_condition(cluster, namespace, "chat", "Ready", "True")
     assert status(cluster, namespace, "chat")["gatewayReplicas"] == 0
 
