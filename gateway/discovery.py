@@ -156,10 +156,12 @@ class EndpointSliceDiscovery:
             slices.apply("ADDED", item)
         self._publish(slices)
         version = listed["metadata"]["resourceVersion"]
-        async for event_type, obj in self.api.watch(self._path, version, self._selector):
-            if event_type != "BOOKMARK":
-                slices.apply(event_type, obj)
-                self._publish(slices)
+        while True:  # a watch that times out resumes where it was; only 410 lists again
+            async for event_type, obj in self.api.watch(self._path, version, self._selector):
+                version = (obj.get("metadata") or {}).get("resourceVersion") or version
+                if event_type != "BOOKMARK":
+                    slices.apply(event_type, obj)
+                    self._publish(slices)
 
     def _publish(self, slices: SliceSet) -> None:
         self.pool.set_ready("active", slices.ready(self.services["active"]))

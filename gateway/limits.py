@@ -113,13 +113,14 @@ class TenantLimiter:
             self._token_sum += used_tokens
 
     def headers(self, now: float | None = None) -> dict[str, str]:
-        """OpenAI's x-ratelimit-* headers for the limits this tenant has."""
+        """OpenAI's x-ratelimit-* headers for the limits this tenant has; a reset is when the
+        whole window is free again (the latest request, or settled tokens, leave it)."""
         now = self.clock() if now is None else now
         self._expire(now)
         headers = {}
         rpm = self._share(self.limits.requests_per_minute)
         if rpm is not None:
-            reset = self._requests[0] + WINDOW_S - now if self._requests else 0.0
+            reset = self._requests[-1] + WINDOW_S - now if self._requests else 0.0
             headers |= {
                 "x-ratelimit-limit-requests": str(rpm),
                 "x-ratelimit-remaining-requests": str(max(0, rpm - len(self._requests))),
@@ -139,10 +140,10 @@ class TenantLimiter:
 
 def duration(seconds: float) -> str:
     """OpenAI's reset format: 20ms, 1.5s, 6m0s."""
-    if seconds < 1:
+    if round(seconds * 1000) < 1000:
         return f"{max(0, round(seconds * 1000))}ms"
-    if seconds < 60:
-        return f"{seconds:.3g}s"
+    if (tenths := round(seconds, 1)) < 60:
+        return f"{tenths:g}s"
     minutes, rest = divmod(round(seconds), 60)
     return f"{minutes}m{rest}s"
 

@@ -42,8 +42,10 @@ class LoadScraper:
         while True:
             backends = self.pool.all_ready()
             loads = await asyncio.gather(*(self._scrape(b) for b in backends))
+            still_ready = {b.name for b in self.pool.all_ready()}  # some may have left meanwhile
             for backend, load in zip(backends, loads, strict=True):
-                if load is not None:
+                # a failed scrape keeps the last load: a pod that cannot answer must not look idle
+                if load is not None and backend.name in still_ready:
                     self.pool.loads[backend.name] = load
             await asyncio.sleep(self.interval_s)
 

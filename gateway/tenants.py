@@ -67,7 +67,7 @@ class TenantsFile(BaseModel):
 def load_tenants_file(path: str | Path) -> TenantsFile:
     try:
         raw = yaml.safe_load(Path(path).read_text()) or {}
-        return TenantsFile.model_validate(raw)
+        found = TenantsFile.model_validate(raw)
     except OSError as e:
         raise TenantsFileError(f"cannot read the tenants file {path}: {e.strerror}") from e
     except yaml.YAMLError as e:
@@ -77,6 +77,10 @@ def load_tenants_file(path: str | Path) -> TenantsFile:
             f"{'.'.join(map(str, err['loc'])) or 'file'}: {err['msg']}" for err in e.errors()
         )
         raise TenantsFileError(f"the tenants file {path} is invalid: {problems}") from e
+    for entry in found.tenants:  # a relative keyFile is relative to the tenants file
+        if entry.key_file is not None:
+            entry.key_file = Path(path).parent / entry.key_file
+    return found
 
 
 def key_digest(key: str) -> bytes:

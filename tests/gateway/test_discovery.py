@@ -253,6 +253,27 @@ async def test_discovery_lists_watches_and_lists_again_when_the_watch_expires(ku
         await stop(task)
 
 
+async def test_a_watch_that_times_out_resumes_from_the_last_version_without_a_list(kube):
+    fake, api, _ = kube
+    fake.lists.append(([endpoint_slice("llm-active-x", "llm-active", {"pod-a": True})], "100"))
+    first, second = fake.next_watch(), fake.next_watch()
+    pool = BackendPool()
+    discovery = EndpointSliceDiscovery(api, NAMESPACE, NAME, pool, Replicas())
+    task = asyncio.create_task(discovery.run())
+    try:
+        await asyncio.wait_for(discovery.synced.wait(), 5)
+        bookmark = {"kind": "EndpointSlice", "metadata": {"resourceVersion": "150"}}
+        first.put_nowait({"type": "BOOKMARK", "object": bookmark})
+        first.put_nowait(None)  # the server ends the watch (its timeoutSeconds)
+        await until(lambda: len(fake.calls) == 3)
+        assert fake.calls[2]["watch"] == "1" and fake.calls[2]["resourceVersion"] == "150"
+        added = endpoint_slice("llm-active-y", "llm-active", {"pod-b": True})
+        second.put_nowait({"type": "ADDED", "object": added})
+        await until(lambda: pod_names(pool.ready("active")) == ["pod-a", "pod-b"])
+    finally:
+        await stop(task)
+
+
 async def test_a_watch_refused_with_410_lists_again_at_once(kube, monkeypatch):
     monkeypatch.setattr(gateway.discovery, "RETRY_S", 60)
     fake, api, _ = kube

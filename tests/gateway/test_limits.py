@@ -193,6 +193,10 @@ def test_ratelimit_headers_report_limits_remaining_and_reset():
         "x-ratelimit-remaining-tokens": "75",
         "x-ratelimit-reset-tokens": "45s",  # the tokens settled at +15 leave at +75
     }
+    both.admit(1)
+    clock.now += 10
+    # a reset is when the whole window is free again: the latest request (+30) leaves at +90
+    assert both.headers()["x-ratelimit-reset-requests"] == "50s"
 
 
 def test_a_refusal_carries_the_headers_of_that_moment():
@@ -239,6 +243,9 @@ def test_an_unlimited_tenant_is_never_refused():
         (1.0, "1s"),
         (1.5, "1.5s"),
         (12.34, "12.3s"),
+        (59.5, "59.5s"),
+        (59.96, "1m0s"),
+        (0.9996, "1s"),
         (60.0, "1m0s"),
         (75.4, "1m15s"),
         (360.0, "6m0s"),

@@ -173,3 +173,12 @@ def test_a_missing_tenants_file_is_named(tmp_path):
 
 def test_an_empty_tenants_file_has_no_tenants(tmp_path):
     assert load_tenants_file(tenants_file(tmp_path, "")).tenants == []
+
+
+def test_a_relative_key_file_is_found_beside_the_tenants_file(tmp_path, monkeypatch):
+    (tmp_path / "keys").mkdir()
+    (tmp_path / "keys" / "a").write_text("relative-key\n")
+    (tmp_path / "tenants.yaml").write_text("tenants:\n- name: a\n  keyFile: keys/a\n")
+    monkeypatch.chdir("/")  # not where the files are
+    keys = TenantKeys(load_tenants_file(tmp_path / "tenants.yaml").tenants)
+    assert keys.tenant_for("Bearer relative-key").name == "a"
