@@ -18,11 +18,11 @@ each worker's share of the requests (the gateway's x-pagoda-backend header).
 Before each phase, every worker gets one conversation of the same sizes straight (not counted):
 kernels compile for new shapes on a fresh worker, which would fall on the first phase alone.
 
-Overhead: --overhead-streams streamed completions at once, straight to the last phase's first
-worker and through a gateway in front of that worker alone; the same prompts every round (one
-untimed round per path first, so the prefix cache serves both paths alike), the paths' order
-alternating, from the same client processes. Reported: gateway minus direct, TTFT and end-to-end
-p50 and p99, each the median over rounds of that round's difference.
+Overhead: the same streams, about --overhead-streams in flight at a time, sent straight to a
+stub worker (bench/stub_worker.py: a fixed pace, so no engine's variance hides the difference) and
+through a gateway in front of it; one untimed round per path first, the paths' order alternating,
+from the same client processes. Reported: gateway minus direct, TTFT and end-to-end p50 and p99,
+each the median over rounds of that round's difference.
 
 Workers on GPUs: --gpus-per-worker 1 gives each its own (CUDA_VISIBLE_DEVICES), 0.5 two per GPU;
 auto (the default) spreads them over the visible GPUs. Workers sharing a GPU start one after
@@ -380,9 +380,9 @@ async def warm_up(workers: list[Launched], model: str, args: argparse.Namespace)
             raise served.ServerFailed(f"warm-up on {worker.url} failed: {turns[-1].result.error}")
 
 
-async def run_phase(args: argparse.Namespace, routing: str, started: list) -> tuple[Phase, list]:
-    """Fresh workers behind a gateway of `routing`, the chat workload; returns the workers,
-    still running."""
+async def run_phase(args: argparse.Namespace, routing: str, started: list) -> Phase:
+    """Fresh workers behind a gateway of `routing`, the chat workload (the workers stay running
+    until the next phase stops them)."""
     print(f"{routing}: starting {len(args.slots)} workers", file=sys.stderr, flush=True)
     workers = await start_workers(args, routing, started)
     model = await serving.served_model(workers[0].url)
@@ -406,7 +406,7 @@ async def run_phase(args: argparse.Namespace, routing: str, started: list) -> tu
         shares=share_by_worker(turns),
         mean_prompt_tokens=round(statistics.fmean(prompts), 1) if prompts else 0.0,
     )
-    return phase, workers
+    return phase
 
 
 # ----- gateway overhead ------------------------------------------------------------------------
@@ -436,35 +436,54 @@ def added_latency(rounds: list[dict]) -> dict[str, float]:
     }
 
 
-async def measure_overhead(args: argparse.Namespace, worker: Launched, started: list) -> Overhead:
-    gateway = await start_gateway(args, "overhead", "prefix", [worker], started)
-    model = await serving.served_model(worker.url)
-    vocab = json.loads((args.model / "config.json").read_text())["vocab_size"]
-    workload = serving.Workload(
-        args.sizes.overhead_streams,
-        serving.Lengths(args.sizes.overhead_prompt_len, args.sizes.overhead_prompt_len),
-        serving.Lengths(args.sizes.overhead_output_len, args.sizes.overhead_output_len),
-        (10, vocab - 11),
-        args.seed,
-    )
-    burst = [replace(a, at_s=0.0) for a in serving.poisson_arrivals(workload, 1.0)]
-    paths = {"direct": worker.url, "gateway": gateway.url}
+STUB = Path(__file__).resolve().parent / "stub_worker.py"
+STUB_TTFT_MS = 20.0
+STUB_ITL_MS = 10.0
+REQUESTS_PER_STREAM = 5  # per round and path: each of the streams' slots is used this often
+
+
+def overhead_arrivals(sizes: Sizes, seed: int) -> list[serving.Arrival]:
+    """Evenly spaced arrivals that keep about `overhead_streams` streams in flight against the
+    stub (each takes its TTFT plus one ITL per further token)."""
+    lasts_s = (STUB_TTFT_MS + (sizes.overhead_output_len - 1) * STUB_ITL_MS) / 1e3
+    rate = sizes.overhead_streams / lasts_s
+    rng = random.Random(seed)
+    return [
+        serving.Arrival(
+            i / rate,
+            [rng.randint(10, 1000) for _ in range(sizes.overhead_prompt_len)],
+            sizes.overhead_output_len,
+        )
+        for i in range(sizes.overhead_streams * REQUESTS_PER_STREAM)
+    ]
+
+
+async def measure_overhead(args: argparse.Namespace, started: list) -> Overhead:
+    """The same streams straight to a stub worker and through a gateway in front of it: the
+    stub's fixed pace leaves the gateway's own cost as the difference."""
+    port = served.free_port()
+    command = [sys.executable, str(STUB), "--port", str(port),
+               "--ttft-ms", str(STUB_TTFT_MS), "--itl-ms", str(STUB_ITL_MS)]  # fmt: skip
+    stub = launch(command, port, args.out_dir / "overhead-stub.log")
+    started.append(stub)
+    await ready(stub, args.start_timeout)
+    gateway = await start_gateway(args, "overhead", "prefix", [stub], started)
+    arrivals = overhead_arrivals(args.sizes, args.seed)
+    paths = {"direct": stub.url, "gateway": gateway.url}
     overhead = Overhead()
 
     async def send(path: str) -> dict:
         sent = await serving.send(
-            paths[path], model, burst, served.REQUEST_TIMEOUT_S, args.client_processes
+            paths[path], "stub", arrivals, served.REQUEST_TIMEOUT_S, args.client_processes
         )
         return serving.summarize(path, *sent)
 
-    for path in paths:  # untimed: the prompts into the prefix cache, connections opened
+    for path in paths:  # untimed: connections opened, code paths warm
         await send(path)
     for number in range(args.sizes.overhead_rounds):
         order = list(paths) if number % 2 == 0 else list(reversed(paths))
         print(f"overhead: round {number + 1} ({' then '.join(order)})", file=sys.stderr)
         overhead.rounds.append({path: await send(path) for path in order})
-    served.stop_server(gateway.process)
-    started.remove(gateway)
     clean = [r for r in overhead.rounds if all(row["failed"] == 0 for row in r.values())]
     if clean:
         overhead.added_ms = added_latency(clean)
@@ -512,9 +531,11 @@ def print_phases(args: argparse.Namespace, phases: list[Phase]) -> None:
 def print_overhead(args: argparse.Namespace, overhead: Overhead) -> None:
     s = args.sizes
     print(
-        f"\ngateway overhead: {s.overhead_streams} streams of {s.overhead_prompt_len} prompt + "
-        f"{s.overhead_output_len} output tokens at once, {s.overhead_rounds} rounds per path, "
-        f"{args.client_processes} client process(es)"
+        f"\ngateway overhead: about {s.overhead_streams} streams in flight "
+        f"({REQUESTS_PER_STREAM * s.overhead_streams} requests of {s.overhead_prompt_len} prompt + "
+        f"{s.overhead_output_len} output tokens per round and path) against a stub worker "
+        f"(first chunk after {STUB_TTFT_MS:g} ms, then one every {STUB_ITL_MS:g} ms), "
+        f"{s.overhead_rounds} rounds per path, {args.client_processes} client process(es)"
     )
     for number, round_ in enumerate(overhead.rounds, start=1):
         cells = [
@@ -625,10 +646,10 @@ async def run(args: argparse.Namespace) -> tuple[list[Phase], Overhead]:
     try:
         for routing in args.routings:
             stop_all(started)  # the previous phase's workers: each phase gets fresh ones
-            phase, workers = await run_phase(args, routing, started)
-            phases.append(phase)
-        print("overhead: one worker, straight and through a gateway", file=sys.stderr)
-        overhead = await measure_overhead(args, workers[0], started)
+            phases.append(await run_phase(args, routing, started))
+        stop_all(started)
+        print("overhead: a stub worker, straight and through a gateway", file=sys.stderr)
+        overhead = await measure_overhead(args, started)
     finally:
         stop_all(started)
     return phases, overhead

@@ -46,7 +46,8 @@ def test_a_smoke_run_measures_both_routings_and_the_gateways_overhead(tmp_path, 
     for round_ in overhead["rounds"]:
         assert sorted(round_) == ["direct", "gateway"]
         for row in round_.values():
-            assert (row["completed"], row["failed"]) == (sizes["overhead_streams"], 0)
+            wanted = sizes["overhead_streams"] * bench.REQUESTS_PER_STREAM
+            assert (row["completed"], row["failed"]) == (wanted, 0)
     assert sorted(overhead["added_ms"]) == ["e2e_p50", "e2e_p99", "ttft_p50", "ttft_p99"]
 
     printed = capsys.readouterr().out
