@@ -12,7 +12,7 @@ from aiohttp import web
 from worker.server.access_log import LOG_FIELDS, request_id_middleware
 from worker.server.errors import APIError, error_body
 
-from .affinity import routing_key
+from .affinity import Affinity, affinity_of
 from .limits import LimitExceeded, TenantLimits
 from .metrics import GatewayMetrics
 from .proxy import Forwarder, Outcome
@@ -103,8 +103,8 @@ async def generation(request: web.Request) -> web.StreamResponse:
     in_flight = state.metrics.in_flight.labels(tenant.name)
     in_flight.inc()
     try:
-        key = routing_key(body, request.headers, state.prefix_chars)
-        return await state.forwarder.forward(request, outcome, body, key, limiter.headers())
+        affinity = affinity_of(body, request.headers, state.prefix_chars)
+        return await state.forwarder.forward(request, outcome, body, affinity, limiter.headers())
     finally:
         in_flight.dec()
         prompt, completion = _usage(outcome, prompt_estimate)
@@ -115,7 +115,7 @@ async def generation(request: web.Request) -> web.StreamResponse:
 async def models(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
     outcome = Outcome(started_at=asyncio.get_running_loop().time())
-    return await state.forwarder.forward(request, outcome, None, None, {})
+    return await state.forwarder.forward(request, outcome, None, Affinity(None), {})
 
 
 def _usage(outcome: Outcome, prompt_estimate: int) -> tuple[int, int]:

@@ -20,6 +20,7 @@ from aiohttp import web
 from worker.server.access_log import REQUEST_ID, REQUEST_ID_HEADER
 from worker.server.errors import APIError
 
+from .affinity import Affinity
 from .backends import Backend, BackendPool
 from .hold_queue import HoldQueue, HoldRefused
 from .routing import Router
@@ -110,7 +111,7 @@ class Forwarder:
         request: web.Request,
         outcome: Outcome,
         body: dict | None,
-        key: str | None,
+        affinity: Affinity,
         headers: dict[str, str],
     ) -> web.StreamResponse:
         """Sends `body` (None: a GET) to request.path on a chosen worker and returns what the
@@ -137,15 +138,18 @@ class Forwarder:
                 if not backends or loop.time() - started > self.settings.retry_budget_s:
                     break
                 self.retries += 1
-            backend = self.router.choose(backends, key, self.pool.load)
+            backend = self.router.choose(backends, affinity.key, self.pool.load, affinity.blocks)
             tried.add(backend.name)
             outcome.attempts += 1
             outcome.backend = backend.name
             self.pool.started(backend)
             try:
-                return await self._attempt(
+                response = await self._attempt(
                     request, backend, payload, stream, strip_usage, outcome, headers
                 )
+                if response.status == 200:
+                    self.router.served(affinity.blocks, backend)
+                return response
             except Retryable as e:
                 last = e
                 if e.eject:

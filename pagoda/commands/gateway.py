@@ -60,12 +60,13 @@ def add_parser(subparsers, help_text: str) -> None:
         "--routing",
         choices=["prefix", "round-robin"],
         default=defaults.routing,
-        help="prefix: a request's session or prompt prefix picks its worker, under bounded "
-        f"loads; round-robin: ignore both (default: {defaults.routing})",
+        help="prefix: a request's session, or the worker holding the longest part of its "
+        "prompt, picks its worker, under bounded loads; round-robin: ignore both "
+        f"(default: {defaults.routing})",
     )
     for flag, kind, default, text in [
         ("--prefix-chars", int, defaults.prefix_chars,
-         "characters of each opening message (or of the prompt) that pick the worker"),
+         "characters of a prompt's beginning that place it when no worker holds it yet"),
         ("--max-attempts", int, proxy.max_attempts,
          "workers tried for one request when one fails before its first byte"),
         ("--retry-budget", float, proxy.retry_budget_s,

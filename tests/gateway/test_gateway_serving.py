@@ -95,18 +95,26 @@ def test_a_session_stays_on_one_worker_and_sessions_spread(workers, gateway):
     assert {served_by(user=f"user-{i}") for i in range(24)} == {backend_name(w) for w in workers}
 
 
-def test_a_conversation_and_its_shared_prefix_stay_together(workers, gateway):
-    system = {"role": "system", "content": "You tell short stories about animals. " * 4}
-    homes = set()
-    for topic in ("a cat", "a dog", "a fox", "a bird", "a fish", "a frog", "a bear", "a cow"):
-        first = [system, {"role": "user", "content": f"Tell me about {topic}."}]
+def test_conversations_follow_their_history_and_their_system_prompt(workers, gateway):
+    def turns(system: str, topic: str) -> tuple[str, str]:
+        """Two turns of one conversation: the workers that served them."""
+        first = [{"role": "system", "content": system}, {"role": "user", "content": topic}]
         one = post(gateway.url, CHAT, {"messages": first, "max_tokens": 8})
         reply = one.json()["choices"][0]["message"]
         later = [*first, reply, {"role": "user", "content": "And then?"}]
         two = post(gateway.url, CHAT, {"messages": later, "max_tokens": 8})
-        assert one.headers[BACKEND] == two.headers[BACKEND], topic
-        homes.add(one.headers[BACKEND])
-    assert len(homes) == 2, "eight conversations all landed on one worker"
+        return one.headers[BACKEND], two.headers[BACKEND]
+
+    shared = "You tell short stories about animals, in simple words. " * 6
+    homes = set()
+    for topic in ("a cat", "a dog", "a fox", "a bird", "a fish", "a frog"):
+        one, two = turns(shared, f"Tell me about {topic}.")
+        assert one == two, f"the second turn about {topic} left its history"
+        homes.add(one)
+    assert len(homes) == 1, "conversations sharing a system prompt left the worker holding it"
+    # system prompts nobody holds yet are placed by their beginning: they spread
+    places = {turns(f"Story teller number {i}. " * 12, "Tell me a story.")[0] for i in range(12)}
+    assert places == {backend_name(w) for w in workers}
 
 
 @pytest.fixture

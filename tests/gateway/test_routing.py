@@ -1,4 +1,5 @@
-"""Which backend gets a request: consistent hashing with bounded loads, and round-robin."""
+"""Which backend gets a request: the longest held prefix, consistent hashing with bounded loads,
+and round-robin."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from collections import Counter
 import pytest
 
 from gateway.backends import Backend, BackendLoad, BackendPool
+from gateway.prefix_index import BLOCK_CHARS, block_hashes
 from gateway.routing import BALANCE, HashRing, Router
 
 PODS = [Backend(f"pod-{i}", f"http://10.0.0.{i}:8000") for i in range(4)]
@@ -112,3 +114,41 @@ def test_between_equally_busy_backends_the_emptier_kv_cache_wins():
     assert Router().choose([first, second], None, pool.load) == second
     pool.loads["b-2"] = BackendLoad(waiting=1, kv_usage=0.1)  # a queue outweighs a fuller cache
     assert Router().choose([first, second], None, pool.load) == first
+
+
+def held_prefix(text_blocks: int, tail: str = "") -> tuple[int, ...]:
+    return block_hashes("s" * BLOCK_CHARS * text_blocks + tail)
+
+
+def test_a_prompt_goes_where_the_longest_part_of_it_is_held():
+    router = Router()
+    system, conversation = held_prefix(4), held_prefix(4, "u" * 3 * BLOCK_CHARS)
+    key = "prompt:sss"
+    ring_pick = router.choose(PODS, key, idle)
+    others = [p for p in PODS if p != ring_pick]
+    router.served(system, others[0])
+    router.served(conversation[:6], others[1])
+    # the next turn of that conversation: held longest by others[1], whatever the ring says
+    assert router.choose(PODS, key, idle, conversation) == others[1]
+    # a new conversation on the same system prompt: where the system prompt is held longest
+    assert router.choose(PODS, key, idle, held_prefix(4, "v" * 2 * BLOCK_CHARS)) in others[:2]
+    # nobody holds it: its ring place
+    assert router.choose(PODS, key, idle, held_prefix(0, "w" * 4 * BLOCK_CHARS)) == ring_pick
+
+
+def test_a_holder_over_the_load_bound_gives_way_to_the_next_longest_then_the_ring():
+    router = Router()
+    conversation = held_prefix(2, "u" * 2 * BLOCK_CHARS)
+    router.served(conversation, PODS[0])
+    router.served(conversation[:2], PODS[1])
+    busy = {"pod-0": 9.0}  # cap = ceil(1.25 * 10 / 4) = 4
+    assert router.choose(PODS, "k", loads(busy), conversation) == PODS[1]
+    busy |= {"pod-1": 9.0}  # cap = ceil(1.25 * 19 / 4) = 6: neither holder takes it
+    chosen = router.choose(PODS, "k", loads(busy), conversation)
+    assert chosen in PODS[2:]
+
+
+def test_round_robin_keeps_no_index():
+    router = Router("round-robin")
+    router.served(held_prefix(2), PODS[0])
+    assert len(router.index) == 0
