@@ -3,7 +3,8 @@ several `pagoda serve` workers, and the latency the gateway itself adds to a req
 
     python bench/gateway_affinity.py --smoke                       # CPU: the shipped stories260K
     python bench/gateway_affinity.py --model /models/qwen3-8b-shape --engine-arg load_format=dummy \
-        --engine-arg dtype=bfloat16 --engine-arg gpu_memory_utilization=0.4     # GPU
+        --engine-arg dtype=bfloat16 --engine-arg gpu_memory_utilization=0.4 \
+        --engine-arg num_kv_blocks=2300                                      # GPU
 
 Affinity: W workers, then `pagoda gateway --routing prefix` in front of them; the chat workload;
 then W fresh workers (empty prefix caches) behind `--routing round-robin`, the same workload.
@@ -84,10 +85,10 @@ class Sizes:
     overhead_output_len: int
 
 
-GPU_SIZES = Sizes(
-    system_prompts=4, system_words=800, conversations=48, turns=6, user_words=40,
-    reply_tokens=serving.Lengths(64, 192), concurrency=16,
-    overhead_streams=100, overhead_rounds=6, overhead_prompt_len=128, overhead_output_len=64,
+GPU_SIZES = Sizes(  # run 5 of bench/NOTES.md (with --engine-arg num_kv_blocks=2300)
+    system_prompts=8, system_words=1000, conversations=48, turns=6, user_words=120,
+    reply_tokens=serving.Lengths(64, 128), concurrency=24,
+    overhead_streams=100, overhead_rounds=4, overhead_prompt_len=128, overhead_output_len=64,
 )  # fmt: skip
 SMOKE_SIZES = Sizes(
     system_prompts=2, system_words=20, conversations=4, turns=3, user_words=4,
