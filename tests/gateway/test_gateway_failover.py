@@ -10,9 +10,8 @@ import time
 
 import pytest
 
-from tests.gateway.conftest import backend_name, set_faults, start_workers
-from tests.gateway.http import Stream, collect, post
-from tests.gateway.test_gateway_serving import BACKEND, COMPLETIONS, scrape
+from tests.gateway.plain_http import BACKEND, COMPLETIONS, Stream, collect, post, scrape
+from tests.gateway.workers import backend_name, set_faults, start_workers
 
 pytestmark = pytest.mark.timeout(240)
 

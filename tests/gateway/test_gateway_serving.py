@@ -8,34 +8,15 @@ import re
 import socket
 import threading
 import time
-import urllib.request
 
 import openai
 import pytest
 
-from tests.gateway.conftest import TENANT_KEYS, backend_name, set_faults
-from tests.gateway.http import Stream, collect, post
+from tests.gateway.plain_http import BACKEND, CHAT, COMPLETIONS, Stream, collect, post, scrape
+from tests.gateway.workers import TENANT_KEYS, backend_name, set_faults
 from tests.processes import get, start_pagoda
 
 pytestmark = pytest.mark.timeout(180)
-COMPLETIONS = "/v1/completions"
-CHAT = "/v1/chat/completions"
-BACKEND = "x-pagoda-backend"
-
-
-def scrape(url: str, name: str, **labels: str) -> float:
-    """One sample of a Prometheus text exposition (0 when absent)."""
-    with urllib.request.urlopen(url + "/metrics", timeout=10) as r:
-        text = r.read().decode()
-    wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
-    for line in text.splitlines():
-        metric, _, value = line.rpartition(" ")
-        head, _, rest = metric.partition("{")
-        if head == name and ",".join(sorted(rest.rstrip("}").split(","))) == wanted:
-            return float(value)
-        if head == name and not labels and not rest:
-            return float(value)
-    return 0.0
 
 
 def client(url: str, key: str = "unused") -> openai.OpenAI:

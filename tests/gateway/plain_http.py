@@ -1,12 +1,33 @@
-"""Plain HTTP against the gateway, for what the openai client hides (status, headers, raw SSE)."""
+"""Plain HTTP to the gateway and the workers, for what the openai client hides (status, headers,
+raw SSE, metrics)."""
 
 from __future__ import annotations
 
 import http.client
 import json
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from urllib.parse import urlsplit
+
+COMPLETIONS = "/v1/completions"
+CHAT = "/v1/chat/completions"
+BACKEND = "x-pagoda-backend"
+
+
+def scrape(url: str, name: str, **labels: str) -> float:
+    """One sample of a Prometheus text exposition (0 when absent)."""
+    with urllib.request.urlopen(url + "/metrics", timeout=10) as r:
+        text = r.read().decode()
+    wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    for line in text.splitlines():
+        metric, _, value = line.rpartition(" ")
+        head, _, rest = metric.partition("{")
+        if head == name and ",".join(sorted(rest.rstrip("}").split(","))) == wanted:
+            return float(value)
+        if head == name and not labels and not rest:
+            return float(value)
+    return 0.0
 
 
 @dataclass
