@@ -29,7 +29,9 @@ from e2e.test_operator_support import (
 SAMPLE = REPO / "manifests" / "samples" / "gateway-tenants.yaml"
 # The operator's own ServiceAccount and ClusterRole, without its Deployment.
 RBAC = [str(REPO / "manifests" / name) for name in ("namespace.yaml", "rbac.yaml")]
-GATEWAY_KINDS = "deployments,services,serviceaccounts,roles,rolebindings,configmaps"
+GATEWAY_KINDS = (
+    "deployments,services,serviceaccounts,roles,rolebindings,configmaps,poddisruptionbudgets"
+)
 WORKERS = {"pagoda.dev/deployment": "live", "pagoda.dev/tier": "primary"}
 GATEWAY_PODS = {"pagoda.dev/gateway": "live"}
 
@@ -103,8 +105,17 @@ def test_the_sample_serves_through_a_gateway_with_least_privilege(
         "ServiceAccount/stories-gateway-gateway",
         "Role/stories-gateway-gateway",
         "RoleBinding/stories-gateway-gateway",
+        "PodDisruptionBudget/stories-gateway-gateway",
         "Service/stories-gateway-active",  # no fallback in the sample: no standby Service
     }
+    assert found["PodDisruptionBudget/stories-gateway-gateway"]["spec"]["maxUnavailable"] == 1
+    cluster.wait_for(  # the gateway pods, and only those: one may go at a time
+        lambda: (
+            cluster.get("pdb", f"{name}-gateway", namespace).get("status", {}).get("expectedPods")
+            == 2
+        ),
+        what="the gateway's disruption budget to count its two pods",
+    )
     uid = cluster.get("llmdeployment", name, namespace)["metadata"]["uid"]
     for obj in found.values():
         [reference] = obj["metadata"]["ownerReferences"]
@@ -224,7 +235,7 @@ def test_removing_the_gateway_deletes_its_objects(cluster, namespace, installed_
     wait_condition(cluster, namespace, "chat", "GatewayReady", "True")
     standby = cluster.get("service", "chat-standby", namespace)["spec"]["selector"]
     assert standby == {"pagoda.dev/deployment": "chat", "pagoda.dev/tier": "fallback"}
-    assert len(gateway_objects(cluster, namespace, "chat")) == 7
+    assert len(gateway_objects(cluster, namespace, "chat")) == 8
 
     patch_spec(cluster, namespace, "chat", {"gateway": None})
     wait_condition(cluster, namespace, "chat", "GatewayReady", "False", "NoGateway")

@@ -20,7 +20,7 @@ from .naming import (
     gateway_selector,
     tier_service_name,
 )
-from .network import tier_service
+from .network import disruption_budget, tier_service
 from .workload import (
     API_KEY_DIR,
     CONFIG_DIR,
@@ -62,6 +62,8 @@ def gateway_objects(owner: Owner, spec: LLMDeploymentSpec, active: Tier) -> list
         role(owner),
         role_binding(owner),
         *services,
+        # a drain never takes every gateway pod at once: all traffic goes through them
+        disruption_budget(owner, gateway_name(owner.name), gateway_selector(owner.name)),
         deployment(owner, spec, _sha256(tenants["data"][TENANTS_FILE])),
     ]
 
@@ -75,6 +77,7 @@ def gateway_refs(deployment_name: str) -> list[dict]:
         {"apiVersion": RBAC_API, "kind": "RoleBinding", "name": name},
         {"apiVersion": RBAC_API, "kind": "Role", "name": name},
         *(tier_service_ref(deployment_name, role) for role in ("active", "standby")),
+        {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "name": name},
         {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
     ]
 

@@ -42,16 +42,16 @@ def endpoint(owner: Owner, port: int) -> str:
     return f"http://{owner.name}.{owner.namespace}.svc:{port}/v1"
 
 
-def disruption_budget(owner: Owner) -> dict:
-    """Node drains take worker pods one at a time. Pods that are not ready may always be
-    evicted, so a crash-looping pod never blocks a drain."""
+def disruption_budget(owner: Owner, name: str | None = None, pods: dict | None = None) -> dict:
+    """Node drains take the pods (by default the worker pods) one at a time. Pods that are not
+    ready may always be evicted, so a crash-looping pod never blocks a drain."""
     return {
         "apiVersion": "policy/v1",
         "kind": "PodDisruptionBudget",
-        "metadata": owner.metadata(owner.name),
+        "metadata": owner.metadata(name or owner.name),
         "spec": {
             "maxUnavailable": 1,
-            "selector": {"matchLabels": {LABEL_DEPLOYMENT: owner.name}},
+            "selector": {"matchLabels": pods or {LABEL_DEPLOYMENT: owner.name}},
             "unhealthyPodEvictionPolicy": "AlwaysAllow",
         },
     }

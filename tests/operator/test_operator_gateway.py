@@ -231,6 +231,11 @@ def test_gateway_pods_are_not_worker_pods():
     assert found["spec"]["selector"] == {"matchLabels": {"pagoda.dev/gateway": "demo"}}
     pdb = disruption_budget(OWNER)["spec"]["selector"]["matchLabels"]
     assert not pdb.items() <= labels.items()
+    # their own budget: a drain takes one gateway pod at a time, and only gateway pods
+    budget = rendered(gateway=GATEWAY)["PodDisruptionBudget/demo-gateway"]["spec"]
+    assert budget["maxUnavailable"] == 1
+    assert budget["selector"]["matchLabels"].items() <= labels.items()
+    assert budget["selector"]["matchLabels"] == found["spec"]["selector"]["matchLabels"]
     # The Deployment itself carries the owner's label: the operator's watch finds it.
     assert found["metadata"]["labels"]["pagoda.dev/deployment"] == "demo"
     assert found["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "pagoda-operator"
@@ -325,6 +330,7 @@ def test_the_gateway_objects_come_before_the_service_that_sends_clients_to_them(
         "Role/demo-gateway",
         "RoleBinding/demo-gateway",
         "Service/demo-active",
+        "PodDisruptionBudget/demo-gateway",
         "Deployment/demo-gateway",
     ]
     assert result.delete == []
@@ -349,6 +355,7 @@ def test_removing_the_gateway_deletes_its_objects_and_the_service_selects_the_ti
         ("Role", "demo-gateway"),
         ("Service", "demo-active"),
         ("Service", "demo-standby"),
+        ("PodDisruptionBudget", "demo-gateway"),
         ("Deployment", "demo-gateway"),  # last: while it stays, the next pass deletes again
     ]
     assert objects(result, "Service")["demo"]["spec"]["selector"] == {
