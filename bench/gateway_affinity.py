@@ -51,7 +51,6 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import aiohttp
-import msgspec
 from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ is no package
@@ -129,70 +128,15 @@ class Turn:
     backend: str = ""  # the worker that served it, as the gateway names it
 
 
-# What the client reads of a streamed chat chunk (as serving.Chunk for completions).
-class Delta(msgspec.Struct):
-    content: str | None = None
-
-
-class ChatChoice(msgspec.Struct):
-    delta: Delta = msgspec.field(default_factory=Delta)
-
-
-class ChatChunk(msgspec.Struct):
-    choices: list[ChatChoice] = []
-    usage: serving.ChunkUsage | None = None
-    error: serving.ChunkError | None = None
-
-
-CHAT_CHUNK_DECODER = msgspec.json.Decoder(ChatChunk)
-
-
 async def chat_turn(
     session: aiohttp.ClientSession, url: str, model: str, messages: list[dict], max_tokens: int
 ) -> Turn:
     """One streamed chat completion: its latencies (as serving.one_request's), reply and worker."""
-    body = {
-        "model": model,
-        "messages": messages,
-        "max_tokens": max_tokens,
-        "temperature": 0.0,
-        "ignore_eos": True,
-        "stream": True,
-        "stream_options": {"include_usage": True},
-    }
-    start = time.perf_counter()
-    turn, pieces, last = Turn(serving.Result(ok=False)), [], None
-    result = turn.result
-    try:
-        async with session.post(url + "/v1/chat/completions", json=body) as response:
-            turn.backend = response.headers.get(BACKEND_HEADER, "")
-            if response.status != 200:
-                result.error = f"HTTP {response.status}: {(await response.text())[:200]}"
-                return turn
-            async for now, payload in serving.sse_data(response.content):
-                chunk = CHAT_CHUNK_DECODER.decode(payload)
-                if chunk.error:
-                    result.error = chunk.error.message
-                    return turn
-                if chunk.usage:
-                    result.prompt_tokens = chunk.usage.prompt_tokens
-                    result.output_tokens = chunk.usage.completion_tokens
-                text = chunk.choices[0].delta.content if chunk.choices else None
-                if not text:
-                    continue
-                pieces.append(text)
-                if last is None:
-                    result.ttft_s = now - start
-                else:
-                    result.itl_s.append(now - last)
-                last = now
-    except (aiohttp.ClientError, TimeoutError) as e:
-        result.error = repr(e)
-        return turn
-    result.e2e_s = time.perf_counter() - start
-    result.ok = result.output_tokens > 0
-    turn.reply = "".join(pieces)
-    return turn
+    body = {"model": model, "messages": messages, "max_tokens": max_tokens}
+    streamed = await serving.stream(
+        session, url + "/v1/chat/completions", body, serving.CHAT_CHUNK_DECODER
+    )
+    return Turn(streamed.result, streamed.text, streamed.headers.get(BACKEND_HEADER, ""))
 
 
 async def converse(

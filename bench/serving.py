@@ -34,6 +34,7 @@ from urllib.parse import urlparse
 
 import aiohttp
 import msgspec
+from multidict import CIMultiDict
 
 SCRIPT = Path(__file__).resolve()
 CLIENT_FLAG = "--client-share"  # runs this script as one client process of send()
@@ -99,7 +100,26 @@ class Chunk(msgspec.Struct):
     error: ChunkError | None = None
 
 
+class ChatDelta(msgspec.Struct):
+    content: str | None = None
+
+
+class ChatChoice(msgspec.Struct):
+    delta: ChatDelta = msgspec.field(default_factory=ChatDelta)
+
+    @property
+    def text(self) -> str:
+        return self.delta.content or ""
+
+
+class ChatChunk(msgspec.Struct):
+    choices: list[ChatChoice] = []
+    usage: ChunkUsage | None = None
+    error: ChunkError | None = None
+
+
 CHUNK_DECODER = msgspec.json.Decoder(Chunk)
+CHAT_CHUNK_DECODER = msgspec.json.Decoder(ChatChunk)
 
 
 async def sse_data(content: aiohttp.StreamReader) -> AsyncIterator[tuple[float, bytes]]:
@@ -114,35 +134,44 @@ async def sse_data(content: aiohttp.StreamReader) -> AsyncIterator[tuple[float, 
                 yield now, line[6:]
 
 
-async def one_request(
-    session: aiohttp.ClientSession, url: str, model: str, prompt: list[int], max_tokens: int
-) -> Result:
-    body = {
-        "model": model,
-        "prompt": prompt,
-        "max_tokens": max_tokens,
+@dataclass
+class Streamed:
+    result: Result
+    text: str = ""  # the first choice's, whole
+    headers: CIMultiDict = field(default_factory=CIMultiDict)  # names in any case
+
+
+async def stream(
+    session: aiohttp.ClientSession, url: str, body: dict, decoder: msgspec.json.Decoder
+) -> Streamed:
+    """POST `body` streamed to `url`, greedy and as long as max_tokens, decoding each chunk with
+    `decoder` (completion or chat chunks); the latencies, the text and the response headers."""
+    body = body | {
         "temperature": 0.0,
         "ignore_eos": True,
         "stream": True,
         "stream_options": {"include_usage": True},
     }
     start = time.perf_counter()
-    result, last = Result(ok=False), None
+    streamed, pieces, last = Streamed(Result(ok=False)), [], None
+    result = streamed.result
     try:
-        async with session.post(url + "/v1/completions", json=body) as response:
+        async with session.post(url, json=body) as response:
+            streamed.headers = CIMultiDict(response.headers)
             if response.status != 200:
                 result.error = f"HTTP {response.status}: {(await response.text())[:200]}"
-                return result
+                return streamed
             async for now, payload in sse_data(response.content):
-                chunk = CHUNK_DECODER.decode(payload)
+                chunk = decoder.decode(payload)
                 if chunk.error:  # the server gave up mid-stream
                     result.error = chunk.error.message
-                    return result
+                    return streamed
                 if chunk.usage:
                     result.prompt_tokens = chunk.usage.prompt_tokens
                     result.output_tokens = chunk.usage.completion_tokens
-                if not chunk.choices or not chunk.choices[0].text:
+                if not chunk.choices or not (text := chunk.choices[0].text):
                     continue
+                pieces.append(text)
                 if last is None:
                     result.ttft_s = now - start
                 else:
@@ -150,10 +179,18 @@ async def one_request(
                 last = now
     except (aiohttp.ClientError, TimeoutError) as e:  # --timeout raises a bare TimeoutError
         result.error = repr(e)
-        return result
+        return streamed
     result.e2e_s = time.perf_counter() - start
     result.ok = result.output_tokens > 0
-    return result
+    streamed.text = "".join(pieces)
+    return streamed
+
+
+async def one_request(
+    session: aiohttp.ClientSession, url: str, model: str, prompt: list[int], max_tokens: int
+) -> Result:
+    body = {"model": model, "prompt": prompt, "max_tokens": max_tokens}
+    return (await stream(session, url + "/v1/completions", body, CHUNK_DECODER)).result
 
 
 @dataclass
