@@ -11,6 +11,7 @@ from aiohttp import web
 
 from worker.server.access_log import LOG_FIELDS, request_id_middleware
 from worker.server.errors import APIError, error_body
+from worker.server.request_body import read_body
 
 from .affinity import Affinity, affinity_of
 from .limits import LimitExceeded, TenantLimits
@@ -170,17 +171,7 @@ async def count_middleware(request: web.Request, handler):
 
 
 async def _json_object(request: web.Request) -> dict:
-    timeout_s = request.app[STATE].body_timeout_s
-    try:  # aiohttp answers 413 beyond the app's client_max_size
-        async with asyncio.timeout(timeout_s):
-            raw = await request.read()
-    except TimeoutError:
-        raise APIError(
-            408,
-            f"the request body did not arrive within {timeout_s:g} s",
-            code="body_timeout",
-            headers={"Connection": "close"},
-        ) from None
+    raw = await read_body(request, request.app[STATE].body_timeout_s)
     try:
         body = json.loads(raw)
     except ValueError:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 import pydantic
@@ -19,6 +18,7 @@ from worker.server.prompts import (
     prompt_texts,
 )
 from worker.server.protocol import ChatCompletionRequest, CompletionRequest
+from worker.server.request_body import read_body
 from worker.server.responses import ChatFormat, CompletionFormat, Echo
 from worker.server.sampling import chat_max_tokens_param, chat_sampling, completion_sampling
 from worker.server.state import STATE, LoadedModel
@@ -27,17 +27,7 @@ DEFAULT_COMPLETION_MAX_TOKENS = 16  # as OpenAI's legacy completions API
 
 
 async def _parse(request: web.Request, schema: type[pydantic.BaseModel]):
-    timeout_s = request.app[STATE].body_timeout_s
-    try:  # aiohttp answers 413 beyond the app's client_max_size
-        async with asyncio.timeout(timeout_s):
-            body = await request.read()
-    except TimeoutError:
-        raise APIError(
-            408,
-            f"the request body did not arrive within {timeout_s:g} s",
-            code="body_timeout",
-            headers={"Connection": "close"},
-        ) from None
+    body = await read_body(request, request.app[STATE].body_timeout_s)
     try:
         return schema.model_validate_json(body)
     except pydantic.ValidationError as e:
