@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
 
@@ -26,3 +28,13 @@ class ApiModel(BaseModel):
         use_attribute_docstrings=True,
         frozen=True,
     )
+
+
+def first_repeated(names: Iterable[str]) -> str | None:
+    """The first name that appears a second time (list maps keyed by name allow each once)."""
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            return name
+        seen.add(name)
+    return None

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, ConfigDict, Field, model_validator
 
-from .base import ApiModel, cel, validations
+from .base import ApiModel, cel, first_repeated, validations
 from .formats import C_IDENTIFIER, DATA_KEY, DNS_SUBDOMAIN
 
 # Set by the operator on the worker or the fetch-model container (workload.py).
@@ -81,11 +81,8 @@ class EnvVar(ApiModel):
 
 
 def _unique_names(env: list[EnvVar]) -> list[EnvVar]:
-    seen: set[str] = set()
-    for variable in env:
-        if variable.name in seen:
-            raise ValueError(f"spec.env sets {variable.name} twice: keep one entry per name")
-        seen.add(variable.name)
+    if (twice := first_repeated(v.name for v in env)) is not None:
+        raise ValueError(f"spec.env sets {twice} twice: keep one entry per name")
     return env
 
 

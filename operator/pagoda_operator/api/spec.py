@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, ConfigDict, Field, model_validator
 
-from .base import ApiModel, cel, validations
+from .base import ApiModel, cel, first_repeated, validations
 from .env import Env
 from .formats import (
     DNS_SUBDOMAIN,
@@ -316,11 +316,8 @@ class GatewayResources(ApiModel):
 
 
 def _unique_tenants(tenants: list[TenantSpec]) -> list[TenantSpec]:
-    seen: set[str] = set()
-    for tenant in tenants:
-        if tenant.name in seen:
-            raise ValueError(f"{UNIQUE_TENANTS_MESSAGE}: {tenant.name} appears twice")
-        seen.add(tenant.name)
+    if (twice := first_repeated(t.name for t in tenants)) is not None:
+        raise ValueError(f"{UNIQUE_TENANTS_MESSAGE}: {twice} appears twice")
     return tenants
 
 
