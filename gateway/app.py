@@ -10,8 +10,8 @@ import math
 from aiohttp import web
 
 from worker.server.access_log import LOG_FIELDS, request_id_middleware
+from worker.server.deadlines import read_body
 from worker.server.errors import APIError, error_body
-from worker.server.request_body import read_body
 
 from .affinity import Affinity, affinity_of
 from .limits import LimitExceeded, TenantLimits

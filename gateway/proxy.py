@@ -18,6 +18,7 @@ import aiohttp
 from aiohttp import web
 
 from worker.server.access_log import REQUEST_ID, REQUEST_ID_HEADER
+from worker.server.deadlines import write_within
 from worker.server.errors import APIError
 
 from .affinity import Affinity
@@ -281,13 +282,7 @@ class Forwarder:
         await self._write(request, response, raw)
 
     async def _write(self, request: web.Request, response: web.StreamResponse, data: bytes):
-        try:
-            async with asyncio.timeout(self.settings.write_timeout_s):
-                await response.write(data)
-        except TimeoutError:
-            if request.transport:
-                request.transport.abort()
-            raise ConnectionResetError("the client stopped reading") from None
+        await write_within(request, response, data, self.settings.write_timeout_s)
 
 
 def _upstream_body(body: dict | None) -> tuple[bool, bool, bytes | None]:

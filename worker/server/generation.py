@@ -13,7 +13,6 @@ is not an OpenAI finish reason, so aborted choices are never shown.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 import uuid
@@ -27,6 +26,7 @@ from worker.engine.outputs import CompletionOutput, FinishReason, RequestOutput,
 from worker.engine.request_group import CUT_TIMEOUT, RequestGroup
 from worker.engine.sampling_params import SamplingParams
 from worker.server.access_log import LOG_FIELDS, REQUEST_ID, REQUEST_ID_HEADER
+from worker.server.deadlines import write_within
 from worker.server.errors import APIError
 from worker.server.responses import Format, usage
 from worker.server.state import LoadedModel, WorkerState
@@ -174,13 +174,8 @@ class _Call:
                 elif gen.include_usage:
                     data["usage"] = None
                 data = encode_json(data)
-            try:  # a client that stops reading must not hold its slot (or a drain) forever
-                async with asyncio.timeout(self.state.write_timeout_s):
-                    await response.write(b"data: " + data + b"\n\n")
-            except TimeoutError:
-                if self.request.transport:  # drop what it never read
-                    self.request.transport.abort()
-                raise ConnectionResetError("the client stopped reading") from None
+            event = b"data: " + data + b"\n\n"
+            await write_within(self.request, response, event, self.state.write_timeout_s)
 
         try:
             opening = fmt.opening_choices(len(self.gen.prompts) * self.gen.params.n)

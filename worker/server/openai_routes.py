@@ -7,6 +7,7 @@ import json
 import pydantic
 from aiohttp import web
 
+from worker.server.deadlines import read_body
 from worker.server.errors import APIError, from_validation_error
 from worker.server.generation import Generation, respond
 from worker.server.prompts import (
@@ -18,7 +19,6 @@ from worker.server.prompts import (
     prompt_texts,
 )
 from worker.server.protocol import ChatCompletionRequest, CompletionRequest
-from worker.server.request_body import read_body
 from worker.server.responses import ChatFormat, CompletionFormat, Echo
 from worker.server.sampling import chat_max_tokens_param, chat_sampling, completion_sampling
 from worker.server.state import STATE, LoadedModel
