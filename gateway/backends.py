@@ -31,7 +31,6 @@ class BackendLoad:
     """Gauges scraped from the backend's /metrics (load_scraper.py)."""
 
     waiting: float = 0.0
-    running: float = 0.0
     kv_usage: float = 0.0
 
 

@@ -1,5 +1,5 @@
 """Each ready backend's load, read from its /metrics once per interval in the background (never
-on a request's path): requests waiting and running, and KV-cache usage."""
+on a request's path): requests waiting there, and KV-cache usage."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from .backends import Backend, BackendLoad, BackendPool
 log = logging.getLogger("pagoda.gateway.load")
 GAUGES = {
     "vllm:num_requests_waiting": "waiting",
-    "vllm:num_requests_running": "running",
     "vllm:kv_cache_usage_perc": "kv_usage",
 }
 

@@ -61,7 +61,7 @@ def test_an_ejected_backend_is_skipped_until_its_ejection_expires():
 
 def test_load_is_requests_in_flight_here_plus_those_waiting_there_plus_kv_usage():
     pool = pool_of()
-    pool.loads["active-1"] = BackendLoad(waiting=3, running=8, kv_usage=0.9)
+    pool.loads["active-1"] = BackendLoad(waiting=3, kv_usage=0.9)
     pool.started(A1)
     pool.started(A1)
     assert pool.load(A1) == 5.9

@@ -38,7 +38,7 @@ def worker_exposition(waiting: int, running: int, kv_usage: float) -> str:
 
 def test_parse_load_reads_a_workers_exposition():
     load = parse_load(worker_exposition(waiting=2, running=5, kv_usage=0.75))
-    assert load == BackendLoad(waiting=2, running=5, kv_usage=0.75)
+    assert load == BackendLoad(waiting=2, kv_usage=0.75)
 
 
 def test_parse_load_sums_over_label_sets():
@@ -49,7 +49,7 @@ vllm:num_requests_waiting{model_name="b"} 3.0
 vllm:num_requests_running{model_name="a"} 1.0
 vllm:num_requests_running{model_name="b"} 4.0
 """
-    assert parse_load(text) == BackendLoad(waiting=5, running=5, kv_usage=0)
+    assert parse_load(text) == BackendLoad(waiting=5, kv_usage=0)
 
 
 def test_missing_families_read_as_zero():
@@ -96,14 +96,14 @@ async def test_the_scraper_stores_the_loads_of_ready_backends_only():
         try:
             # a second scrape starts only after the first one's loads are stored
             await asyncio.wait_for(busy.scraped_twice.wait(), 5)
-            assert pool.loads == {"busy": BackendLoad(waiting=4, running=2, kv_usage=0.5)}
+            assert pool.loads == {"busy": BackendLoad(waiting=4, kv_usage=0.5)}
             assert pool.load(busy.backend("busy")) == 4.5
             assert broken.scrapes >= 1
 
             busy.exposition = worker_exposition(waiting=1, running=6, kv_usage=0.5)
             busy.scrapes, busy.scraped_twice = 0, asyncio.Event()
             await asyncio.wait_for(busy.scraped_twice.wait(), 5)
-            assert pool.loads["busy"] == BackendLoad(waiting=1, running=6, kv_usage=0.5)
+            assert pool.loads["busy"] == BackendLoad(waiting=1, kv_usage=0.5)
         finally:
             scraper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
