@@ -70,7 +70,13 @@ class GatewayMetrics:
 
 
 class _RoutingCollector:
-    def __init__(self, pool, hold_length, retries, replicas) -> None:
+    def __init__(
+        self,
+        pool: BackendPool,
+        hold_length: Callable[[], int],
+        retries: Callable[[], int],
+        replicas: Callable[[], int],
+    ) -> None:
         self.pool = pool
         self.hold_length = hold_length
         self.retries = retries
