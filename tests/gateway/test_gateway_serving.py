@@ -131,23 +131,25 @@ def test_requests_per_minute_are_counted_exactly_per_tenant(tenant_gateway):
 
 
 def test_tokens_per_minute_are_reserved_then_settled_from_real_usage(tenant_gateway):
-    gamma = TENANT_KEYS["gamma"]
-    big = {"prompt": "Once", "max_tokens": 250}  # reserves ~251 of the 300
-    small = {"prompt": "Once", "max_tokens": 10}
-    first = post(tenant_gateway.url, COMPLETIONS, big | {"stop": ["."]}, key=gamma)
+    gamma = TENANT_KEYS["gamma"]  # 300 tokens a minute; "Once" is estimated at 1 token
+    first = post(tenant_gateway.url, COMPLETIONS, {"prompt": "Once", "max_tokens": 250,
+                 "stop": ["."]}, key=gamma)  # fmt: skip
     assert first.status == 200
+    assert int(first.headers["x-ratelimit-remaining-tokens"]) == 300 - 251  # reserved
     used = first.json()["usage"]["total_tokens"]
-    assert used < 250  # stopped early: only what it used stays counted
-    assert int(first.headers["x-ratelimit-remaining-tokens"]) < 300 - 250
-    second = post(tenant_gateway.url, COMPLETIONS, small, key=gamma)
+    assert used < 240  # stopped early: only what it used stays counted
+    # 251 + 61 would not fit had the reservation stayed; settled at `used`, it fits
+    second = post(tenant_gateway.url, COMPLETIONS, {"prompt": "Once", "max_tokens": 60}, key=gamma)
     assert second.status == 200
     spent = used + second.json()["usage"]["total_tokens"]
     assert scrape(tenant_gateway.url, "pagoda_gateway_tokens_total", tenant="gamma",
                   kind="completion") + scrape(tenant_gateway.url, "pagoda_gateway_tokens_total",
                   tenant="gamma", kind="prompt") == spent  # fmt: skip
-    third = post(tenant_gateway.url, COMPLETIONS, big, key=gamma)
-    if spent + 251 > 300:
-        assert third.status == 429 and "tokens per minute" in third.json()["error"]["message"]
+    over = {"prompt": "Once", "max_tokens": 300 - spent}  # reserves one token more than is left
+    third = post(tenant_gateway.url, COMPLETIONS, over, key=gamma)
+    assert third.status == 429 and "tokens per minute" in third.json()["error"]["message"]
+    assert int(third.headers["retry-after"]) >= 1
+    assert third.headers["x-ratelimit-remaining-tokens"] == str(300 - spent)
 
 
 def test_concurrent_requests_are_limited_while_a_stream_runs(workers, tenant_gateway):
