@@ -3,6 +3,7 @@ GPU quota, unschedulable pods, invalid specs."""
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -220,6 +221,14 @@ INVALID = [
     ),
     ({"model": {"name": "m", "source": {"uri": "ftp://host/m.tar"}}}, "spec.model.source.uri"),
     ({"engine": {"dtype": "int4"}}, 'Unsupported value: "int4"'),
+    ({"engine": {"kvCacheDtype": "fp16"}}, 'Unsupported value: "fp16"'),
+    ({"resources": {"gpus": 0}, "engine": {"quantization": "fp8"}},
+     "spec.engine.quantization: Invalid value: engine.quantization fp8 runs on GPUs"
+     " only (compute capability 8.9 or later): set resources.gpus, or quantization none"),
+    ({"fallback": {"model": {"source": {"hf": {"repo": "o/r"}}}, "resources": {"gpus": 0},
+                   "engine": {"quantization": "fp8"}}},
+     "fallback.engine.quantization fp8 runs on GPUs only (compute capability 8.9 or later): set"
+     " fallback.resources.gpus, or quantization none"),
     ({"engine": {"gpuMemoryUtilization": 1.5}}, "gpuMemoryUtilization"),
     ({"replicas": 100}, "spec.replicas"),
     ({"enigne": {}}, 'unknown field "spec.enigne"'),
@@ -257,6 +266,42 @@ def test_invalid_specs_are_rejected_by_the_apiserver(cluster, namespace, operato
     assert result.returncode != 0, f"accepted: {spec}"
     assert says in result.stderr, result.stderr
     assert cluster.try_kubectl("get", "llmd/bad", f"-n={namespace}").returncode != 0
+
+
+def engine_settings(cluster, namespace: str, name: str) -> dict[str, dict]:
+    """Each tier's engine.json, from the engine ConfigMaps the operator wrote."""
+    found = cluster.get("configmaps", namespace=namespace)["items"]
+    return {
+        cm["metadata"]["labels"]["pagoda.dev/tier"]: json.loads(cm["data"]["engine.json"])
+        for cm in found
+        if cm["metadata"].get("labels", {}).get("pagoda.dev/deployment") == name
+    }
+
+
+def test_fp8_settings_with_a_gpu_reach_the_engine_config(cluster, namespace, operator):
+    """The other side of the FP8 rule: with a GPU both settings pass; an FP8 KV cache alone
+    runs on CPU too; an unset one gets the CRD's default, which engine.json leaves out."""
+    models_volume(cluster, namespace)
+    fallback = {
+        "model": {"source": {"hf": {"repo": "org/small"}}},
+        "resources": {"gpus": 0},
+        "engine": {"kvCacheDtype": "fp8"},
+    }
+    fp8 = {"quantization": "fp8", "kvCacheDtype": "fp8"}
+    manifest = llmdeployment(
+        "fp8", replicas=1, resources={"gpus": 1}, engine=fp8, fallback=fallback
+    )
+    cluster.apply(manifest, namespace=namespace)
+    stored = cluster.get("llmdeployment", "fp8", namespace)["spec"]
+    assert stored["fallback"]["engine"]["quantization"] == "none"
+
+    settings = cluster.wait_for(
+        lambda: len(found := engine_settings(cluster, namespace, "fp8")) == 2 and found,
+        what="the engine ConfigMaps of both tiers",
+    )
+    primary, cpu = settings["primary"], settings["fallback"]
+    assert (primary["quantization"], primary["kv_cache_dtype"]) == ("fp8", "fp8")
+    assert cpu["kv_cache_dtype"] == "fp8" and "quantization" not in cpu
 
 
 def test_invalid_name_is_rejected(cluster, namespace, operator):

@@ -22,6 +22,9 @@ from pagoda_operator.workload import (
 OWNER = Owner("team", "demo", "uid-1")
 HF_SOURCE = {"hf": {"repo": "org/m", "tokenSecret": {"name": "hf"}}}
 URI_SOURCE = {"uri": "https://models.example/m.tar", "sha256": "ab" * 32}
+FP8 = {"quantization": "fp8", "kvCacheDtype": "fp8"}
+# What the apiserver fills in (CRD defaults) for a spec that leaves the FP8 settings out.
+FP8_DEFAULTS = {"quantization": "none", "kvCacheDtype": "auto"}
 ENV = [
     {"name": "HF_ENDPOINT", "value": "http://mirror.local"},
     {"name": "HTTPS_PROXY", "valueFrom": {"secretKeyRef": {"name": "proxy", "key": "url"}}},
@@ -116,6 +119,9 @@ def test_cpu_pods_request_no_gpu():
     [
         ({"engine": {"maxNumSeqs": 64}}, True),
         ({"engine": {"dtype": "bfloat16"}}, True),
+        ({"engine": {"quantization": "fp8"}}, True),
+        ({"engine": {"kvCacheDtype": "fp8"}}, True),
+        ({"engine": FP8_DEFAULTS}, False),
         ({"model": {"name": "other", "source": PVC_SOURCE}}, True),
         ({"model": {"name": "stories", "source": {"hf": {"repo": "org/m"}}}}, True),
         ({"image": "pagoda-worker:0.2.0"}, True),
@@ -153,13 +159,15 @@ def test_env_and_checksum_changes_are_new_revisions():
     assert len(revisions) == 6
 
 
-def test_specs_without_env_or_checksum_keep_their_revision():
+def test_specs_without_env_checksum_or_fp8_keep_their_revision():
     """Revisions name the ConfigMaps and the last ready one: a field added to the API must not
     change them for specs that leave it unset, or an operator upgrade would look like a new
-    rollout of every LLMDeployment. (These are the revisions from before env and sha256.)"""
+    rollout of every LLMDeployment. (These are the revisions from before env, sha256 and the
+    FP8 settings.)"""
     uri = {"name": "stories", "source": {"uri": "https://x.example/m.tar"}}
     fallback = {"model": {"source": {"hf": {"repo": "org/m"}}}}
     assert primary_config(spec()).revision == "9e5c00a681"
+    assert primary_config(spec(engine=FP8_DEFAULTS)).revision == "9e5c00a681"
     assert primary_config(spec(model=uri)).revision == "31bacb9e17"
     assert fallback_config(spec(fallback=fallback)).revision == "59451c84b1"
 
@@ -224,13 +232,26 @@ def test_engine_config_map_holds_engine_json_and_the_revision():
     assert volume["configMap"]["name"] == cm["metadata"]["name"]
 
 
-def test_engine_json_keys_are_engine_config_fields():
-    from dataclasses import fields
+def test_fp8_settings_reach_engine_json_and_their_defaults_stay_out():
+    """Left out at their defaults, an unchanged spec renders the same engine.json as before
+    they existed (its ConfigMap is immutable, so a changed one could not be applied)."""
+    before = spec().engine.engine_json()
+    assert "quantization" not in before and "kv_cache_dtype" not in before
+    assert spec(engine=FP8_DEFAULTS).engine.engine_json() == before
+    assert spec(engine=FP8).engine.engine_json() == before | {
+        "quantization": "fp8",
+        "kv_cache_dtype": "fp8",
+    }
+    cm = engine_config_map(OWNER, primary_config(spec(engine={"kvCacheDtype": "fp8"})))
+    assert json.loads(cm["data"]["engine.json"]) == before | {"kv_cache_dtype": "fp8"}
 
+
+def test_engine_json_is_an_engine_config_the_worker_accepts():
     from worker.engine.config import EngineConfig
 
-    known = {f.name for f in fields(EngineConfig)}
-    assert set(spec().engine.engine_json()) <= known
+    config = EngineConfig(**spec(engine=FP8 | {"maxModelLen": 4096}).engine.engine_json())
+    assert (config.quantization, config.kv_cache_dtype) == ("fp8", "fp8")
+    assert config.max_model_len == 4096
 
 
 def test_hugging_face_source_downloads_in_an_init_container():

@@ -93,6 +93,33 @@ def test_cross_field_rules_are_cel(path, fragment):
     assert any(fragment in rule for rule in rules), rules
 
 
+@pytest.mark.parametrize(("path", "tier"), [(".spec", ""), (".spec.fallback", "fallback.")])
+def test_fp8_weights_need_gpus_on_both_tiers(path, tier):
+    nodes = dict(_walk(_schema()))
+    rules = nodes[path]["x-kubernetes-validations"]
+    [rule] = [r for r in rules if "quantization" in r["rule"]]
+    assert rule == {
+        "rule": "self.engine.quantization != 'fp8' || self.resources.gpus >= 1",
+        "message": f"{tier}engine.quantization fp8 runs on GPUs only (compute capability 8.9 or"
+        f" later): set {tier}resources.gpus, or quantization none",
+        "fieldPath": ".engine.quantization",
+    }
+    assert not any("kvCacheDtype" in r["rule"] for r in rules), "an FP8 KV cache runs on CPU too"
+
+
+@pytest.mark.parametrize("path", [".spec.engine", ".spec.fallback.engine"])
+def test_fp8_settings_are_off_by_default(path):
+    engine = dict(_walk(_schema()))[path]["properties"]
+    assert (engine["quantization"]["enum"], engine["quantization"]["default"]) == (
+        ["none", "fp8"],
+        "none",
+    )
+    assert (engine["kvCacheDtype"]["enum"], engine["kvCacheDtype"]["default"]) == (
+        ["auto", "fp8"],
+        "auto",
+    )
+
+
 def test_env_is_a_list_map_of_c_identifiers_without_the_operators_names():
     env = _schema()["properties"]["spec"]["properties"]["env"]
     assert env["x-kubernetes-list-type"] == "map", "the apiserver refuses a repeated name"

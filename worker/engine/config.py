@@ -15,6 +15,8 @@ class EngineConfig:
     model: str = str(DEFAULT_MODEL)  # a model folder or a Hugging Face id (org/name)
     load_format: str = "safetensors"  # safetensors | dummy (random weights from config.json)
     dtype: str = "auto"  # auto | float32 | bfloat16 | float16
+    quantization: str = "none"  # none | fp8 (checkpoints already in FP8 are detected by themselves)
+    kv_cache_dtype: str = "auto"  # auto (the model's dtype) | fp8
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     attention_backend: str = "auto"  # auto | reference | triton
     block_size: int = 16
@@ -35,6 +37,8 @@ class EngineConfig:
         checks = [
             ("load_format", self.load_format in ("safetensors", "dummy")),
             ("dtype", self.dtype in ("auto", "float32", "bfloat16", "float16")),
+            ("quantization", self.quantization in ("none", "fp8")),
+            ("kv_cache_dtype", self.kv_cache_dtype in ("auto", "fp8")),
             ("attention_backend", self.attention_backend in ("auto", "reference", "triton")),
             ("block_size", self.block_size >= 1),
             ("max_model_len", self.max_model_len is None or self.max_model_len >= 1),
@@ -53,6 +57,9 @@ class EngineConfig:
 _HELP = {
     "load_format": "safetensors, or dummy: random weights from config.json (for benchmarks)",
     "dtype": "weights and activations dtype: auto (the model's), float32, bfloat16, float16",
+    "quantization": "none, or fp8: weights quantized to FP8 at load (per output channel), "
+    "activations per token (needs a GPU of compute capability 8.9 or later)",
+    "kv_cache_dtype": "auto (the model's dtype), or fp8: an FP8 KV cache, twice the tokens",
     "device": "auto (cuda when available), cpu, cuda, cuda:N",
     "attention_backend": "auto (triton on CUDA, reference elsewhere), reference, triton",
     "block_size": "tokens per KV-cache block",

@@ -122,6 +122,16 @@ class FallbackModelSpec(ApiModel):
     """Where the fallback weights come from."""
 
 
+def fp8_weights_need_gpus(tier: str) -> dict:
+    """The rule for a tier's engine and resources; `tier`: "" (primary) or "fallback."."""
+    return cel(
+        "self.engine.quantization != 'fp8' || self.resources.gpus >= 1",
+        f"{tier}engine.quantization fp8 runs on GPUs only (compute capability 8.9 or later): set"
+        f" {tier}resources.gpus, or quantization none",
+        ".engine.quantization",
+    )
+
+
 class EngineSpec(ApiModel):
     """Engine settings, passed to the worker as /etc/pagoda/engine.json. Changing any of them
     rolls the pods."""
@@ -148,6 +158,20 @@ class EngineSpec(ApiModel):
     """GPUs one model replica is split across; it must divide resources.gpus. Reserved: the
     engine has no tensor parallelism yet, so the worker is not told and each pod runs the model
     on one GPU."""
+    # Both left out of dumps at their defaults, so the revision hash (and the immutable engine
+    # ConfigMap) of a spec without them stays the same.
+    quantization: Literal["none", "fp8"] = Field("none", exclude_if=lambda v: v == "none")
+    """Weight quantization. `fp8` quantizes the weights to FP8 (e4m3) as they load, one scale per
+    output channel, and the activations per token at run time: about half the weight memory of
+    bfloat16, so more room for the KV cache, at a small loss of accuracy. Needs GPUs of compute
+    capability 8.9 or later (Ada, Hopper) and a bfloat16 or float16 model (see dtype); the worker
+    refuses to start elsewhere. Checkpoints already in FP8 (compressed-tensors format) are
+    detected and run in FP8 whatever this says."""
+    kv_cache_dtype: Literal["auto", "fp8"] = Field("auto", exclude_if=lambda v: v == "auto")
+    """KV-cache dtype: `auto` keeps the model's dtype; `fp8` stores keys and values in FP8 (e4m3),
+    twice the tokens in the same memory, at a small loss of accuracy. Scales come from the
+    checkpoint when it has them, else 1.0. On GPUs it needs compute capability 8.9 or later (Ada,
+    Hopper); on CPU (resources.gpus 0) the reference attention supports it."""
 
     def engine_json(self) -> dict:
         """The worker's engine.json: EngineConfig field names, unset values left out."""
@@ -162,7 +186,10 @@ class EngineSpec(ApiModel):
             "enforce_eager": self.enforce_eager,
             "attention_backend": self.attention_backend,
         }
-        return {key: value for key, value in settings.items() if value is not None}
+        # Dumped as for the revision hash, so absent at their defaults: an unchanged spec keeps
+        # the engine.json of its (immutable) ConfigMap.
+        fp8 = self.model_dump(include={"quantization", "kv_cache_dtype"})
+        return {key: value for key, value in settings.items() if value is not None} | fp8
 
 
 class Toleration(ApiModel):
@@ -391,6 +418,7 @@ class FallbackSpec(ApiModel):
                 "fallback.engine.tensorParallelSize must divide fallback.resources.gpus (and be 1"
                 " when it is 0)",
             ),
+            fp8_weights_need_gpus("fallback."),
         )
     )
 
@@ -426,6 +454,7 @@ class LLMDeploymentSpec(ApiModel):
                 " : self.resources.gpus % self.engine.tensorParallelSize == 0",
                 "engine.tensorParallelSize must divide resources.gpus (and be 1 when it is 0)",
             ),
+            fp8_weights_need_gpus(""),
             cel(
                 "!has(self.fallback) || self.fallback.minPrimaryReady <= self.replicas",
                 "fallback.minPrimaryReady cannot exceed replicas: the fallback would never hand"
