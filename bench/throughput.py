@@ -3,6 +3,8 @@
     python bench/throughput.py                              # CPU: stories260K, a mixed workload
     python bench/throughput.py --preset anchor-a            # GPU: Llama-3.1-8B shape, random bf16
     python bench/throughput.py --preset anchor-a-latency    # GPU: batch-1 decode, TTFT
+    python bench/throughput.py --preset anchor-a --skip-baseline \
+        --variant quantization=fp8 --variant kv_cache_dtype=fp8  # each against the plain engine
 
 Throughput: both sides get the same prompts (token ids) and produce the same number of tokens
 each (EOS ignored). The baseline runs `generate` in static, left-padded batches. Printed: total
@@ -90,6 +92,22 @@ PRESETS = {
         dtype="bfloat16", baseline_batch=1, latency=True, ttft_input_len=1024,
     ),
 }  # fmt: skip
+
+
+def parse_settings(pairs: list[str]) -> dict:
+    """["key=value", ...] -> EngineConfig settings; values are JSON, or else strings."""
+    values = {}
+    for pair in pairs:
+        key, _, text = pair.partition("=")
+        try:
+            values[key] = json.loads(text)
+        except json.JSONDecodeError:
+            values[key] = text
+    return values
+
+
+def describe(variant: dict) -> str:
+    return "".join(f" {key}={value}" for key, value in variant.items())
 
 
 def make_prompts(num: int, input_len: tuple[int, int], vocab: int) -> list[list[int]]:
@@ -278,8 +296,16 @@ def main() -> int:
         help="print the engine run's top CPU and CUDA ops (timings include the profiler)",
     )  # fmt: skip
     parser.add_argument(
-        "--engine-arg", action="append", default=[], metavar="KEY=VALUE",
+        "--engine-arg",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="EngineConfig setting for the engine run, e.g. max_num_seqs=256 (JSON values)",
+    )
+    parser.add_argument(
+        "--variant", action="append", default=[], metavar="KEY=VALUE[,KEY=VALUE]",
+        help="also run the engine with these settings on top, and print its ratio to the "
+        "plain engine run (repeatable), e.g. quantization=fp8",
     )  # fmt: skip
     args = parser.parse_args()
     preset = PRESETS[args.preset]
@@ -287,7 +313,8 @@ def main() -> int:
         preset.model, preset.shape = None, args.shape
     preset.num_requests = args.num_requests or preset.num_requests
     preset.output_len = args.output_len or preset.output_len
-    engine_args = {k: json.loads(v) for k, v in (a.split("=", 1) for a in args.engine_arg)}
+    engine_args = parse_settings(args.engine_arg)
+    variants = [parse_settings(v.split(",")) for v in args.variant]
 
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = write_shape(preset.shape, Path(tmp)) if preset.shape else Path(preset.model)
@@ -301,22 +328,28 @@ def main() -> int:
               f"{prompt_tokens} prompt + {output_tokens} output tokens")  # fmt: skip
 
         if preset.latency:
-            results = run_latency(model_dir, preset, prompts, engine_args)
-            for name, value in results.items():
-                print(f"pagoda engine {name}: {value:.2f}  "
-                      f"({preset.input_len[0]}-token prompt, {preset.output_len} outputs; "
-                      f"TTFT of {preset.ttft_input_len} tokens)")  # fmt: skip
+            for variant in [{}, *variants]:
+                results = run_latency(model_dir, preset, prompts, engine_args | variant)
+                for name, value in results.items():
+                    print(f"pagoda engine{describe(variant)} {name}: {value:.2f}  "
+                          f"({preset.input_len[0]}-token prompt, {preset.output_len} outputs; "
+                          f"TTFT of {preset.ttft_input_len} tokens)")  # fmt: skip
             return 0
         seconds = run_engine(model_dir, preset, prompts, engine_args, args.profile)
         rows = [("pagoda engine", seconds)]
+        for variant in variants:
+            variant_seconds = run_engine(model_dir, preset, prompts, engine_args | variant)
+            rows.append((f"pagoda engine{describe(variant)}", variant_seconds))
         if not args.skip_baseline:
             rows.append(("transformers generate", run_transformers(model_dir, preset, prompts)))
 
-    print(f"{'':24}{'seconds':>10}{'total tok/s':>14}{'output tok/s':>14}")
+    width = max(24, *(len(name) + 2 for name, _ in rows))
+    print(f"{'':{width}}{'seconds':>10}{'total tok/s':>14}{'output tok/s':>14}{'vs engine':>11}")
     for name, seconds in rows:
-        print(f"{name:24}{seconds:10.2f}{total / seconds:14.0f}{output_tokens / seconds:14.0f}")
-    if len(rows) == 2:
-        print(f"ratio (engine / transformers, total tok/s): {rows[1][1] / rows[0][1]:.2f}x")
+        print(f"{name:{width}}{seconds:10.2f}{total / seconds:14.0f}"
+              f"{output_tokens / seconds:14.0f}{rows[0][1] / seconds:10.2f}x")  # fmt: skip
+    if not args.skip_baseline:
+        print(f"ratio (engine / transformers, total tok/s): {rows[-1][1] / rows[0][1]:.2f}x")
     if preset.floor_seconds:
         print(f"fraction of the {preset.floor_seconds} s floor: "
               f"{preset.floor_seconds / rows[0][1]:.1%}")  # fmt: skip

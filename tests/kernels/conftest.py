@@ -3,6 +3,7 @@ the kernels in Triton's CPU interpreter (slow, but it checks indexing and maskin
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from kernel_checks import INTERPRETED
@@ -22,8 +23,26 @@ def _let_interpreter_index_with_loaded_scalars() -> None:
     interpreter._patch_lang_tensor = patched
 
 
+def _let_interpreter_round_to_fp8() -> None:
+    """Triton 3.6's interpreter narrows floats to FP8 without carrying the rounding into the
+    exponent (1.97 becomes 1.0, not 2.0); the GPU rounds to nearest even, as PyTorch does."""
+    from triton.runtime import interpreter
+
+    original = interpreter._convert_float
+    narrow = {"fp32": torch.float32, "fp16": torch.float16}
+
+    def convert(values, input_dtype, output_dtype, rounding_mode):
+        if output_dtype.name != "fp8e4nv" or input_dtype.name not in narrow:
+            return original(values, input_dtype, output_dtype, rounding_mode)
+        wide = torch.from_numpy(np.ascontiguousarray(values)).to(narrow[input_dtype.name])
+        return wide.to(torch.float8_e4m3fn).view(torch.uint8).numpy()
+
+    interpreter._convert_float = convert
+
+
 if INTERPRETED:
     _let_interpreter_index_with_loaded_scalars()
+    _let_interpreter_round_to_fp8()
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,8 @@ from tests.engine.test_greedy_matches_transformers import (
 )
 from worker.engine.config import EngineConfig
 from worker.engine.engine import LLMEngine
+from worker.layers.fp8_linear import FP8, Fp8Linear, fp8_supported
+from worker.models.source import ModelLoadError
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -64,3 +66,31 @@ def test_kv_cache_fills_the_memory_budget(stories_dir):
     assert reserved <= budget, f"over the memory budget: {numbers}"
     assert kv_bytes > 0.9 * budget, f"the KV cache should take what the rest leaves: {numbers}"
     assert engine.core.kv_capacity_tokens * caches[0][:, 0, 0].numel() * 4 * len(caches) == kv_bytes
+
+
+needs_fp8 = pytest.mark.skipif(
+    not torch.cuda.is_available() or not fp8_supported(torch.device("cuda")),
+    reason="needs a GPU with FP8 tensor cores (compute capability ≥ 8.9)",
+)
+
+
+@needs_fp8
+def test_fp8_weights_and_kv_cache_with_cuda_graphs(stories_dir):
+    """Decode steps replay graphs holding both FP8 paths (weight-only and _scaled_mm); the answers
+    stay near bf16's (test_fp8_quality.py measures how near)."""
+    settings = dict(model=str(stories_dir), dtype="bfloat16", num_kv_blocks=64, max_num_seqs=32)
+    plain = LLMEngine(EngineConfig(**settings))
+    fp8 = LLMEngine(EngineConfig(**settings, quantization="fp8", kv_cache_dtype="fp8"))
+    assert isinstance(fp8.core.model.model.layers[0].self_attn.qkv_proj, Fp8Linear)
+    assert fp8.core.runner.graphs is not None and fp8.core.runner.kv_caches[0].dtype == FP8
+    work = mixed_workload(seed=4, num_requests=24)
+    ours, theirs = run_staggered(fp8, work), run_staggered(plain, work)
+    assert [len(t) for t in ours] == [len(t) for t in theirs]
+    # Random prompts leave the model unsure: some first choices flip (FP8 garbage would keep ~0).
+    assert sum(a[0] == b[0] for a, b in zip(ours, theirs, strict=True)) >= 12
+
+
+@needs_fp8
+def test_fp8_weights_need_a_16_bit_model(stories_dir):
+    with pytest.raises(ModelLoadError, match="add --dtype bfloat16"):
+        LLMEngine(EngineConfig(model=str(stories_dir), quantization="fp8"))  # float32 weights

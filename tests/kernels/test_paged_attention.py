@@ -11,7 +11,7 @@ from kernel_checks import INTERPRETED, TOLERANCE, relative_error
 pytest.importorskip("triton", reason="Triton is not installed")
 
 from worker.kernels.paged_attention import paged_decode_attention
-from worker.layers.attention import AttentionMetadata, ReferenceAttention
+from worker.layers.attention import FP8, AttentionMetadata, KVScales, ReferenceAttention
 from worker.layers.triton_attention import TritonAttention
 
 
@@ -71,15 +71,21 @@ def make_step(
     return q, k, v, cache, meta
 
 
-def reference(q, k, v, cache, meta, scale):
-    """The reference backend in float64 on the CPU."""
+def reference(q, k, v, cache, meta, scale, kv_scales: KVScales | None = None):
+    """The reference backend in float64 on the CPU (an FP8 cache stays FP8)."""
     cpu = AttentionMetadata(**{
         name: value.cpu().long() if isinstance(value, torch.Tensor) else value
         for name, value in vars(meta).items()
     })  # fmt: skip
-    cache64 = cache.cpu().double()
+    cache64 = cache.cpu() if cache.dtype == FP8 else cache.cpu().double()
     out = ReferenceAttention().forward(
-        q.cpu().double(), k.cpu().double(), v.cpu().double(), cache64, cpu, scale
+        q.cpu().double(),
+        k.cpu().double(),
+        v.cpu().double(),
+        cache64,
+        cpu,
+        scale,
+        kv_scales or KVScales(),
     )
     return out, cache64
 
@@ -114,7 +120,7 @@ def test_backend_matches_reference(device, step, block_size, heads, dtype):
     scale = heads[2] ** -0.5
     expected, expected_cache = reference(q, k, v, cache, meta, scale)
     backend = TritonAttention(num_sms(device))
-    out = backend.forward(q, k, v, cache, meta, scale)
+    out = backend.forward(q, k, v, cache, meta, scale, KVScales())
     assert torch.equal(cache.cpu().double(), expected_cache), "the KV-cache write differs"
     assert relative_error(out.cpu(), expected) < TOLERANCE[dtype]
 
@@ -143,8 +149,26 @@ def test_padding_rows_write_nothing_and_read_nothing(device):
     meta.slot_mapping[1] = -1
     meta.seq_lens[1] = 0
     before = cache.clone()
-    out = TritonAttention(num_sms(device)).forward(q, k, v, cache, meta, 0.25)
+    out = TritonAttention(num_sms(device)).forward(q, k, v, cache, meta, 0.25, KVScales())
     changed = (cache != before).any(dim=(0, 3, 4)).nonzero().tolist()
     table = meta.block_tables[0].tolist()
     assert changed == [[table[2], 1]], "only the real token's slot (position 9) is written"
     assert torch.equal(out[1], torch.zeros_like(out[1]))
+
+
+@pytest.mark.parametrize(
+    "step", ["prefills from scratch", "chunks over cached prefixes", "long decode"]
+)
+def test_fp8_cache_matches_reference(device, step):
+    """The write stores k / k_scale and v / v_scale as FP8, bit for bit as PyTorch rounds them
+    (power-of-two scales divide exactly), and attention reads them back scaled."""
+    dtype = torch.float16 if INTERPRETED else torch.bfloat16
+    q, k, v, cache, meta = make_step(device, STEPS[step], (8, 2, 128), 16, dtype, seed=11)
+    cache = (cache.float() * 4).to(FP8)  # a random cached prefix, already quantized
+    kv_scales, scale = KVScales(k=0.5, v=2.0), 128**-0.5
+    expected, expected_cache = reference(q, k, v, cache, meta, scale, kv_scales)
+    out = TritonAttention(num_sms(device)).forward(q, k, v, cache, meta, scale, kv_scales)
+    assert torch.equal(cache.cpu().view(torch.uint8), expected_cache.view(torch.uint8))
+    assert relative_error(out.cpu(), expected) < TOLERANCE[dtype]
+    bf16_out, _ = reference(q, k, v, cache.float().to(dtype), meta, scale)
+    assert relative_error(out.cpu(), bf16_out) > 1e-3, "the scales must change the answer"

@@ -31,6 +31,7 @@ from worker.engine.model_runner import (
     profile_activation_bytes,
 )
 from worker.engine.outputs import FinishReason, TokenLogprob
+from worker.engine.precision import check_fp8_weights, kv_cache_dtype
 from worker.engine.sampler import Sampler, SamplingRow, make_generator, token_logprobs
 from worker.engine.sampling_params import SamplingParams
 from worker.engine.scheduler import Scheduler
@@ -38,8 +39,10 @@ from worker.engine.sequence import Request, Sequence
 from worker.engine.stop_checker import StopChecker
 from worker.layers.attention import AttentionBackend
 from worker.layers.backends import select_attention_backend
+from worker.layers.fp8_linear import FP8
 from worker.models.loader import (
     ModelLoadError,
+    checkpoint_quantization,
     load_hf_config,
     load_model,
     resolve_dtype,
@@ -78,17 +81,23 @@ class EngineCore:
         self.device = resolve_device(config.device)
         if self.device.type == "cpu":
             torch.set_num_threads(cpu_threads(config.cpu_threads))
-        self.dtype = resolve_dtype(config.dtype, load_hf_config(model_dir))
+        hf_config = load_hf_config(model_dir)
+        self.dtype = resolve_dtype(config.dtype, hf_config)
+        from_checkpoint = checkpoint_quantization(hf_config)  # an FP8 checkpoint stays FP8
+        self.quantization = config.quantization if from_checkpoint == "none" else from_checkpoint
+        check_fp8_weights(self.quantization, self.dtype, self.device)
+        self.kv_dtype = kv_cache_dtype(config.kv_cache_dtype, self.dtype, self.device)
         torch.manual_seed(config.seed)  # dummy weights are reproducible
         self.model, self.hf_config = load_model(
-            model_dir, self.dtype, self.device, config.load_format
-        )
+            model_dir, self.dtype, self.device, config.load_format,
+            self.quantization, fp8_kv_cache=self.kv_dtype == FP8,
+        )  # fmt: skip
         self.tokenizer = tokenizer_for(model_dir, config.load_format)
         self.max_model_len = self._max_model_len()
         self.eos_token_ids = self._eos_token_ids(model_dir)
 
         backend = select_attention_backend(config.attention_backend, self.device)
-        block_bytes = kv_cache_block_bytes(self.model, config.block_size, self.dtype)
+        block_bytes = kv_cache_block_bytes(self.model, config.block_size, self.kv_dtype)
         num_blocks = config.num_kv_blocks or self._kv_cache_bytes(backend) // block_bytes
         if num_blocks < 1:
             raise ModelLoadError(
@@ -100,7 +109,7 @@ class EngineCore:
             self.block_manager, config.max_num_seqs, config.max_num_batched_tokens
         )
         self.runner = ModelRunner(
-            self.model, backend, num_blocks, config.block_size, self.device, self.dtype,
+            self.model, backend, num_blocks, config.block_size, self.device, self.kv_dtype,
             config.max_num_seqs, self.max_model_len,
         )  # fmt: skip
         if not config.enforce_eager:
@@ -110,9 +119,10 @@ class EngineCore:
         self._token_stops: dict[Request, StopChecker] = {}  # EOS, stop token ids, max_tokens
         self._in_flight: InFlightStep | None = None  # launched, its tokens not read yet
         log.info(
-            "engine ready: %s on %s (%s), KV cache %d blocks x %d tokens = %d tokens",
-            self.model_name, self.device, self.dtype, num_blocks, config.block_size,
-            self.kv_capacity_tokens,
+            "engine ready: %s on %s (%s%s), KV cache %d blocks x %d tokens = %d tokens (%s)",
+            self.model_name, self.device, self.dtype,
+            ", fp8 weights" if self.quantization == "fp8" else "", num_blocks, config.block_size,
+            self.kv_capacity_tokens, self.kv_dtype,
         )  # fmt: skip
 
     # -- setup ----------------------------------------------------------------------------
@@ -142,11 +152,12 @@ class EngineCore:
     def _kv_cache_bytes(self, backend: AttentionBackend) -> int:
         if self.device.type != "cuda":
             return self.config.kv_cache_bytes
+        torch.cuda.empty_cache()  # what loading freed (bf16 weights quantized to FP8) is free
         free, total = torch.cuda.mem_get_info(self.device)
         in_use = total - free  # our weights and allocator cache, and other processes
         c = self.config
         activations = profile_activation_bytes(
-            self.model, backend, c.block_size, self.dtype, self.device,
+            self.model, backend, c.block_size, self.kv_dtype, self.device,
             c.max_num_batched_tokens, c.max_num_seqs, self.max_model_len,
         )  # fmt: skip
         return int(c.gpu_memory_utilization * total) - in_use - activations

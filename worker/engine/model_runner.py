@@ -50,9 +50,9 @@ class PromptSpan:
     count: int
 
 
-def kv_cache_block_bytes(model: LlamaForCausalLM, block_size: int, dtype: torch.dtype) -> int:
+def kv_cache_block_bytes(model: LlamaForCausalLM, block_size: int, kv_dtype: torch.dtype) -> int:
     s = model.shape
-    element = torch.tensor([], dtype=dtype).element_size()
+    element = torch.tensor([], dtype=kv_dtype).element_size()
     return 2 * s.num_layers * block_size * s.num_kv_heads * s.head_dim * element
 
 
@@ -161,7 +161,7 @@ class ModelRunner:
         num_blocks: int,
         block_size: int,
         device: torch.device,
-        dtype: torch.dtype,
+        kv_dtype: torch.dtype,
         max_num_seqs: int = 256,
         max_model_len: int | None = None,
     ) -> None:
@@ -172,7 +172,7 @@ class ModelRunner:
         s = model.shape
         self.kv_caches = [
             torch.zeros(
-                2, num_blocks, block_size, s.num_kv_heads, s.head_dim, dtype=dtype, device=device
+                2, num_blocks, block_size, s.num_kv_heads, s.head_dim, dtype=kv_dtype, device=device
             )
             for _ in range(s.num_layers)
         ]
@@ -320,7 +320,7 @@ def profile_activation_bytes(
     model: LlamaForCausalLM,
     backend: AttentionBackend,
     block_size: int,
-    dtype: torch.dtype,
+    kv_dtype: torch.dtype,
     device: torch.device,
     max_num_batched_tokens: int,
     max_num_seqs: int,
@@ -333,7 +333,7 @@ def profile_activation_bytes(
     seq_len = min(tokens, max_model_len)
     lengths = [seq_len] * (tokens // seq_len) + ([tokens % seq_len] if tokens % seq_len else [])
     num_blocks = -(-seq_len // block_size) * len(lengths)
-    runner = ModelRunner(model, backend, num_blocks, block_size, device, dtype)
+    runner = ModelRunner(model, backend, num_blocks, block_size, device, kv_dtype)
     prefill = _step_peak_bytes(runner, lengths, lengths, min(max_num_seqs, tokens))
     torch.cuda.empty_cache()  # later steps find no cached blocks either: measure fresh segments
     if backend.graph_safe:

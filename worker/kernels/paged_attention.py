@@ -5,6 +5,9 @@ lives in block block_tables[seq, p // block_size] at offset p % block_size. Both
 KV token by token through the block table, so any block size works, and GQA is handled by giving
 one program all the query heads that share a KV head: each K/V tile is loaded once per group.
 
+An FP8 cache is read as k * k_scale and v * v_scale: k_scale is folded into the score scale,
+v_scale applied to the output, and the tiles converted to the query's dtype in registers.
+
 Scores use exp2 with log2(e) folded into the scale. Matrix products run on the tensor cores for
 bf16/fp16; float32 inputs use IEEE fp32 products (no tf32), for exactness tests.
 """
@@ -38,6 +41,7 @@ def _attend_span(
         offsets = block * stride_kb + (pos % BLOCK_SIZE) * stride_kt + kv_head * stride_kh
         kv_mask = pos_ok[:, None] & dim_ok[None, :]
         k = tl.load(k_cache_ptr + offsets[:, None] + dims[None, :], mask=kv_mask, other=0.0)
+        k = k.to(q.dtype)
         s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale
         visible = pos_ok[None, :] & (pos[None, :] <= query_pos[:, None])
         s = tl.where(visible, s, float("-inf"))
@@ -46,6 +50,7 @@ def _attend_span(
         p = tl.exp2(s - m_new[:, None])
         l_i = l_i * alpha + tl.sum(p, 1)
         v = tl.load(v_cache_ptr + offsets[:, None] + dims[None, :], mask=kv_mask, other=0.0)
+        v = v.to(q.dtype)
         acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
         m_i = m_new
     return acc, m_i, l_i
@@ -57,7 +62,7 @@ def _attend_span(
 def _decode_kernel(
     q_ptr, k_cache_ptr, v_cache_ptr, block_tables_ptr, seq_lens_ptr,
     out_ptr, part_acc_ptr, part_m_ptr, part_l_ptr,
-    qk_scale,
+    qk_scale, v_scale,
     stride_qt, stride_qh, stride_kb, stride_kt, stride_kh, stride_bt, stride_ot, stride_oh,
     BLOCK_SIZE: tl.constexpr, GROUP: tl.constexpr, GROUP_PAD: tl.constexpr,
     HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr, BLOCK_N: tl.constexpr,
@@ -91,6 +96,7 @@ def _decode_kernel(
         BLOCK_SIZE, D_PAD, HEAD_DIM, BLOCK_N, PRECISION,
     )  # fmt: skip
 
+    acc *= v_scale
     if NUM_SPLITS == 1:
         out = acc / tl.where(l_i == 0.0, 1.0, l_i)[:, None]  # an empty sequence (padding) gives 0
         out_ptrs = out_ptr + seq * stride_ot + heads[:, None] * stride_oh + dims[None, :]
@@ -134,7 +140,7 @@ def _combine_splits_kernel(
 @triton.jit(do_not_specialize=["first_seq", "stride_bt"])
 def _prefill_kernel(
     q_ptr, k_cache_ptr, v_cache_ptr, block_tables_ptr, query_start_loc_ptr, seq_lens_ptr, out_ptr,
-    qk_scale, first_seq,
+    qk_scale, v_scale, first_seq,
     stride_qt, stride_qh, stride_kb, stride_kt, stride_kh, stride_bt, stride_ot, stride_oh,
     BLOCK_SIZE: tl.constexpr, GROUP: tl.constexpr, GROUP_PAD: tl.constexpr,
     HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_N: tl.constexpr,
@@ -175,7 +181,7 @@ def _prefill_kernel(
         BLOCK_SIZE, D_PAD, HEAD_DIM, BLOCK_N, PRECISION,
     )  # fmt: skip
 
-    out = acc / tl.where(l_i == 0.0, 1.0, l_i)[:, None]
+    out = acc * v_scale / tl.where(l_i == 0.0, 1.0, l_i)[:, None]
     out_offsets = (q_start + token).to(tl.int64) * stride_ot + heads * stride_oh
     tl.store(
         out_ptr + out_offsets[:, None] + dims[None, :],
@@ -217,6 +223,8 @@ def paged_decode_attention(
     scale: float,
     out: torch.Tensor,  # [B, Hq, D]
     num_splits: int,
+    k_scale: float = 1.0,  # FP8 caches only
+    v_scale: float = 1.0,
 ) -> None:
     num_seqs, num_heads, head_dim = q.shape
     if num_seqs == 0:
@@ -233,7 +241,7 @@ def paged_decode_attention(
         part_acc = part_m = part_l = out  # unused
     _decode_kernel[(num_seqs, num_kv_heads, num_splits)](
         q, k_cache, v_cache, block_tables, seq_lens, out, part_acc, part_m, part_l,
-        scale * LOG2E,
+        scale * k_scale * LOG2E, v_scale,
         q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
         block_tables.stride(0), out.stride(0), out.stride(1),
         BLOCK_SIZE=k_cache.shape[1], GROUP=group, GROUP_PAD=max(16, group_pad),
@@ -258,6 +266,8 @@ def paged_prefill_attention(
     out: torch.Tensor,
     first_seq: int,  # sequences first_seq..B-1 are computed
     max_query_len: int,
+    k_scale: float = 1.0,  # FP8 caches only
+    v_scale: float = 1.0,
 ) -> None:
     num_seqs = seq_lens.shape[0] - first_seq
     if num_seqs <= 0:
@@ -269,7 +279,8 @@ def paged_prefill_attention(
     block_n = 64 if d_pad <= 128 else 32
     grid = (num_seqs, triton.cdiv(max_query_len, block_q), num_kv_heads)
     _prefill_kernel[grid](
-        q, k_cache, v_cache, block_tables, query_start_loc, seq_lens, out, scale * LOG2E, first_seq,
+        q, k_cache, v_cache, block_tables, query_start_loc, seq_lens, out,
+        scale * k_scale * LOG2E, v_scale, first_seq,
         q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
         block_tables.stride(0), out.stride(0), out.stride(1),
         BLOCK_SIZE=k_cache.shape[1], GROUP=group, GROUP_PAD=group_pad, HEAD_DIM=q.shape[2],

@@ -13,6 +13,15 @@ from typing import Protocol
 import torch
 
 
+@dataclass(frozen=True)
+class KVScales:
+    """An FP8 KV cache holds k / k_scale and v / v_scale (one scale per layer, from the
+    checkpoint or 1.0); a cache in the model's dtype holds K and V as they are."""
+
+    k: float = 1.0
+    v: float = 1.0
+
+
 @dataclass
 class AttentionMetadata:
     slot_mapping: torch.Tensor  # [T] int32: block * block_size + offset; -1 = padding
@@ -41,14 +50,29 @@ class AttentionBackend(Protocol):
         kv_cache: torch.Tensor,  # [2, num_blocks, block_size, Hkv, D]
         meta: AttentionMetadata,
         scale: float,
+        kv_scales: KVScales,
     ) -> torch.Tensor:  # [T, Hq, D]
         ...
 
 
-def write_kv(k: torch.Tensor, v: torch.Tensor, kv_cache: torch.Tensor, slots: torch.Tensor) -> None:
+FP8 = torch.float8_e4m3fn
+FP8_MAX = torch.finfo(FP8).max
+
+
+def to_cache(x: torch.Tensor, cache_dtype: torch.dtype, scale: float) -> torch.Tensor:
+    if cache_dtype != FP8:
+        return x
+    return (x.float() / scale).clamp(-FP8_MAX, FP8_MAX).to(FP8)
+
+
+def from_cache(x: torch.Tensor, dtype: torch.dtype, scale: float) -> torch.Tensor:
+    return x if x.dtype != FP8 else (x.float() * scale).to(dtype)
+
+
+def write_kv(k, v, kv_cache: torch.Tensor, slots: torch.Tensor, kv_scales: KVScales) -> None:
     num_kv_heads, head_dim = k.shape[1], k.shape[2]
-    kv_cache[0].view(-1, num_kv_heads, head_dim)[slots] = k
-    kv_cache[1].view(-1, num_kv_heads, head_dim)[slots] = v
+    kv_cache[0].view(-1, num_kv_heads, head_dim)[slots] = to_cache(k, kv_cache.dtype, kv_scales.k)
+    kv_cache[1].view(-1, num_kv_heads, head_dim)[slots] = to_cache(v, kv_cache.dtype, kv_scales.v)
 
 
 class ReferenceAttention:
@@ -59,8 +83,10 @@ class ReferenceAttention:
 
     graph_safe = False  # sizes its work from device values
 
-    def forward(self, q, k, v, kv_cache, meta: AttentionMetadata, scale: float) -> torch.Tensor:
-        write_kv(k, v, kv_cache, meta.slot_mapping)
+    def forward(
+        self, q, k, v, kv_cache, meta: AttentionMetadata, scale: float, kv_scales: KVScales
+    ) -> torch.Tensor:
+        write_kv(k, v, kv_cache, meta.slot_mapping, kv_scales)
         num_seqs, block_size = meta.num_seqs, kv_cache.shape[2]
         num_heads, head_dim = q.shape[1], q.shape[2]
         device = q.device
@@ -79,6 +105,10 @@ class ReferenceAttention:
         context_len = num_blocks * block_size
         keys = kv_cache[0][tables].reshape(num_seqs, context_len, -1, head_dim)
         values = kv_cache[1][tables].reshape(num_seqs, context_len, -1, head_dim)
+        keys, values = (
+            from_cache(keys, q.dtype, kv_scales.k),
+            from_cache(values, q.dtype, kv_scales.v),
+        )
 
         # Query row i of sequence b sits at position seq_len - query_len + i and sees keys up to it.
         seq_lens = meta.seq_lens.long()

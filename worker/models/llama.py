@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from worker.layers.activation import silu_and_mul
-from worker.layers.attention import AttentionBackend, AttentionMetadata
+from worker.layers.attention import AttentionBackend, AttentionMetadata, KVScales
 from worker.layers.norm import RMSNorm
 from worker.layers.rotary import RotaryEmbedding
 
@@ -69,6 +69,7 @@ class Attention(nn.Module):
         self.k_norm = RMSNorm(shape.head_dim, shape.rms_norm_eps) if shape.qk_norm else None
         self.rotary = rotary
         self.scale = shape.head_dim**-0.5
+        self.kv_scales = KVScales()  # an FP8 cache's scales, from the checkpoint when it has them
 
     def forward(self, positions, x, kv_cache, meta: AttentionMetadata, backend: AttentionBackend):
         q, k, v = self.qkv_proj(x).split(self.split, dim=-1)
@@ -78,7 +79,7 @@ class Attention(nn.Module):
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         q, k = self.rotary(positions, q, k)
-        out = backend.forward(q, k, v, kv_cache, meta, self.scale)
+        out = backend.forward(q, k, v, kv_cache, meta, self.scale, self.kv_scales)
         return self.o_proj(out.reshape(out.shape[0], -1))
 
 

@@ -15,6 +15,15 @@ from safetensors import SafetensorError, safe_open
 from transformers import AutoConfig
 
 from worker.layers.rotary import RotaryEmbedding
+from worker.models.compressed_tensors import Fp8Scheme, checkpoint_scheme
+from worker.models.fp8_loading import (
+    in_model_dtype,
+    per_channel_scales,
+    pop_kv_scales,
+    quantize_online,
+    use_fp8_layers,
+    use_kv_scales,
+)
 from worker.models.llama import LlamaForCausalLM, LlamaShape
 from worker.models.source import ModelLoadError
 
@@ -53,6 +62,12 @@ def load_hf_config(model_dir: Path):
         return AutoConfig.from_pretrained(model_dir, local_files_only=True)
     except (ValueError, OSError, json.JSONDecodeError) as exc:
         raise ModelLoadError(f"{model_dir}/config.json cannot be read: {exc}") from exc
+
+
+def checkpoint_quantization(hf_config) -> str:
+    """Returns "fp8" for a checkpoint stored in FP8 that Pagoda reads, "none" for one without
+    quantization_config; raises ModelLoadError for any other quantization."""
+    return "none" if checkpoint_scheme(hf_config) is None else "fp8"
 
 
 def resolve_dtype(requested: str, hf_config) -> torch.dtype:
@@ -147,16 +162,33 @@ def fuse_checkpoint(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]
         else:
             state[name] = tensor
     for name, pieces in parts.items():
-        state[name] = torch.cat([pieces[i] for i in sorted(pieces)], dim=0)
+        state[name] = _join(name, [pieces[i] for i in sorted(pieces)])
     return state
 
 
-def load_model(model_dir: Path, dtype: torch.dtype, device: torch.device, load_format: str):
+def _join(name: str, pieces: list[torch.Tensor]) -> torch.Tensor:
+    if name.endswith(".input_scale"):  # the parts read one input: the largest scale covers all
+        return torch.stack(pieces).amax()
+    return torch.cat(pieces, dim=0)
+
+
+def load_model(
+    model_dir: Path,
+    dtype: torch.dtype,
+    device: torch.device,
+    load_format: str,
+    quantization: str = "none",
+    fp8_kv_cache: bool = False,
+):
     """Returns (model, hf_config) with weights in `dtype` on `device`.
 
     load_format "dummy" skips the checkpoint: weights are random (seeded by the caller), for
-    benchmarking a model's shape without its files."""
+    benchmarking a model's shape without its files. quantization "fp8" quantizes the decoder's
+    projections at load; a checkpoint stored in FP8 is read as stored, whatever `quantization`
+    says. With fp8_kv_cache the checkpoint's KV-cache scales, if any, go to the attention layers.
+    """
     hf_config = load_hf_config(model_dir)
+    scheme = checkpoint_scheme(hf_config)
     arch = architecture_of(hf_config)
     try:
         shape = LlamaShape.from_hf(hf_config, arch.qkv_bias, arch.qk_norm)
@@ -169,12 +201,48 @@ def load_model(model_dir: Path, dtype: torch.dtype, device: torch.device, load_f
     except ValueError as exc:
         raise ModelLoadError(f"{model_dir}/config.json: {exc}") from exc
     if load_format == "dummy":
-        return _random_model(shape, rotary, dtype, device), hf_config
-    state = fuse_checkpoint(read_checkpoint(weight_files(model_dir)))
-    if shape.tie_word_embeddings:
-        state.pop("lm_head.weight", None)
+        model = _random_model(shape, rotary, dtype, device)
+        if quantization == "fp8" or scheme is not None:  # an FP8 model's benchmark runs FP8
+            quantize_online(model, device)
+    else:
+        model = _checkpoint_model(model_dir, shape, rotary, dtype, scheme, fp8_kv_cache)
+        if quantization == "fp8" and scheme is None:
+            quantize_online(model, device)
+    return model.to(device).eval(), hf_config
+
+
+def _checkpoint_model(
+    model_dir: Path,
+    shape: LlamaShape,
+    rotary: RotaryEmbedding,
+    dtype: torch.dtype,
+    scheme: Fp8Scheme | None,
+    fp8_kv_cache: bool,
+) -> LlamaForCausalLM:
+    """The model on the CPU (FP8 layers aside), with the checkpoint's weights."""
+    tensors = read_checkpoint(weight_files(model_dir))
     with torch.device("meta"):
         model = LlamaForCausalLM(shape, rotary)
+    if scheme is not None:
+        use_fp8_layers(model, scheme, tensors, FUSED, model_dir)
+        tensors = per_channel_scales(tensors, model_dir)
+    state = fuse_checkpoint(tensors)
+    kv_scales = pop_kv_scales(state)
+    if shape.tie_word_embeddings:
+        state.pop("lm_head.weight", None)
+    _check_weights(model_dir, model, state)
+    model.load_state_dict(
+        {k: in_model_dtype(k, v, dtype) for k, v in state.items()}, assign=True, strict=False
+    )
+    if shape.tie_word_embeddings:  # assign=True replaced the shared parameter: tie again
+        model.lm_head.weight = model.model.embed_tokens.weight
+    use_kv_scales(model, kv_scales, fp8_kv_cache, model_dir)
+    return model
+
+
+def _check_weights(
+    model_dir: Path, model: LlamaForCausalLM, state: dict[str, torch.Tensor]
+) -> None:
     expected = {n for n, _ in model.named_parameters()}
     missing, unexpected = expected - state.keys(), state.keys() - expected
     if missing:
@@ -192,10 +260,6 @@ def load_model(model_dir: Path, dtype: torch.dtype, device: torch.device, load_f
                 f"{model_dir}: weight {name} has shape {tuple(state[name].shape)}, "
                 f"the config implies {tuple(param.shape)}"
             )
-    model.load_state_dict({k: v.to(dtype) for k, v in state.items()}, assign=True, strict=False)
-    if shape.tie_word_embeddings:  # assign=True replaced the shared parameter: tie again
-        model.lm_head.weight = model.model.embed_tokens.weight
-    return model.to(device).eval(), hf_config
 
 
 def _random_model(shape, rotary, dtype: torch.dtype, device: torch.device) -> LlamaForCausalLM:
