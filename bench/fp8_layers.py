@@ -140,6 +140,20 @@ def tile_sweep(gen: torch.Generator) -> None:
             print(f"M={m:2} {total:7.1f}  {tiles}  {detail}")  # fmt: skip
 
 
+def quantize_sweep(gen: torch.Generator) -> None:
+    print("\nper-token quantization (µs per call, and GB/s moved) by (block, warps):")
+    blocks = [(1024, 4), (2048, 4), (4096, 8), (16384, 8), (16384, 16)]
+    print(f"{'M':>6}{'K':>7}" + "".join(f"{b!s:>20}" for b in blocks))
+    for m in (1, 16, 256, 1024, 8192):
+        for k in (4096, 14336):
+            xs = [activations(m, k, gen) for _ in range(4)]
+            cells = []
+            for block in blocks:
+                us = graph_us([lambda x=x, b=block: quantize_rows(x, None, b) for x in xs])
+                cells.append(f"{us:9.1f} ({m * k * 3 / us / 1e3:6.0f})")
+            print(f"{m:6}{k:7}" + "".join(f"{c:>20}" for c in cells))
+
+
 def main() -> int:
     if not torch.cuda.is_available():
         print("bench/fp8_layers.py needs a CUDA GPU of compute capability ≥ 8.9", file=sys.stderr)
@@ -147,8 +161,10 @@ def main() -> int:
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}")
     gen = torch.Generator(device="cuda").manual_seed(0)
     with torch.inference_mode():
-        layer_rows(gen)
-        tile_sweep(gen)
+        if "--quantize-only" not in sys.argv:
+            layer_rows(gen)
+            tile_sweep(gen)
+        quantize_sweep(gen)
     return 0
 
 
