@@ -14,6 +14,7 @@ import logging
 import os
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -21,6 +22,7 @@ from transformers import GenerationConfig
 
 from worker.engine.block_manager import BlockManager
 from worker.engine.config import EngineConfig
+from worker.engine.grammar import Grammars
 from worker.engine.in_flight import InFlightStep, SampledOnHost
 from worker.engine.loop_timing import Laps
 from worker.engine.messages import CoreOutput, EngineStats, SeqDelta
@@ -32,9 +34,15 @@ from worker.engine.model_runner import (
 )
 from worker.engine.outputs import FinishReason, TokenLogprob
 from worker.engine.precision import check_fp8_weights, kv_cache_dtype
-from worker.engine.sampler import Sampler, SamplingRow, make_generator, token_logprobs
+from worker.engine.sampler import (
+    Sampler,
+    SamplingRow,
+    TokenMask,
+    make_generator,
+    token_logprobs,
+)
 from worker.engine.sampling_params import SamplingParams
-from worker.engine.scheduler import Scheduler
+from worker.engine.scheduler import ScheduledSeq, Scheduler
 from worker.engine.sequence import Request, Sequence
 from worker.engine.stop_checker import StopChecker
 from worker.layers.attention import AttentionBackend
@@ -115,6 +123,10 @@ class EngineCore:
         if not config.enforce_eager:
             self.runner.capture_decode_graphs()
         self.sampler = Sampler(torch.Generator(self.device).manual_seed(config.seed))
+        self.grammars = None  # structured outputs need a tokenizer to map grammar to tokens
+        if self.tokenizer is not None:
+            vocab = self.model.shape.vocab_size
+            self.grammars = Grammars(self.tokenizer, vocab, self.eos_token_ids)
         self.requests: dict[str, Request] = {}
         self._token_stops: dict[Request, StopChecker] = {}  # EOS, stop token ids, max_tokens
         self._in_flight: InFlightStep | None = None  # launched, its tokens not read yet
@@ -194,6 +206,8 @@ class EngineCore:
             if params.seed is not None:
                 generator = make_generator(params.seed, index, self.device)
             seq = Sequence(request, index, list(prompt_token_ids), generator)
+            if params.structured_output is not None:
+                seq.matcher = self.grammars.matcher(params.structured_output)
             request.seqs.append(seq)
             self.scheduler.add(seq)
         self._token_stops[request] = StopChecker(params, self.eos_token_ids)
@@ -203,6 +217,10 @@ class EngineCore:
     def _check_prompt(self, prompt_token_ids: list[int], params: SamplingParams) -> None:
         if params.stop and self.tokenizer is None:
             raise ValueError("stop: stop strings need a tokenizer; this model has none")
+        if params.structured_output is not None:
+            if self.grammars is None:
+                raise ValueError("structured_output: needs a tokenizer; this model has none")
+            self.grammars.matcher(params.structured_output)  # compiles it, or says why not
         if not prompt_token_ids:
             raise ValueError("prompt: must contain at least one token")
         vocab = self.model.shape.vocab_size
@@ -265,14 +283,22 @@ class EngineCore:
     def step(self, laps: Laps | None = None) -> list[CoreOutput]:
         """Launch the next step, then read the tokens of the one before (async scheduling): the
         device has work queued while the host detokenizes, checks stops and schedules. Without
-        async scheduling each step is read right after its launch. `laps` times the parts."""
+        async scheduling each step is read right after its launch. A step with grammar-
+        constrained rows samples after that read instead, once their matchers know the tokens
+        before: its forward pass still runs while the host reads. `laps` times the parts."""
         laps = laps or Laps()
         deltas: dict[Sequence, SeqDelta] = {}
         touched: list[Request] = []
         previous = self._in_flight
-        self._in_flight = self._launch(previous, laps)
+        launched = self._launch(previous, laps)
+        constrained = launched is not None and launched.constrained and previous is not None
+        self._in_flight = None
+        if launched is not None and not constrained:
+            self._in_flight = self._sample(launched, previous)
         if previous is not None:
             touched += self._resolve(previous, deltas)
+        if constrained:
+            self._in_flight = self._sample(launched, None)
         if self._in_flight is not None and not self.config.async_scheduling:
             touched += self._resolve(self._in_flight, deltas)
             self._in_flight = None
@@ -289,8 +315,9 @@ class EngineCore:
         laps.lap("outputs")
         return outputs
 
-    def _launch(self, previous: InFlightStep | None, laps: Laps) -> InFlightStep | None:
-        """Schedule and start a step; its inputs may include `previous`'s unread tokens."""
+    def _launch(self, previous: InFlightStep | None, laps: Laps) -> Launched | None:
+        """Schedule a step and start its forward pass; its inputs may include `previous`'s
+        unread tokens."""
         plan = self.scheduler.schedule()
         laps.lap("schedule")
         if not plan.scheduled:
@@ -307,14 +334,29 @@ class EngineCore:
             self.block_manager.commit(item.seq)
             request = item.seq.request
             request.scheduled_time = request.scheduled_time or now
-        seqs = [item.seq for item in inputs.sampled]
+        laps.lap("launch")
+        return Launched(plan.scheduled, [item.seq for item in inputs.sampled], logits)
+
+    def _sample(self, launched: Launched, previous: InFlightStep | None) -> InFlightStep:
+        """Sample the launched step's tokens; `previous`: the step before, if still unread."""
+        seqs = launched.seqs
         result = None
         if seqs:
+            pending_rows = previous.rows if previous else {}
             rows = [self._sampling_row(seq, pending_rows) for seq in seqs]
-            result = self.sampler(logits, rows, pending_ids)
-        in_flight = InFlightStep(plan.scheduled, seqs, result)
-        laps.lap("launch")
-        return in_flight
+            pending_ids = previous.token_ids if previous else None
+            mask = self._token_mask(seqs, launched.logits.device)
+            result = self.sampler(launched.logits, rows, pending_ids, mask)
+        return InFlightStep(launched.scheduled, seqs, result)
+
+    def _token_mask(self, seqs: list[Sequence], device: torch.device) -> TokenMask | None:
+        """What the grammars of the constrained rows allow next (their matchers are current)."""
+        rows = [row for row, seq in enumerate(seqs) if seq.matcher and not seq.is_finished]
+        if not rows:
+            return None
+        bits = self.grammars.masks([seqs[row].matcher for row in rows])
+        rows_on_device = torch.tensor(rows, dtype=torch.int64).to(device, non_blocking=True)
+        return TokenMask(rows_on_device, bits.to(device, non_blocking=True))
 
     @torch.inference_mode()
     def _score_prompts(self, inputs: StepInputs, hidden: torch.Tensor) -> None:
@@ -386,6 +428,8 @@ class EngineCore:
         # add_request keeps prompt + max_tokens within the context window, so max_tokens is
         # the only length limit left to check.
         reason = self._token_stops[seq.request].check_token(token, len(seq.output_token_ids))
+        if seq.matcher is not None and _grammar_ends(seq.matcher, token):
+            reason = FinishReason.STOP  # the structure is complete (even at max_tokens)
         if reason is not None:
             self._finish(seq, reason)
             delta.finish_reason = reason
@@ -410,3 +454,26 @@ class EngineCore:
 
     def _forget(self, request: Request) -> None:
         del self._token_stops[request]
+
+
+@dataclass
+class Launched:
+    """A step whose forward pass is queued on the device and whose tokens are not sampled yet."""
+
+    scheduled: list[ScheduledSeq]
+    seqs: list[Sequence]  # the sequences that sample, in the order of the logits' rows
+    logits: torch.Tensor
+
+    @property
+    def constrained(self) -> bool:
+        return any(seq.matcher is not None for seq in self.seqs)
+
+
+def _grammar_ends(matcher, token: int) -> bool:
+    """Feed the token to the sequence's grammar: whether nothing may follow it. A token the
+    grammar refuses (only sampling without the mask could pick one) ends it too."""
+    if not matcher.consume_token(token):
+        log.warning("a constrained sequence produced a token its grammar refuses: %s",
+                    matcher.get_error())  # fmt: skip
+        return True
+    return matcher.is_stopped()

@@ -45,7 +45,8 @@ class InFlightStep:
                 self._copied = torch.cuda.Event()
                 self._copied.record()
         for seq in seqs:
-            seq.add_placeholder()
+            if not seq.is_finished:  # ended by the step before, read while this one ran
+                seq.add_placeholder()
 
     def wait(self) -> SampledOnHost:
         """Block until the sampled tokens are on the host."""

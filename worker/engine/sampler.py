@@ -1,9 +1,9 @@
 """Turns a batch of next-token logits into chosen tokens and the logprobs the API reports.
 
-Order per row: raw logprobs (reported) -> logit bias -> penalties -> temperature -> top-k ->
-top-p -> min-p -> argmax (greedy) or an exponential race (random). The math is vectorised over
-the batch; only the noise of seeded rows is drawn per row, from the row's own generator, so a
-seeded row picks the same token whatever else is in the batch.
+Order per row: raw logprobs (reported) -> logit bias -> penalties -> grammar mask -> temperature
+-> top-k -> top-p -> min-p -> argmax (greedy) or an exponential race (random). The math is
+vectorised over the batch; only the noise of seeded rows is drawn per row, from the row's own
+generator, so a seeded row picks the same token whatever else is in the batch.
 """
 
 from __future__ import annotations
@@ -27,6 +27,14 @@ class SamplingRow:
     # With async scheduling the last output token may still be on the device only: its row in
     # the previous step's sampled ids (the sampler's `pending_ids`), for the penalties.
     pending_row: int | None = None
+
+
+@dataclass
+class TokenMask:
+    """The tokens constrained rows may pick (grammar.py): bit j of word w allows token 32w + j."""
+
+    rows: torch.Tensor  # [r] int64: rows of the batch, on the logits' device
+    bits: torch.Tensor  # [r, ceil(vocab / 32)] int32, on the logits' device
 
 
 @dataclass
@@ -56,6 +64,7 @@ class Sampler:
         logits: torch.Tensor,
         rows: list[SamplingRow],
         pending_ids: torch.Tensor | None = None,
+        mask: TokenMask | None = None,
     ) -> SamplerOutput:
         """pending_ids: the previous step's sampled ids, on the device (see pending_row)."""
         if logits.dim() != 2 or logits.shape[0] != len(rows):
@@ -69,6 +78,8 @@ class Sampler:
 
         logits = apply_logit_bias(logits, params)
         logits = apply_penalties(logits, rows, pending_ids)
+        if mask is not None:
+            logits = apply_token_mask(logits, mask)
         greedy_ids = logits.argmax(dim=-1)
         if all(p.greedy for p in params):
             token_ids = greedy_ids
@@ -106,6 +117,14 @@ def token_logprobs(
     chosen = logprobs.gather(1, token_ids.unsqueeze(1)).squeeze(1)
     top_logprobs, top_ids = logprobs.topk(k, dim=-1)
     return chosen, top_ids, top_logprobs
+
+
+def apply_token_mask(logits: torch.Tensor, mask: TokenMask) -> torch.Tensor:
+    """Tokens a row's grammar does not allow get -inf."""
+    shifts = torch.arange(32, dtype=torch.int32, device=logits.device)
+    allowed = ((mask.bits.unsqueeze(-1) >> shifts) & 1).flatten(1)[:, : logits.shape[1]]
+    rows = logits[mask.rows].masked_fill(allowed == 0, float("-inf"))
+    return logits.index_put((mask.rows,), rows)
 
 
 def apply_logit_bias(logits: torch.Tensor, params: list[SamplingParams]) -> torch.Tensor:

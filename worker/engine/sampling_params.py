@@ -13,6 +13,14 @@ LOGIT_BIAS_RANGE = 100.0  # -100 bans a token, +100 forces it
 GREEDY_BELOW_TEMPERATURE = 1e-5
 
 
+@dataclass(frozen=True)
+class StructuredOutput:
+    """Constrain a completion to JSON: text that parses and matches `json_schema` (JSON text),
+    or with no schema any JSON object. The completion ends where the JSON does."""
+
+    json_schema: str | None = None
+
+
 class SamplingParamsError(ValueError):
     """A sampling parameter is out of range; `field` names which one."""
 
@@ -41,6 +49,7 @@ class SamplingParams:
     logprobs: int | None = None  # top-N logprobs per generated token; 0 = only the chosen one
     prompt_logprobs: int | None = None  # the same for each prompt token after the first
     logit_bias: dict[int, float] = field(default_factory=dict)  # token id -> added to its logit
+    structured_output: StructuredOutput | None = None
 
     def __post_init__(self) -> None:
         self.validate()

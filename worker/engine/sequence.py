@@ -39,6 +39,8 @@ class Sequence:
     num_cached_tokens: int = 0  # prompt tokens that came from the prefix cache
     finish_reason: FinishReason | None = None
     num_pending: int = 0  # trailing placeholders: sampled tokens the host has not read yet
+    # With params.structured_output: what may come next (grammar.py), advanced as tokens are read.
+    matcher: object | None = None
 
     @property
     def params(self) -> SamplingParams:
