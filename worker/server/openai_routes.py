@@ -22,6 +22,7 @@ from worker.server.protocol import ChatCompletionRequest, CompletionRequest
 from worker.server.responses import ChatFormat, CompletionFormat, Echo
 from worker.server.sampling import chat_max_tokens_param, chat_sampling, completion_sampling
 from worker.server.state import STATE, LoadedModel
+from worker.server.tools import chat_output
 
 DEFAULT_COMPLETION_MAX_TOKENS = 16  # as OpenAI's legacy completions API
 
@@ -83,14 +84,17 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     body = await _parse(request, ChatCompletionRequest)
     _check_model(body.model, model)
     check_chat_messages(body.messages, model.max_prompt_chars)
-    prompt = await model.tokenize(chat_prompt, body.messages, model.tokenizer)
+    output = chat_output(body, model.tool_parser)
+    prompt = await model.tokenize(
+        chat_prompt, body.messages, model.tokenizer, output.template_tools
+    )
     max_tokens_param = chat_max_tokens_param(body)
     max_tokens = body.max_completion_tokens
     if max_tokens is None:
         max_tokens = body.max_tokens
     if max_tokens is None:  # the rest of the context window, as vLLM does
         max_tokens = max(model.max_model_len - len(prompt), 1)
-    params = chat_sampling(body, max_tokens)
+    params = chat_sampling(body, max_tokens, output.structured_output)
     check_context(len(prompt), max_tokens, model.max_model_len, "messages", max_tokens_param)
     audit_prompt = "\n".join(f"{m.role}: {m.text}" for m in body.messages)
     return await respond(
@@ -100,7 +104,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
             endpoint="chat.completions",
             prompts=[prompt],
             params=params,
-            format=ChatFormat(model.token_text),
+            format=ChatFormat(model.token_text, output.parser),
             stream=bool(body.stream),
             include_usage=body.include_usage,
             continuous_usage=body.continuous_usage,

@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
+import json
+
 from worker.server.errors import APIError
 from worker.server.protocol import ChatMessage
 
 MAX_PROMPTS = 2048  # prompts in one completions request, as OpenAI caps it
 
-# For models whose tokenizer has no chat template (stories260K, base models): one line per
-# message, "Role: content", then "Assistant:" for the model to continue.
+# For models whose tokenizer has no chat template (stories260K, base models): the tools first,
+# one JSON line each, then one line per message, "Role: content", an assistant's tool calls
+# and tool results on lines of their own, then "Assistant:" for the model to continue.
 PLAIN_CHAT_TEMPLATE = (
     "{{ bos_token }}"
-    "{% for m in messages %}{{ m.role | capitalize }}: {{ m.content }}\n{% endfor %}"
+    "{% for t in tools or [] %}Tool: {{ t.function | tojson }}\n{% endfor %}"
+    "{% for m in messages %}"
+    "{% if m.role == 'tool' %}Tool result ({{ m.tool_call_id }}): {{ m.content }}\n"
+    "{% elif m.content or not m.tool_calls %}{{ m.role | capitalize }}: {{ m.content }}\n"
+    "{% endif %}"
+    "{% for c in m.tool_calls or [] %}"
+    "Tool call ({{ c.id }}): {{ {'name': c.function.name, 'arguments': c.function.arguments}"
+    " | tojson }}\n"
+    "{% endfor %}"
+    "{% endfor %}"
     "{% if add_generation_prompt %}Assistant:{% endif %}"
 )
 
@@ -74,13 +86,57 @@ def prompt_texts(prompt, token_ids: list[list[int]], tokenizer) -> list[str]:
 def check_chat_messages(messages: list[ChatMessage], max_chars: int) -> None:
     if not messages:
         raise APIError(400, "messages must not be empty", param="messages")
+    for i, message in enumerate(messages):
+        _check_tool_fields(message, f"messages[{i}]")
     check_prompt_chars(sum(len(m.text) for m in messages), max_chars, "messages")
 
 
-def chat_prompt(messages: list[ChatMessage], tokenizer) -> list[int]:
-    conversation = [{"role": m.role, "content": m.text} for m in messages]
+def _check_tool_fields(message: ChatMessage, where: str) -> None:
+    if message.role == "tool" and message.tool_call_id is None:
+        param = f"{where}.tool_call_id"
+        raise APIError(
+            400, f"{param} is required: a tool message answers the call of that id", param=param
+        )
+    if message.tool_calls is not None and message.role != "assistant":
+        param = f"{where}.tool_calls"
+        raise APIError(400, f"{param}: only assistant messages carry tool calls", param=param)
+    for j, call in enumerate(message.tool_calls or []):
+        try:
+            arguments = json.loads(call.function.arguments)
+        except ValueError:
+            arguments = None
+        if not isinstance(arguments, dict):
+            param = f"{where}.tool_calls[{j}].function.arguments"
+            raise APIError(400, f"{param} must be a JSON object, in a string", param=param)
+
+
+def _template_message(message: ChatMessage) -> dict:
+    """A message as Hugging Face chat templates expect it: a call's arguments as a dict."""
+    rendered = {"role": message.role, "content": message.text}
+    if message.tool_calls:
+        rendered["tool_calls"] = [
+            {
+                "id": call.id,
+                "type": "function",
+                "function": {
+                    "name": call.function.name,
+                    "arguments": json.loads(call.function.arguments),
+                },
+            }
+            for call in message.tool_calls
+        ]
+    if message.role == "tool":
+        rendered["tool_call_id"] = message.tool_call_id
+    return rendered
+
+
+def chat_prompt(
+    messages: list[ChatMessage], tokenizer, tools: list[dict] | None = None
+) -> list[int]:
+    """`tools`: [{"type": "function", "function": {...}}], for templates that show them."""
     text = tokenizer.apply_chat_template(
-        conversation,
+        [_template_message(m) for m in messages],
+        tools=tools,
         chat_template=None if tokenizer.chat_template else PLAIN_CHAT_TEMPLATE,
         add_generation_prompt=True,
         tokenize=False,

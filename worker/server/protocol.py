@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Strict
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, StringConstraints
 
 
 def _not_a_bool(value):
@@ -22,6 +22,9 @@ def _not_a_bool(value):
 # A number, or a string holding one; never a boolean.
 Number = Annotated[float, Strict(False), BeforeValidator(_not_a_bool)]
 Integer = Annotated[int, Strict(False), BeforeValidator(_not_a_bool)]
+# Function and schema names, as OpenAI spells them.
+Name = Annotated[str, StringConstraints(pattern=r"^[a-zA-Z0-9_-]{1,64}$")]
+JSONSchema = dict  # a JSON schema, checked by compiling it (structured.py)
 
 
 class _Body(BaseModel):
@@ -63,12 +66,25 @@ class SamplingFields(_Body):
         return bool(self.stream_options and self.stream_options.continuous_usage_stats)
 
 
+class JSONSchemaFormat(_Body):
+    name: Name
+    description: str | None = None
+    schema_: JSONSchema | None = Field(None, alias="schema")  # none: any JSON object
+    strict: bool | None = None
+
+
+class ResponseFormat(_Body):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JSONSchemaFormat | None = None  # with type json_schema only
+
+
 class CompletionRequest(SamplingFields):
     prompt: str | list[str] | list[int] | list[list[int]]
     max_tokens: Integer | None = None
     logprobs: Integer | None = None  # top-N per token, as in the legacy completions API
     best_of: Integer | None = None  # completions generated per prompt; the n most likely return
     echo: bool | None = None  # each choice's text starts with its prompt
+    response_format: ResponseFormat | None = None
 
 
 class TextPart(_Body):
@@ -76,10 +92,23 @@ class TextPart(_Body):
     text: str
 
 
+class FunctionCall(_Body):
+    name: str
+    arguments: str  # a JSON object, as text
+
+
+class ToolCall(_Body):
+    id: str
+    type: Literal["function"]
+    function: FunctionCall
+
+
 class ChatMessage(_Body):
-    role: Literal["system", "developer", "user", "assistant"]
+    role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[TextPart] | None = None
     name: str | None = None
+    tool_calls: list[ToolCall] | None = None  # assistant messages: the calls it made
+    tool_call_id: str | None = None  # tool messages: the call this one answers
 
     @property
     def text(self) -> str:
@@ -88,9 +117,37 @@ class ChatMessage(_Body):
         return self.content or ""
 
 
+class FunctionDefinition(_Body):
+    name: Name
+    description: str | None = None
+    parameters: JSONSchema | None = None  # none: the function takes no arguments
+    strict: bool | None = None
+
+
+class Tool(_Body):
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class FunctionName(_Body):
+    name: str
+
+
+class NamedToolChoice(_Body):
+    type: Literal["function"]
+    function: FunctionName
+
+
+ToolChoice = Literal["none", "auto", "required"] | NamedToolChoice
+
+
 class ChatCompletionRequest(SamplingFields):
     messages: list[ChatMessage]
     max_tokens: Integer | None = None  # deprecated by OpenAI in favour of max_completion_tokens
     max_completion_tokens: Integer | None = None
     logprobs: bool | None = None
     top_logprobs: Integer | None = None
+    response_format: ResponseFormat | None = None
+    tools: list[Tool] | None = None
+    tool_choice: ToolChoice | None = None
+    parallel_tool_calls: bool | None = None

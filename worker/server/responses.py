@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import math
+import secrets
+import string
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from worker.engine.outputs import CompletionOutput, RequestOutput, TokenLogprob
+from worker.server.tool_parsers import Event, ParsedCall, ToolCallParser
 
 TokenText = Callable[[int], str]
 
@@ -27,6 +30,11 @@ def _finite(logprob: float) -> float:
 
 def _reason(completion: CompletionOutput) -> str | None:
     return None if completion.finish_reason is None else str(completion.finish_reason)
+
+
+def _called(completion: CompletionOutput) -> str | None:
+    """A finished completion that made tool calls ends for them."""
+    return None if completion.finish_reason is None else "tool_calls"
 
 
 @dataclass
@@ -112,15 +120,39 @@ class CompletionFormat:
         }
 
 
+CALL_ID_ALPHABET = string.ascii_letters + string.digits
+
+
+def tool_call(call: ParsedCall) -> dict:
+    """A call as OpenAI shows it: a fresh id, the arguments as JSON text."""
+    suffix = "".join(secrets.choice(CALL_ID_ALPHABET) for _ in range(24))
+    return {
+        "id": "call_" + suffix,
+        "type": "function",
+        "function": {"name": call.name, "arguments": call.arguments},
+    }
+
+
+def _split(events: list[Event]) -> tuple[str, list[ParsedCall]]:
+    content = "".join(e for e in events if isinstance(e, str))
+    return content, [e for e in events if isinstance(e, ParsedCall)]
+
+
 class ChatFormat:
-    """POST /v1/chat/completions: assistant messages, `logprobs.content` entries."""
+    """POST /v1/chat/completions: assistant messages, `logprobs.content` entries, and with a
+    tool-call parser the calls it reads in each completion (finish_reason "tool_calls")."""
 
     id_prefix = "chatcmpl-"
     object = "chat.completion"
     chunk_object = "chat.completion.chunk"
 
-    def __init__(self, token_text: TokenText) -> None:
+    def __init__(
+        self, token_text: TokenText, parser: Callable[[], ToolCallParser] | None = None
+    ) -> None:
         self.token_text = token_text
+        self.parser = parser
+        self._parsers: dict[int, ToolCallParser] = {}  # streamed choice -> its parser
+        self._calls_sent: dict[int, int] = defaultdict(int)  # streamed choice -> calls so far
 
     def opening_choices(self, num_choices: int) -> list[dict]:
         """Streams start by naming the speaker, as OpenAI's do."""
@@ -133,22 +165,53 @@ class ChatFormat:
     def delta_choice(
         self, index: int, completion: CompletionOutput, request: RequestOutput
     ) -> dict:
-        has_text = completion.new_text or not completion.finished
+        content, calls = self._read(index, completion)
+        delta = {}
+        if content or not (calls or completion.finished):
+            delta["content"] = content
+        if calls:
+            first = self._calls_sent[index]
+            delta["tool_calls"] = [
+                {"index": first + i} | tool_call(call) for i, call in enumerate(calls)
+            ]
+            self._calls_sent[index] += len(calls)
+        called = self._calls_sent[index] > 0
         return {
             "index": index,
-            "delta": {"content": completion.new_text} if has_text else {},
+            "delta": delta,
             "logprobs": self._logprobs(completion.new_logprobs),
-            "finish_reason": _reason(completion),
+            "finish_reason": _called(completion) if called else _reason(completion),
         }
+
+    def _read(self, index: int, completion: CompletionOutput) -> tuple[str, list[ParsedCall]]:
+        """The content and the calls in a streamed completion's new text."""
+        if self.parser is None:
+            return completion.new_text, []
+        if index not in self._parsers:
+            self._parsers[index] = self.parser()
+        parser = self._parsers[index]
+        events = parser.feed(completion.new_text)
+        if completion.finished:
+            events += parser.finish()
+        return _split(events)
 
     def final_choice(
         self, index: int, completion: CompletionOutput, request: RequestOutput
     ) -> dict:
+        message = {"role": "assistant", "content": completion.text}
+        reason = _reason(completion)
+        if self.parser is not None:
+            parser = self.parser()
+            content, calls = _split(parser.feed(completion.text) + parser.finish())
+            if calls:  # without calls, the content is the whole text
+                message["content"] = content or None
+                message["tool_calls"] = [tool_call(call) for call in calls]
+                reason = _called(completion)
         return {
             "index": index,
-            "message": {"role": "assistant", "content": completion.text},
+            "message": message,
             "logprobs": self._logprobs(completion.logprobs),
-            "finish_reason": _reason(completion),
+            "finish_reason": reason,
         }
 
     def _entry(self, token_id: int, logprob: float) -> dict:

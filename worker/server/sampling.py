@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from worker.engine.sampling_params import SamplingParams, SamplingParamsError
+from worker.engine.sampling_params import SamplingParams, SamplingParamsError, StructuredOutput
 from worker.server.errors import APIError
 from worker.server.protocol import ChatCompletionRequest, CompletionRequest, SamplingFields
+from worker.server.structured import response_format_output
 
 MAX_N = 128  # completions per prompt, as OpenAI caps it
 
@@ -33,6 +34,7 @@ def _build(
     names: dict[str, str],
     best_of: int | None = None,
     prompt_logprobs: int | None = None,
+    structured_output: StructuredOutput | None = None,
 ) -> SamplingParams:
     for name, value in (("n", request.n), ("best_of", best_of)):
         if value is not None and value > MAX_N:
@@ -62,6 +64,7 @@ def _build(
             logprobs=logprobs,
             prompt_logprobs=prompt_logprobs,
             logit_bias=_logit_bias(request),
+            structured_output=structured_output,
         )
     except SamplingParamsError as e:
         param = names.get(e.field, e.field)
@@ -71,7 +74,16 @@ def _build(
 def completion_sampling(request: CompletionRequest, max_tokens: int) -> SamplingParams:
     # echo with logprobs lists the prompt's tokens too, with their logprobs.
     prompt_logprobs = request.logprobs if request.echo else None
-    params = _build(request, max_tokens, request.logprobs, {}, request.best_of, prompt_logprobs)
+    structured_output = response_format_output(request.response_format)
+    params = _build(
+        request,
+        max_tokens,
+        request.logprobs,
+        {},
+        request.best_of,
+        prompt_logprobs,
+        structured_output,
+    )
     if request.stream and params.selects_best:  # the best are known only at the end
         raise APIError(
             400, "best_of: streaming needs best_of equal to n (or unset)", param="best_of"
@@ -79,12 +91,14 @@ def completion_sampling(request: CompletionRequest, max_tokens: int) -> Sampling
     return params
 
 
-def chat_sampling(request: ChatCompletionRequest, max_tokens: int) -> SamplingParams:
+def chat_sampling(
+    request: ChatCompletionRequest, max_tokens: int, structured_output: StructuredOutput | None
+) -> SamplingParams:
     if request.top_logprobs is not None and not request.logprobs:
         raise APIError(400, "top_logprobs requires logprobs to be true", param="top_logprobs")
     logprobs = _or(request.top_logprobs, 0) if request.logprobs else None
     names = {"logprobs": "top_logprobs", "max_tokens": chat_max_tokens_param(request)}
-    return _build(request, max_tokens, logprobs, names)
+    return _build(request, max_tokens, logprobs, names, structured_output=structured_output)
 
 
 def chat_max_tokens_param(request: ChatCompletionRequest) -> str:

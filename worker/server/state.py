@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
 
 from aiohttp import web
 
@@ -23,6 +25,7 @@ from worker.server.errors import APIError
 from worker.server.metrics import ServerMetrics, WorkerGauges
 from worker.server.prompts import max_prompt_chars
 from worker.server.token_text import TokenText
+from worker.server.tool_parsers import parser_for
 
 TOKENIZER_THREADS = 4  # one huge prompt must not hold up everyone else's tokenizing
 
@@ -50,6 +53,7 @@ class LoadedModel:
             TOKENIZER_THREADS, thread_name_prefix="tokenizer"
         )
         self.token_text = TokenText(self.tokenizer)
+        self.tool_parser = parser_for(_model_type(self.tokenizer))  # for tool_choice auto
 
     async def tokenize(self, fn, *args):
         loop = asyncio.get_running_loop()
@@ -57,6 +61,15 @@ class LoadedModel:
 
     def close(self) -> None:
         self._tokenizer_threads.shutdown(wait=False, cancel_futures=True)
+
+
+def _model_type(tokenizer) -> str | None:
+    """config.json's model_type, from the model folder the tokenizer was loaded from."""
+    try:
+        config = json.loads((Path(tokenizer.name_or_path) / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return config.get("model_type")
 
 
 @dataclass
