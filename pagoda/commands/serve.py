@@ -35,7 +35,7 @@ class UsageError(Exception):
 def add_parser(subparsers, help_text: str) -> None:
     # Defaults shown in --help are read from the dataclasses that the code itself uses.
     from worker.engine.async_engine import AsyncEngineOptions
-    from worker.server.runner import ServerSettings
+    from worker.server.server import ServerSettings
 
     server_defaults, engine_defaults = ServerSettings(), AsyncEngineOptions()
     parser = subparsers.add_parser(
@@ -150,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
     from worker.engine.core_client import EngineStartError
     from worker.models.loader import ModelLoadError
     from worker.server.auth import APIKeyError, load_api_keys
-    from worker.server.runner import Server, ServerSettings, serve_until_signalled
+    from worker.server.server import Server, ServerSettings, serve_until_signalled
 
     started = time.monotonic()
 

@@ -10,7 +10,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from worker.engine.messages import Faults
-from worker.server.runner import Server, ServerSettings
+from worker.server.server import Server, ServerSettings
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -53,7 +53,7 @@ async def respond(request: web.Request, state: WorkerState, gen: Generation) -> 
     model = state.loaded()
     with state.generating():  # a drain waits for this, and for nothing before it
         group = await _submit(model, gen)
-        call = _Call(request, state, model, gen, group)
+        call = Answer(request, state, model, gen, group)
         try:
             return await (call.stream() if gen.stream else call.whole())
         finally:
@@ -102,7 +102,9 @@ async def _submit(model: LoadedModel, gen: Generation) -> RequestGroup:
         raise APIError(400, f"{param}: {reason}" if param else str(e), param=param) from e
 
 
-class _Call:
+class Answer:
+    """The answer to one API call, whole or streamed: its envelope, choices and accounting."""
+
     def __init__(self, request, state, model, gen, group) -> None:
         self.request: web.Request = request
         self.state: WorkerState = state

@@ -12,8 +12,6 @@ from dataclasses import dataclass
 from worker.engine.outputs import CompletionOutput, RequestOutput, TokenLogprob
 from worker.server.tool_parsers import Event, ParsedCall, ToolCallParser
 
-TokenText = Callable[[int], str]
-
 
 def usage(prompt_tokens: int, completion_tokens: int) -> dict:
     return {
@@ -53,7 +51,7 @@ class CompletionFormat:
     object = "text_completion"
     chunk_object = "text_completion"
 
-    def __init__(self, token_text: TokenText, echo: Echo | None = None) -> None:
+    def __init__(self, token_text: Callable[[int], str], echo: Echo | None = None) -> None:
         self.token_text = token_text
         self.echo = echo
         self._offsets: dict[int, int] = defaultdict(int)  # streamed text length per choice
@@ -147,7 +145,7 @@ class ChatFormat:
     chunk_object = "chat.completion.chunk"
 
     def __init__(
-        self, token_text: TokenText, parser: Callable[[], ToolCallParser] | None = None
+        self, token_text: Callable[[int], str], parser: Callable[[], ToolCallParser] | None = None
     ) -> None:
         self.token_text = token_text
         self.parser = parser
