@@ -20,20 +20,20 @@ from pathlib import Path
 
 from e2e import build, processes
 from e2e.control_plane import WORK_DIR, ControlPlane, ControlPlaneError
-from e2e.kube import Cluster
+from e2e.local_cluster import LocalCluster
 
 GPU_NODES = {"gpu-node-0": 4, "gpu-node-1": 4}
 
 
 def start_cluster(
     name: str, die_with_parent: bool = True, log: Callable[[str], None] = print
-) -> tuple[ControlPlane, Cluster]:
+) -> tuple[ControlPlane, LocalCluster]:
     """Build or reuse the binaries, start the control plane and register the fake GPU nodes."""
     bin_dir = build.ensure_binaries(log=log)
     plane = ControlPlane(bin_dir, name, die_with_parent=die_with_parent)
     started = time.monotonic()
     plane.start()
-    cluster = Cluster(plane.kubeconfig, plane.server, bin_dir / "kubectl")
+    cluster = LocalCluster(plane.kubeconfig, plane.server, bin_dir / "kubectl")
     try:
         for name, gpus in GPU_NODES.items():
             cluster.add_gpu_node(name, gpus)

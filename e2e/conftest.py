@@ -12,7 +12,7 @@ import pytest
 
 from e2e import build
 from e2e.cluster import start_cluster
-from e2e.kube import Cluster
+from e2e.local_cluster import LocalCluster
 from e2e.node import settings as node_settings
 from e2e.test_operator_support import Operator, install_crds, remove_crds, running_operator
 
@@ -38,7 +38,7 @@ def bin_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
-def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
+def cluster(request: pytest.FixtureRequest) -> Iterator[LocalCluster]:
     # One name per run, so test runs side by side (a shared checkout) keep their logs apart.
     plane, handle = start_cluster(f"pytest-{os.getpid()}", log=lambda line: None)
     request.config.stash[LOG_DIR_KEY] = plane.log_dir
@@ -49,7 +49,7 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
 
 
 @pytest.fixture(scope="module")
-def operator(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
+def operator(cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
     """The CRDs installed and one standalone operator, for a whole test module."""
     install_crds(cluster)
     with running_operator(cluster, tmp_path_factory.mktemp("operator"), "--standalone") as op:
@@ -58,7 +58,7 @@ def operator(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iter
 
 
 @pytest.fixture
-def namespace(cluster: Cluster) -> Iterator[str]:
+def namespace(cluster: LocalCluster) -> Iterator[str]:
     """A fresh namespace for one test, deleted (without waiting) afterwards."""
     name = f"e2e-{uuid.uuid4().hex[:8]}"
     cluster.create_namespace(name)

@@ -22,7 +22,7 @@ import yaml
 
 from e2e import processes
 from e2e.build import KWOK_STAGES_DIR
-from e2e.pki import CertificateAuthority, CertPair, Identity, service_account_keys
+from e2e.pki import CertificateAuthority, CertPair, Identity, KeyPair, service_account_keys
 from e2e.processes import Process, free_port, wait_until
 
 E2E_DIR = Path(__file__).resolve().parent
@@ -108,8 +108,6 @@ class ControlPlane:
         work = self.workdir
         ca = self.ca = CertificateAuthority(work)
         sa = service_account_keys(work)
-        serving = ca.serving("kube-apiserver", self._pod_facing_ips())
-        front_proxy = ca.client(FRONT_PROXY)
         etcd_url = f"http://127.0.0.1:{free_port()}"
         self.server = f"https://127.0.0.1:{free_port()}"
         identities = (ADMIN, CONTROLLER_MANAGER, SCHEDULER, KWOK)
@@ -118,23 +116,40 @@ class ControlPlane:
             who.name: self._kubeconfig(work, ca.pair.cert, clients[who.name], who)
             for who in identities
         }
+        self._start_etcd(work, etcd_url, deadline)
+        self._start_apiserver(work, ca, sa, etcd_url, clients[ADMIN.name], deadline)
+        health_ports = self._start_controllers(work, ca, sa, kubeconfigs)
+        if self.kwok:
+            self._start_kwok(kubeconfigs[KWOK.name])
+        self._wait_healthy(health_ports, deadline)
 
+    def _start_etcd(self, work: Path, url: str, deadline: float) -> None:
         peer_url = f"http://127.0.0.1:{free_port()}"
         self._spawn(
             "etcd",
             f"--data-dir={work / 'etcd'}",
             "--name=e2e",
-            f"--listen-client-urls={etcd_url}",
-            f"--advertise-client-urls={etcd_url}",
+            f"--listen-client-urls={url}",
+            f"--advertise-client-urls={url}",
             f"--listen-peer-urls={peer_url}",
             f"--initial-advertise-peer-urls={peer_url}",
             f"--initial-cluster=e2e={peer_url}",
             "--unsafe-no-fsync",  # throwaway data: durability buys nothing here
             "--log-level=warn",
         )
-        self._wait(deadline, "etcd /health", lambda: _get_ok(f"{etcd_url}/health"))
+        self._wait(deadline, "etcd /health", lambda: _get_ok(f"{url}/health"))
 
-        tls = _tls(ca.pair.cert, clients[ADMIN.name])
+    def _start_apiserver(
+        self,
+        work: Path,
+        ca: CertificateAuthority,
+        sa: KeyPair,
+        etcd_url: str,
+        admin: CertPair,
+        deadline: float,
+    ) -> None:
+        serving = ca.serving("kube-apiserver", self._pod_facing_ips())
+        front_proxy = ca.client(FRONT_PROXY)
         self._spawn(
             "kube-apiserver",
             f"--etcd-servers={etcd_url}",
@@ -164,10 +179,15 @@ class ControlPlane:
             f"--service-account-signing-key-file={sa.private}",
             "--profiling=false",
         )
+        tls = _tls(ca.pair.cert, admin)
         self._wait(
             deadline, "kube-apiserver /readyz", lambda: _get_ok(f"{self.server}/readyz", tls)
         )
 
+    def _start_controllers(
+        self, work: Path, ca: CertificateAuthority, sa: KeyPair, kubeconfigs: dict[str, Path]
+    ) -> dict[str, int]:
+        """kube-controller-manager and kube-scheduler; returns the port each serves /healthz on."""
         health_ports = {}
         for name, identity, extra in (
             (
@@ -196,8 +216,9 @@ class ControlPlane:
                 "--leader-elect=false",
                 *extra,
             )
-        if self.kwok:
-            self._start_kwok(kubeconfigs[KWOK.name])
+        return health_ports
+
+    def _wait_healthy(self, health_ports: dict[str, int], deadline: float) -> None:
         insecure = ssl.create_default_context()
         insecure.check_hostname = False
         insecure.verify_mode = ssl.CERT_NONE  # their self-signed certs, on 127.0.0.1

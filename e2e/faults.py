@@ -1,7 +1,7 @@
 """Pod faults that KWOK fakes, keyed on one pod annotation (stages in e2e/kwok/faults.yaml).
 
-Annotate a running pod (Cluster.inject_fault does it), or put the annotation in a pod template so
-every pod of a workload gets the fault from its start:
+Annotate a running pod (LocalCluster.inject_fault does it), or put the annotation in a pod
+template so every pod of a workload gets the fault from its start:
 
     metadata:
       annotations:

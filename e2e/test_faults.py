@@ -5,10 +5,12 @@ from __future__ import annotations
 import pytest
 
 from e2e.faults import FAULT_ANNOTATION, Fault
-from e2e.kube import Cluster
+from e2e.local_cluster import LocalCluster
 
 
-def running_pod(cluster: Cluster, namespace: str, name: str = "victim", **annotations: str) -> str:
+def running_pod(
+    cluster: LocalCluster, namespace: str, name: str = "victim", **annotations: str
+) -> str:
     cluster.apply(
         {
             "apiVersion": "v1",
@@ -32,7 +34,7 @@ def container(pod: dict) -> dict:
 
 
 def test_unready_pod_drops_out_of_its_deployment_and_recovers(
-    cluster: Cluster, namespace: str
+    cluster: LocalCluster, namespace: str
 ) -> None:
     cluster.kubectl("create", "deployment", "web", "--image=pagoda/worker:e2e", f"-n={namespace}")
     cluster.kubectl("rollout", "status", "deployment/web", f"-n={namespace}", "--timeout=60s")
@@ -55,7 +57,7 @@ def test_unready_pod_drops_out_of_its_deployment_and_recovers(
     cluster.wait_pod_ready(pod, namespace)
 
 
-def test_crash_loop_grows_the_restart_count(cluster: Cluster, namespace: str) -> None:
+def test_crash_loop_grows_the_restart_count(cluster: LocalCluster, namespace: str) -> None:
     pod = running_pod(cluster, namespace)
     cluster.wait_pod_ready(pod, namespace)
 
@@ -80,7 +82,9 @@ def test_crash_loop_grows_the_restart_count(cluster: Cluster, namespace: str) ->
     assert status["lastState"]["terminated"]["exitCode"] == 1
 
 
-def test_oom_killed_pod_reports_oomkilled_and_exit_137(cluster: Cluster, namespace: str) -> None:
+def test_oom_killed_pod_reports_oomkilled_and_exit_137(
+    cluster: LocalCluster, namespace: str
+) -> None:
     pod = running_pod(cluster, namespace)
     cluster.wait_pod_ready(pod, namespace)
 
@@ -96,7 +100,7 @@ def test_oom_killed_pod_reports_oomkilled_and_exit_137(cluster: Cluster, namespa
     assert (terminated["reason"], terminated["exitCode"]) == ("OOMKilled", 137)
 
 
-def test_switching_faults_clears_the_first(cluster: Cluster, namespace: str) -> None:
+def test_switching_faults_clears_the_first(cluster: LocalCluster, namespace: str) -> None:
     pod = running_pod(cluster, namespace)
     cluster.wait_pod_ready(pod, namespace)
     cluster.make_pod_crash_loop(pod, namespace)
@@ -113,7 +117,7 @@ def test_switching_faults_clears_the_first(cluster: Cluster, namespace: str) -> 
     )
 
 
-def test_image_pull_failure_on_a_running_pod(cluster: Cluster, namespace: str) -> None:
+def test_image_pull_failure_on_a_running_pod(cluster: LocalCluster, namespace: str) -> None:
     pod = running_pod(cluster, namespace)
     cluster.wait_pod_ready(pod, namespace)
 
@@ -130,7 +134,7 @@ def test_image_pull_failure_on_a_running_pod(cluster: Cluster, namespace: str) -
 
 
 def test_a_pod_created_with_an_image_pull_fault_never_starts(
-    cluster: Cluster, namespace: str
+    cluster: LocalCluster, namespace: str
 ) -> None:
     pod = running_pod(cluster, namespace, **{FAULT_ANNOTATION: str(Fault.IMAGE_PULL_ERROR)})
 
@@ -147,7 +151,9 @@ def test_a_pod_created_with_an_image_pull_fault_never_starts(
     cluster.wait_pod_ready(pod, namespace)
 
 
-def test_unknown_fault_is_refused_before_touching_the_pod(cluster: Cluster, namespace: str) -> None:
+def test_unknown_fault_is_refused_before_touching_the_pod(
+    cluster: LocalCluster, namespace: str
+) -> None:
     pod = running_pod(cluster, namespace)
     with pytest.raises(ValueError, match="meteor-strike"):
         cluster.inject_fault(pod, namespace, "meteor-strike")

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from e2e.kube import Cluster
+from e2e.local_cluster import LocalCluster
 from e2e.processes import Process, free_port, stop_pid
 
 REPO = Path(__file__).resolve().parents[1]
@@ -25,19 +25,21 @@ STORIES_SOURCE = {"pvc": {"claimName": "pagoda-models", "path": "stories260K"}}
 BAKE_SECONDS = 1
 
 
-def install_crds(cluster: Cluster) -> None:
+def install_crds(cluster: LocalCluster) -> None:
     cluster.kubectl("apply", "--server-side", "-k", str(CRDS))
     cluster.wait_crds_established("llmdeployments.pagoda.dev", "clusterkopfpeerings.kopf.dev")
 
 
-def remove_crds(cluster: Cluster) -> None:
+def remove_crds(cluster: LocalCluster) -> None:
     cluster.kubectl("delete", "-k", str(CRDS), "--ignore-not-found", "--timeout=120s")
 
 
 class Operator:
     """`pagoda operator` run as a user would, with its own health and metrics ports."""
 
-    def __init__(self, cluster: Cluster, workdir: Path, *args: str, kubeconfig: Path | None = None):
+    def __init__(
+        self, cluster: LocalCluster, workdir: Path, *args: str, kubeconfig: Path | None = None
+    ):
         self.liveness_port = free_port()
         self.metrics_port = free_port()
         while self.metrics_port == self.liveness_port:  # free_port may hand out the same one
@@ -99,7 +101,9 @@ class Operator:
 
 
 @contextlib.contextmanager
-def running_operator(cluster: Cluster, workdir: Path, *args: str, **kwargs) -> Iterator[Operator]:
+def running_operator(
+    cluster: LocalCluster, workdir: Path, *args: str, **kwargs
+) -> Iterator[Operator]:
     operator = Operator(cluster, workdir, *args, **kwargs).start()
     try:
         yield operator
@@ -120,7 +124,7 @@ def llmdeployment(name: str, **spec: Any) -> dict:
 
 
 def models_volume(
-    cluster: Cluster, namespace: str, with_claim: bool = True, path: Path | None = None
+    cluster: LocalCluster, namespace: str, with_claim: bool = True, path: Path | None = None
 ) -> None:
     """A PersistentVolume reserved for the namespace's `pagoda-models` claim, and the claim
     unless the test applies its own (KWOK pods never read it, but an unbound claim would keep
@@ -156,23 +160,23 @@ def models_volume(
         )
 
 
-def patch_spec(cluster: Cluster, namespace: str, name: str, spec: dict) -> None:
+def patch_spec(cluster: LocalCluster, namespace: str, name: str, spec: dict) -> None:
     """Merge-patch an LLMDeployment's spec, as a user editing it would."""
     body = json.dumps({"spec": spec})
     cluster.kubectl("patch", f"llmd/{name}", f"-n={namespace}", "--type=merge", f"-p={body}")
 
 
-def status(cluster: Cluster, namespace: str, name: str) -> dict:
+def status(cluster: LocalCluster, namespace: str, name: str) -> dict:
     return cluster.get("llmdeployment", name, namespace).get("status") or {}
 
 
-def condition(cluster: Cluster, namespace: str, name: str, kind: str) -> dict:
+def condition(cluster: LocalCluster, namespace: str, name: str, kind: str) -> dict:
     found = status(cluster, namespace, name).get("conditions", [])
     return next((c for c in found if c["type"] == kind), {})
 
 
 def wait_condition(
-    cluster: Cluster,
+    cluster: LocalCluster,
     namespace: str,
     name: str,
     kind: str,
@@ -189,7 +193,7 @@ def wait_condition(
     return cluster.wait_for(check, timeout, f"{name} {kind}={value} {reason or ''}")
 
 
-def events(cluster: Cluster, namespace: str, name: str) -> list[dict]:
+def events(cluster: LocalCluster, namespace: str, name: str) -> list[dict]:
     found = cluster.get("events", namespace=namespace)["items"]
     return [
         e
@@ -199,7 +203,7 @@ def events(cluster: Cluster, namespace: str, name: str) -> list[dict]:
     ]
 
 
-def pods(cluster: Cluster, namespace: str, tier: str | None = None) -> list[dict]:
+def pods(cluster: LocalCluster, namespace: str, tier: str | None = None) -> list[dict]:
     selector = "pagoda.dev/deployment" + (f",pagoda.dev/tier={tier}" if tier else "")
     found = cluster.kubectl("get", "pods", f"-n={namespace}", f"-l={selector}", "-o=json")
     return json.loads(found.stdout)["items"]

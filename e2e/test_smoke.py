@@ -8,7 +8,7 @@ import pytest
 
 from e2e.build import load_versions
 from e2e.cluster import GPU_NODES
-from e2e.kube import GPU_RESOURCE, Cluster, KubectlError
+from e2e.local_cluster import GPU_RESOURCE, KubectlError, LocalCluster
 
 
 def gpu_pod(name: str, gpus: int = 1) -> dict:
@@ -24,14 +24,14 @@ def _gpus(count: int) -> dict:
     return {"resources": {"limits": {GPU_RESOURCE: str(count)}}}
 
 
-def test_apiserver_reports_the_pinned_version(cluster: Cluster) -> None:
+def test_apiserver_reports_the_pinned_version(cluster: LocalCluster) -> None:
     version = json.loads(cluster.kubectl("version", "-o", "json").stdout)
     pinned = load_versions().kubernetes
     assert version["serverVersion"]["gitVersion"] == pinned
     assert version["clientVersion"]["gitVersion"] == pinned
 
 
-def test_fake_nodes_advertise_gpus_and_are_ready(cluster: Cluster) -> None:
+def test_fake_nodes_advertise_gpus_and_are_ready(cluster: LocalCluster) -> None:
     nodes = {node["metadata"]["name"]: node for node in cluster.get("nodes")["items"]}
     assert set(GPU_NODES) <= set(nodes)
     for name, gpus in GPU_NODES.items():
@@ -42,7 +42,7 @@ def test_fake_nodes_advertise_gpus_and_are_ready(cluster: Cluster) -> None:
 
 
 def test_gpu_deployment_is_scheduled_on_a_gpu_node_and_becomes_ready(
-    cluster: Cluster, namespace: str
+    cluster: LocalCluster, namespace: str
 ) -> None:
     cluster.apply(
         {
@@ -74,7 +74,7 @@ def test_gpu_deployment_is_scheduled_on_a_gpu_node_and_becomes_ready(
 
 
 def test_a_pod_asking_for_more_gpus_than_any_node_has_stays_pending(
-    cluster: Cluster, namespace: str
+    cluster: LocalCluster, namespace: str
 ) -> None:
     cluster.apply(gpu_pod("too-big", gpus=max(GPU_NODES.values()) + 1), namespace=namespace)
 
@@ -88,7 +88,9 @@ def test_a_pod_asking_for_more_gpus_than_any_node_has_stays_pending(
     assert "nvidia.com/gpu" in pod["status"]["conditions"][0]["message"]
 
 
-def test_gpu_resource_quota_is_enforced_by_the_apiserver(cluster: Cluster, namespace: str) -> None:
+def test_gpu_resource_quota_is_enforced_by_the_apiserver(
+    cluster: LocalCluster, namespace: str
+) -> None:
     cluster.apply(
         {
             "apiVersion": "v1",
@@ -159,7 +161,7 @@ def widget(name: str, spec: dict) -> dict:
 
 
 def test_crd_schema_rejects_an_invalid_object_with_the_apiservers_message(
-    cluster: Cluster, namespace: str
+    cluster: LocalCluster, namespace: str
 ) -> None:
     cluster.apply(CRD)
     try:
@@ -179,7 +181,7 @@ def test_crd_schema_rejects_an_invalid_object_with_the_apiservers_message(
         cluster.kubectl("delete", "crd", CRD["metadata"]["name"], "--wait=false")
 
 
-def test_deleting_a_namespace_garbage_collects_its_workloads(cluster: Cluster) -> None:
+def test_deleting_a_namespace_garbage_collects_its_workloads(cluster: LocalCluster) -> None:
     name = "e2e-doomed"
     cluster.create_namespace(name)
     cluster.kubectl(
@@ -197,7 +199,7 @@ def test_deleting_a_namespace_garbage_collects_its_workloads(cluster: Cluster) -
 
 
 def test_rbac_limits_a_service_account_to_what_its_role_grants(
-    cluster: Cluster, namespace: str, tmp_path
+    cluster: LocalCluster, namespace: str, tmp_path
 ) -> None:
     cluster.kubectl("create", "serviceaccount", "reader", f"-n={namespace}")
     as_reader = cluster.service_account_kubeconfig("reader", namespace, tmp_path / "reader")

@@ -6,19 +6,19 @@ from collections.abc import Callable
 from pathlib import Path
 
 from e2e.control_plane import ControlPlane, ControlPlaneError
-from e2e.kube import Cluster
+from e2e.local_cluster import LocalCluster
 from e2e.node.node import NODE_IP, Node
 from e2e.node.settings import RunSettings
 
 
 def start_node_cluster(
     name: str, settings: RunSettings, log: Callable[[str], None]
-) -> tuple[ControlPlane, Node, Cluster]:
+) -> tuple[ControlPlane, Node, LocalCluster]:
     bin_dir = Path(settings.bin_dir)
     # Pods reach the apiserver at the node's address (the gateway watches EndpointSlices).
     plane = ControlPlane(bin_dir, name, kwok=False, pod_reachable_ip=NODE_IP)
     log(f"e2e-node: control plane up in {plane.start():.1f} s")
-    cluster = Cluster(plane.kubeconfig, plane.server, bin_dir / "kubectl")
+    cluster = LocalCluster(plane.kubeconfig, plane.server, bin_dir / "kubectl")
     node = Node(
         plane,
         Path(settings.workdir),

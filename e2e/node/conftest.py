@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from e2e.conftest import LOG_DIR_KEY
-from e2e.kube import Cluster
+from e2e.local_cluster import LocalCluster
 from e2e.node import settings
 from e2e.node.cluster import start_node_cluster
 
@@ -36,7 +36,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(scope="session")
-def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
+def cluster(request: pytest.FixtureRequest) -> Iterator[LocalCluster]:
     capture = request.config.pluginmanager.get_plugin("capturemanager")
 
     def progress(line: str) -> None:

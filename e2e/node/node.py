@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 
 from e2e.control_plane import POD_CIDR, ControlPlane
-from e2e.kube import Cluster
+from e2e.local_cluster import LocalCluster
 from e2e.node.containerd import Containerd
 from e2e.node.host import CGROUP_ROOT
 from e2e.pki import Identity
@@ -44,7 +44,7 @@ class Node:
         )
         self.containerd.start()
 
-    def join(self, cluster: Cluster, timeout: float = 120) -> float:
+    def join(self, cluster: LocalCluster, timeout: float = 120) -> float:
         """Start the kubelet and kube-proxy; wait until the node is Ready. Returns seconds."""
         started = time.monotonic()
         self._spawn("kubelet", *self._kubelet_args())

@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 
 from e2e import test_operator_support as operator_support
-from e2e.kube import Cluster
+from e2e.local_cluster import LocalCluster
 from e2e.node import settings
 from e2e.test_operator_support import REPO, pods, ready
 
@@ -44,7 +44,7 @@ def node_folder(*parts: str) -> Path:
     return folder
 
 
-def models_volume(cluster: Cluster, namespace: str) -> Path:
+def models_volume(cluster: LocalCluster, namespace: str) -> Path:
     """A PersistentVolume holding the default model at `stories260K/`, reserved for the
     sample's claim `pagoda-models` (a static volume: the node has no provisioner). Returns the
     folder, for tests that add broken models beside it."""
@@ -61,7 +61,7 @@ def _world_readable(folder: Path) -> None:
         path.chmod(0o755 if path.is_dir() else 0o644)
 
 
-def apply_sample(cluster: Cluster, namespace: str, **spec: object) -> str:
+def apply_sample(cluster: LocalCluster, namespace: str, **spec: object) -> str:
     """manifests/samples/cpu-stories.yaml applied as a user would, with the model on a volume,
     adapted to the node: the worker image is imported (never pulled) and test faults can be
     switched on. `spec` keys replace the LLMDeployment's top-level spec fields. Returns its
@@ -74,7 +74,7 @@ def apply_sample(cluster: Cluster, namespace: str, **spec: object) -> str:
     return deployment["metadata"]["name"]
 
 
-def ready_pods(cluster: Cluster, namespace: str, tier: str | None = None) -> list[dict]:
+def ready_pods(cluster: LocalCluster, namespace: str, tier: str | None = None) -> list[dict]:
     return [p for p in pods(cluster, namespace, tier) if ready(p)]
 
 
@@ -82,12 +82,12 @@ def pod_url(pod: dict) -> str:
     return f"http://{pod['status']['podIP']}:{PORT}"
 
 
-def service_url(cluster: Cluster, namespace: str, name: str) -> str:
+def service_url(cluster: LocalCluster, namespace: str, name: str) -> str:
     service = cluster.get("service", name, namespace)
     return f"http://{service['spec']['clusterIP']}:{service['spec']['ports'][0]['port']}"
 
 
-def ready_endpoints(cluster: Cluster, namespace: str, service: str) -> set[str]:
+def ready_endpoints(cluster: LocalCluster, namespace: str, service: str) -> set[str]:
     """The pod addresses the Service sends traffic to (its EndpointSlices' ready endpoints)."""
     found = cluster.kubectl(
         "get", "endpointslices", f"-n={namespace}",
@@ -261,7 +261,7 @@ class Watch:
     that lasts a moment (a container's exit code just before its pod goes, a condition between
     a crash and the rollback) is seen all the same."""
 
-    def __init__(self, cluster: Cluster, namespace: str, kind: str):
+    def __init__(self, cluster: LocalCluster, namespace: str, kind: str):
         self._command = [
             str(cluster.kubectl_path), f"--kubeconfig={cluster.kubeconfig}",
             "get", kind, f"-n={namespace}", "--watch", "-o=json",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import shutil
 
-from e2e.kube import Cluster
+from e2e.local_cluster import LocalCluster
 from e2e.node.support import (
     SMALL,
     Traffic,
@@ -45,7 +45,7 @@ def revision_of(pod: dict) -> str:
 
 
 def test_a_broken_model_is_reported_and_rolled_back_while_the_last_ready_revision_serves(
-    cluster: Cluster, namespace: str, operator
+    cluster: LocalCluster, namespace: str, operator
 ) -> None:
     folder = models_volume(cluster, namespace)
     corrupt = folder / "corrupt"
@@ -108,7 +108,7 @@ def test_a_broken_model_is_reported_and_rolled_back_while_the_last_ready_revisio
 
 
 def test_a_wedged_engine_fails_readiness_and_the_fallback_serves_until_it_recovers(
-    cluster: Cluster, namespace: str, operator
+    cluster: LocalCluster, namespace: str, operator
 ) -> None:
     fallback = {
         "model": {"source": STORIES_PVC},

@@ -9,7 +9,7 @@ import json
 from pagoda_operator.naming import gateway_selector
 
 from e2e.control_plane import KUBERNETES_SERVICE_IP
-from e2e.kube import Cluster
+from e2e.local_cluster import LocalCluster
 from e2e.node import settings
 from e2e.node.node import NODE_IP
 from e2e.node.support import (
@@ -29,7 +29,7 @@ TEAM_B_RPM = 2
 COMPLETION = {"model": "stories260K", "prompt": "Once upon a time", "max_tokens": 8}
 
 
-def tenant_secrets(cluster: Cluster, namespace: str) -> None:
+def tenant_secrets(cluster: LocalCluster, namespace: str) -> None:
     for tenant, key in KEYS.items():
         secret = {
             "apiVersion": "v1",
@@ -63,20 +63,20 @@ def gateway_spec() -> dict:
     }
 
 
-def gateway_pods(cluster: Cluster, namespace: str, name: str) -> list[dict]:
+def gateway_pods(cluster: LocalCluster, namespace: str, name: str) -> list[dict]:
     [(label, value)] = gateway_selector(name).items()
     found = cluster.kubectl("get", "pods", f"-n={namespace}", f"-l={label}={value}", "-o=json")
     return json.loads(found.stdout)["items"]
 
 
-def gateway_logs(cluster: Cluster, namespace: str, name: str) -> str:
+def gateway_logs(cluster: LocalCluster, namespace: str, name: str) -> str:
     """The gateway pods' logs: why discovery failed, when it did."""
     [(label, value)] = gateway_selector(name).items()
     found = cluster.try_kubectl("logs", f"-n={namespace}", f"-l={label}={value}", "--tail=40")
     return found.stdout + found.stderr
 
 
-def test_the_kubernetes_service_leads_pods_to_the_apiserver(cluster: Cluster) -> None:
+def test_the_kubernetes_service_leads_pods_to_the_apiserver(cluster: LocalCluster) -> None:
     # What the gateway's in-cluster client dials: the Service's ClusterIP, kube-proxy's DNAT
     # to the endpoint the apiserver publishes.
     service = cluster.get("service", "kubernetes", "default")
@@ -85,7 +85,7 @@ def test_the_kubernetes_service_leads_pods_to_the_apiserver(cluster: Cluster) ->
 
 
 def test_tenants_reach_the_worker_through_the_gateway(
-    cluster: Cluster, namespace: str, operator
+    cluster: LocalCluster, namespace: str, operator
 ) -> None:
     tenant_secrets(cluster, namespace)
     name = apply_sample(cluster, namespace, gateway=gateway_spec())

@@ -10,7 +10,7 @@ import tarfile
 
 import pytest
 
-from e2e.kube import Cluster
+from e2e.local_cluster import LocalCluster
 from e2e.node.support import (
     MODEL_DIR,
     SMALL,
@@ -40,7 +40,7 @@ def model_tar() -> bytes:
 
 
 @pytest.fixture
-def model_server(cluster: Cluster, namespace: str) -> tuple[str, str, str]:
+def model_server(cluster: LocalCluster, namespace: str) -> tuple[str, str, str]:
     """One pod in the test's namespace: the tar over plain HTTP on 8080, the Hub stand-in on
     8081. Returns the tar's URL, its sha256, and the Hub's endpoint, both through a Service."""
     files = node_folder(namespace, "files")
@@ -123,7 +123,7 @@ def llmdeployment(name: str, source: dict, env: list[dict] | None = None) -> dic
 
 
 def test_uri_and_hf_sources_download_and_serve(
-    cluster: Cluster, namespace: str, operator, model_server
+    cluster: LocalCluster, namespace: str, operator, model_server
 ) -> None:
     uri, sha256, hub = model_server
     cluster.apply(
@@ -145,7 +145,7 @@ def test_uri_and_hf_sources_download_and_serve(
 
 
 def test_a_wrong_checksum_or_url_is_reported_in_words(
-    cluster: Cluster, namespace: str, operator, model_server
+    cluster: LocalCluster, namespace: str, operator, model_server
 ) -> None:
     uri, _, _ = model_server
     wrong = "0" * 64

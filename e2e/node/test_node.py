@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from e2e.kube import Cluster
+from e2e.local_cluster import LocalCluster
 from e2e.node import settings
 from e2e.node.node import NODE_IP, NODE_NAME
 
 
-def test_the_kubelet_node_is_ready_with_its_address(cluster: Cluster) -> None:
+def test_the_kubelet_node_is_ready_with_its_address(cluster: LocalCluster) -> None:
     node = cluster.get("node", NODE_NAME)
     addresses = {a["type"]: a["address"] for a in node["status"]["addresses"]}
     assert addresses["InternalIP"] == NODE_IP
@@ -16,7 +16,7 @@ def test_the_kubelet_node_is_ready_with_its_address(cluster: Cluster) -> None:
     assert ready["status"] == "True", ready
 
 
-def test_a_pod_runs_in_the_pod_network(cluster: Cluster, namespace: str) -> None:
+def test_a_pod_runs_in_the_pod_network(cluster: LocalCluster, namespace: str) -> None:
     pause = settings.current().images["pause"].reference
     cluster.apply(
         {

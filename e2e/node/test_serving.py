@@ -11,7 +11,7 @@ from datetime import datetime
 import pytest
 from pagoda_operator.workload import PRESTOP_SECONDS
 
-from e2e.kube import Cluster
+from e2e.local_cluster import LocalCluster
 from e2e.node.support import (
     SMALL,
     Traffic,
@@ -36,7 +36,7 @@ SLOW_STEP_S = 0.1
 LONG_DRAIN = {"startupTimeoutSeconds": 180, "terminationGracePeriodSeconds": 60}
 
 
-def serving_sample(cluster: Cluster, namespace: str, **spec: object) -> tuple[str, dict]:
+def serving_sample(cluster: LocalCluster, namespace: str, **spec: object) -> tuple[str, dict]:
     """The sample with a long drain, applied and Ready: its name and its one pod."""
     name = apply_sample(cluster, namespace, serving=LONG_DRAIN, **spec)
     wait_condition(cluster, namespace, name, "Ready", "True", timeout=240)
@@ -64,7 +64,7 @@ def pool() -> concurrent.futures.ThreadPoolExecutor:
 
 
 def test_the_sample_serves_through_real_probes_and_the_service(
-    cluster: Cluster, namespace: str, operator
+    cluster: LocalCluster, namespace: str, operator
 ) -> None:
     name = apply_sample(cluster, namespace)
     wait_condition(cluster, namespace, name, "Ready", "True", timeout=240)
@@ -83,7 +83,7 @@ def test_the_sample_serves_through_real_probes_and_the_service(
 
 
 def test_a_rolling_update_drains_the_old_pod_and_fails_no_request(
-    cluster: Cluster, namespace: str, operator, pool
+    cluster: LocalCluster, namespace: str, operator, pool
 ) -> None:
     name, old = serving_sample(cluster, namespace, resources=SMALL, rollout={"minReadySeconds": 2})
     old_name = old["metadata"]["name"]
@@ -122,7 +122,7 @@ def test_a_rolling_update_drains_the_old_pod_and_fails_no_request(
 
 
 def test_sigterm_ends_every_stream_cleanly_refuses_new_ones_and_exits_0(
-    cluster: Cluster, namespace: str, operator, pool
+    cluster: LocalCluster, namespace: str, operator, pool
 ) -> None:
     _, pod = serving_sample(cluster, namespace)
     pod_name, url = pod["metadata"]["name"], pod_url(pod)

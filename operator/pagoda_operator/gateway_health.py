@@ -29,7 +29,7 @@ class GatewayHealth:
     troubled: bool  # a gateway pod reports a problem, or pods cannot be created
 
 
-def service_target(
+def decide_service_target(
     gateway: GatewaySpec | None, ready: int, previous: ServiceTarget
 ) -> ServiceTarget:
     """The Service turns to the gateway once a gateway pod is ready: until then the workers

@@ -21,7 +21,7 @@ class PrimaryScale:
     note: str  # what was scaled down and why; empty when nothing was
 
 
-def primary_scale(
+def decide_primary_scale(
     replicas: int,
     fallback: FallbackSpec | None,
     tier: TierDecision,

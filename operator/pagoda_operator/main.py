@@ -14,7 +14,7 @@ from kubernetes import client, config
 from kubernetes.dynamic.exceptions import ConflictError, ResourceNotFoundError
 
 from .api import API_VERSION, KIND
-from .kube import Cluster
+from .kube_client import KubeClient
 from .peering import PeeringGate, Peers
 from .runtime import Runtime
 
@@ -49,19 +49,19 @@ def run_operator(options: OperatorOptions) -> int:
     identity = os.environ.get("POD_ID") or f"{socket.gethostname()}-{os.getpid()}"
     priority = options.priority if options.priority is not None else random.randint(1, 2**30)
     credentials = client.Configuration.get_default_copy()
-    cluster = Cluster(client.ApiClient(credentials), reporter=identity)
+    kube = KubeClient(client.ApiClient(credentials), reporter=identity)
     try:  # kopf looks for resources once, at start: without the CRD it would idle silently
-        cluster.resource(API_VERSION, KIND)
+        kube.resource(API_VERSION, KIND)
     except ResourceNotFoundError as error:
         raise SystemExit(
             f"the {KIND} CRD ({API_VERSION}) is not installed: apply crds/ or manifests/"
         ) from error
     read_peers = None
     if options.peering:
-        read_peers = _peering(cluster, options.peering, options.namespaces)
+        read_peers = _peering(kube, options.peering, options.namespaces)
     gate = PeeringGate(read_peers, identity, priority)
     memo = kopf.Memo(
-        runtime=Runtime(cluster, gate, options.workers, options.resync_seconds),
+        runtime=Runtime(kube, gate, options.workers, options.resync_seconds),
         credentials=credentials,
         bind=options.bind,
         metrics_port=options.metrics_port,
@@ -86,11 +86,11 @@ def run_operator(options: OperatorOptions) -> int:
     return 0
 
 
-def _peering(cluster: Cluster, name: str, namespaces: tuple[str, ...]):
+def _peering(kube: KubeClient, name: str, namespaces: tuple[str, ...]):
     """Make sure the peering objects exist (kopf only joins them), and return how to read them."""
     kind = "KopfPeering" if namespaces else "ClusterKopfPeering"
     try:
-        resource = cluster.resource(PEERING_API, kind)
+        resource = kube.resource(PEERING_API, kind)
     except ResourceNotFoundError as error:
         raise SystemExit(
             f"the {kind} CRD ({PEERING_API}) is not installed: apply manifests/ or run with"

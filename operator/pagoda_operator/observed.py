@@ -3,11 +3,27 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 
 from kubernetes.utils import parse_quantity
 
 from .naming import GPU, LABEL_REVISION, LABEL_TIER
+
+
+@dataclass(frozen=True)
+class World:
+    """Everything read from the API for one LLMDeployment."""
+
+    resource: dict
+    deployments: dict[str, dict] = field(default_factory=dict)  # by tier
+    pods: list[dict] = field(default_factory=list)
+    quotas: list[dict] = field(default_factory=list)
+    config_maps: list[dict] = field(default_factory=list)  # revisions', and the gateway's
+    gateway: dict | None = None  # the gateway Deployment
+    gateway_pods: list[dict] = field(default_factory=list)
+    nodes: list[dict] = field(default_factory=list)  # read only when there is a fallback tier
+    now: datetime = field(default_factory=datetime.now)
 
 
 @dataclass(frozen=True)

@@ -4,18 +4,24 @@ to apply, what to delete, the new status, and the transitions to announce."""
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 
 from pydantic import ValidationError
 
-from .api import CONDITION_TYPES, LLMDeploymentSpec, LLMDeploymentStatus
-from .api.status import Phase
+from .api import CONDITION_TYPES, Condition, LLMDeploymentSpec, LLMDeploymentStatus
+from .api.status import Phase, ServiceTarget, Tier
+from .api.tier_config import TierConfig
 from .capacity import fallback_fit
 from .conditions import Transition, merge_conditions, transitions
 from .gateway import gateway_objects, gateway_refs, tier_service_ref
-from .gateway_health import GatewayHealth, gateway_health, service_target, through_gateway
-from .handover import primary_scale
+from .gateway_health import (
+    GatewayHealth,
+    decide_service_target,
+    gateway_health,
+    through_gateway,
+)
+from .handover import PrimaryScale, decide_primary_scale
 from .health import SEVERITY, PodProblem, pod_crash, pod_problem, ready_since
 from .naming import (
     LABEL_REVISION,
@@ -28,32 +34,17 @@ from .naming import (
     tier_selector,
 )
 from .network import disruption_budget, endpoint, service
-from .observed import DeploymentState, GpuQuota, pod_gpus, pod_tier
-from .quota import plan_gpus
+from .observed import DeploymentState, GpuQuota, World, pod_gpus, pod_tier
+from .quota import GpuDecision, decide_gpus
 from .records import RevisionRecord, read_records
 from .rejection import Rejection, rejected_verdict
 from .revision import fallback_config, primary_config
 from .rollout import RevisionTrouble, RolloutDecision, decide_rollout
-from .tiers import decide_tier
+from .tiers import TierDecision, decide_tier
 from .verdict import Verdict
 from .workload import deployment, engine_config_map
 
 MAX_LISTED_PROBLEMS = 5
-
-
-@dataclass(frozen=True)
-class World:
-    """Everything read from the API for one LLMDeployment."""
-
-    resource: dict
-    deployments: dict[str, dict] = field(default_factory=dict)  # by tier
-    pods: list[dict] = field(default_factory=list)
-    quotas: list[dict] = field(default_factory=list)
-    config_maps: list[dict] = field(default_factory=list)  # revisions', and the gateway's
-    gateway: dict | None = None  # the gateway Deployment
-    gateway_pods: list[dict] = field(default_factory=list)
-    nodes: list[dict] = field(default_factory=list)  # read only when there is a fallback tier
-    now: datetime = field(default_factory=datetime.now)
 
 
 @dataclass(frozen=True)
@@ -66,6 +57,26 @@ class Plan:
 
     def status_changed(self, stored: dict | None) -> bool:
         return (stored or {}) != self.status
+
+
+@dataclass(frozen=True)
+class _Observed:
+    """The children's states and the revision records: what plan() reads from the world."""
+
+    primary: DeploymentState | None
+    fallback: DeploymentState | None  # None as well once spec.fallback is gone
+    gateway: DeploymentState | None
+    config_maps: list[dict]
+    records: dict[str, RevisionRecord]
+
+
+@dataclass(frozen=True)
+class _Decisions:
+    tier: TierDecision
+    scale: PrimaryScale
+    gpus: GpuDecision
+    rollout: RolloutDecision
+    target: ServiceTarget
 
 
 def plan(world: World, rejections: tuple[Rejection, ...] = ()) -> Plan:
@@ -81,26 +92,68 @@ def plan(world: World, rejections: tuple[Rejection, ...] = ()) -> Plan:
     except ValidationError as error:
         return _unreadable(previous, generation, now, error)
 
-    primary_config_now = primary_config(spec)
-    fallback_config_now = fallback_config(spec)
-    primary = _deployment_state(world, "primary")
-    fallback = _deployment_state(world, "fallback") if fallback_config_now else None
+    fallback = fallback_config(spec)
+    seen = _observe(world, owner, with_fallback=fallback is not None)
+    decided = _decide(world, spec, owner, seen, primary_config(spec), previous, now)
+    apply = _children(owner, spec, seen, decided, fallback)
+    keep = _kept_revisions(world.pods, seen.primary, decided.rollout)
+    delete = _obsolete(world, seen.config_maps, owner, apply, spec, keep)
+
+    url = endpoint(owner, spec.serving.port)
+    gateway = gateway_health(
+        owner.name, spec.gateway, seen.gateway, world.gateway_pods, decided.target
+    )
+    verdicts = _verdicts(world, spec, seen, decided, gateway, url, rejections)
+    conditions = merge_conditions(previous.conditions, verdicts, generation, now)
+    phase = _phase(verdicts, gateway.troubled, decided.tier.active, bool(rejections))
+    status = _status(owner, generation, phase, seen, decided, gateway, url, conditions)
+    wake_at = min(filter(None, (decided.tier.wake_at, decided.rollout.wake_at)), default=None)
+    requeue = (wake_at - now).total_seconds() if wake_at else None
+    return Plan(
+        apply=apply,
+        delete=delete,
+        status=status.model_dump(mode="json", by_alias=True, exclude_none=True),
+        transitions=transitions(previous.conditions, conditions),
+        requeue_after=requeue,
+    )
+
+
+def _observe(world: World, owner: Owner, with_fallback: bool) -> _Observed:
     # Only what this LLMDeployment owns: a labelled look-alike is never read back or deleted.
     config_maps = [cm for cm in world.config_maps if _owned_by(cm, owner)]
-    records = read_records(config_maps)
+    ours = world.gateway is not None and _owned_by(world.gateway, owner)
+    return _Observed(
+        primary=_deployment_state(world, "primary"),
+        fallback=_deployment_state(world, "fallback") if with_fallback else None,
+        gateway=DeploymentState.from_object(world.gateway) if ours else None,
+        config_maps=config_maps,
+        records=read_records(config_maps),
+    )
 
+
+def _decide(
+    world: World,
+    spec: LLMDeploymentSpec,
+    owner: Owner,
+    seen: _Observed,
+    desired: TierConfig,
+    previous: LLMDeploymentStatus,
+    now: datetime,
+) -> _Decisions:
+    """Each decision in the order it needs the others: which tier serves, how many primary pods
+    run, what the GPU quota allows, which revision runs, where the Service points."""
     tier = decide_tier(
         spec.fallback,
-        primary.ready if primary else 0,
-        fallback.ready if fallback else 0,
+        _ready_pods(seen.primary),
+        _ready_pods(seen.fallback),
         previous.active_tier,
         previous.tier_clock,
         now,
     )
-    scale = primary_scale(
-        spec.replicas, spec.fallback, tier, world.pods, primary, primary_config_now.revision
+    scale = decide_primary_scale(
+        spec.replicas, spec.fallback, tier, world.pods, seen.primary, desired.revision
     )
-    gpus = plan_gpus(
+    gpus = decide_gpus(
         spec,
         tier.fallback_replicas,
         owner.namespace,
@@ -109,100 +162,125 @@ def plan(world: World, rejections: tuple[Rejection, ...] = ()) -> Plan:
         primary_replicas=scale.replicas,
     )
     rollout = decide_rollout(
-        primary_config_now,
-        records,
-        primary,
-        _trouble(world.pods, primary_config_now.revision),
+        desired,
+        seen.records,
+        seen.primary,
+        _trouble(world.pods, desired.revision),
         _ready_since(world.pods),
         spec.rollout,
         gpus.strategy,
         gpus.surge_note,
         now,
     )
+    target = decide_service_target(spec.gateway, _ready_pods(seen.gateway), previous.service_target)
+    return _Decisions(tier, scale, gpus, rollout, target)
 
+
+def _children(
+    owner: Owner,
+    spec: LLMDeploymentSpec,
+    seen: _Observed,
+    decided: _Decisions,
+    fallback: TierConfig | None,
+) -> list[dict]:
+    """The children to apply: each tier's ConfigMaps before the Deployment that mounts them,
+    then the gateway's objects, the Service and the disruption budget."""
+    rollout, tier, strategy = decided.rollout, decided.tier, decided.gpus.strategy
     apply = [
         engine_config_map(owner, record.config, record.annotations())
-        for record in _primary_revisions(rollout, records)
+        for record in _primary_revisions(rollout, seen.records)
     ]
-    apply.append(deployment(owner, rollout.render, scale.replicas, gpus.strategy, spec.rollout))
-    if fallback_config_now:
+    apply.append(deployment(owner, rollout.render, decided.scale.replicas, strategy, spec.rollout))
+    if fallback:
         apply += [
-            engine_config_map(owner, fallback_config_now),
-            deployment(
-                owner, fallback_config_now, tier.fallback_replicas, gpus.strategy, spec.rollout
-            ),
+            engine_config_map(owner, fallback),
+            deployment(owner, fallback, tier.fallback_replicas, strategy, spec.rollout),
         ]
-    ours = world.gateway is not None and _owned_by(world.gateway, owner)
-    gateway_state = DeploymentState.from_object(world.gateway) if ours else None
-    target = service_target(
-        spec.gateway, gateway_state.ready if gateway_state else 0, previous.service_target
-    )
     if spec.gateway is not None:
         apply += gateway_objects(owner, spec, tier.active)
     front = (
         gateway_selector(owner.name)  # clients go through the gateway
-        if target == "gateway"
+        if decided.target == "gateway"
         else tier_selector(owner.name, tier.active)
     )
     apply += [service(owner, spec.serving.port, front), disruption_budget(owner)]
-    keep = {rollout.revisions.last_ready, primary.revision if primary else None}
-    keep |= {_pod_revision(p) for p in world.pods if pod_tier(p) == "primary"}
-    delete = _obsolete(world, config_maps, owner, apply, spec, keep)
+    return apply
 
-    url = endpoint(owner, spec.serving.port)
-    degraded = _degraded(world.pods, [d for d in (primary, fallback) if d])
-    active_ready = (
-        (fallback.ready if fallback else 0)
-        if tier.active == "fallback"
-        else (primary.ready if primary else 0)
-    )
-    active_wanted = tier.fallback_replicas if tier.active == "fallback" else spec.replicas
+
+def _kept_revisions(
+    pods: list[dict], primary: DeploymentState | None, rollout: RolloutDecision
+) -> set[str | None]:
+    """Primary revisions whose ConfigMaps stay although not applied: the last ready one (a
+    rollback's target), and those the Deployment or its pods still mount."""
+    keep = {rollout.revisions.last_ready, primary.revision if primary else None}
+    return keep | {_pod_revision(p) for p in pods if pod_tier(p) == "primary"}
+
+
+def _verdicts(
+    world: World,
+    spec: LLMDeploymentSpec,
+    seen: _Observed,
+    decided: _Decisions,
+    gateway: GatewayHealth,
+    url: str,
+    rejections: tuple[Rejection, ...],
+) -> dict[str, Verdict]:
+    """Every condition's verdict, by condition type."""
+    tier, rollout = decided.tier, decided.rollout
+    degraded = _degraded(world.pods, [d for d in (seen.primary, seen.fallback) if d])
+    if tier.active == "fallback":
+        active_ready, active_wanted = _ready_pods(seen.fallback), tier.fallback_replicas
+    else:
+        active_ready, active_wanted = _ready_pods(seen.primary), spec.replicas
     ever_ready = rollout.revisions.last_ready is not None
-    gateway = gateway_health(owner.name, spec.gateway, gateway_state, world.gateway_pods, target)
     ready = _ready(tier.active, active_ready, active_wanted, url, ever_ready)
-    ready = through_gateway(ready, gateway, target)
+    ready = through_gateway(ready, gateway, decided.target)
     up_to_date = rollout.up_to_date
     if rejections:
         ready = up_to_date = rejected_verdict(rejections, _serving(ready))
-    verdicts = {
+    fallback_active = _fallback_verdict(spec, tier.verdict, decided.scale.note, world.nodes)
+    return {
         "Ready": ready,
         "UpToDate": up_to_date,
         "Progressing": rollout.progressing,
         "Degraded": degraded,
-        "FallbackActive": _fallback_verdict(spec, tier.verdict, scale.note, world.nodes),
-        "QuotaExceeded": gpus.verdict,
+        "FallbackActive": fallback_active,
+        "QuotaExceeded": decided.gpus.verdict,
         "RolledBack": rollout.rolled_back,
         "GatewayReady": gateway.verdict,
     }
-    conditions = merge_conditions(previous.conditions, verdicts, generation, now)
-    status = LLMDeploymentStatus(
-        phase=_phase(ready, rollout, degraded, gateway, tier.active, bool(rejections)),
+
+
+def _status(
+    owner: Owner,
+    generation: int,
+    phase: Phase,
+    seen: _Observed,
+    decided: _Decisions,
+    gateway: GatewayHealth,
+    url: str,
+    conditions: list[Condition],
+) -> LLMDeploymentStatus:
+    primary, fallback, rollout = seen.primary, seen.fallback, decided.rollout
+    return LLMDeploymentStatus(
+        phase=phase,
         observed_generation=generation,
         replicas=primary.replicas if primary else 0,
-        ready_replicas=primary.ready if primary else 0,
+        ready_replicas=_ready_pods(primary),
         updated_replicas=primary.updated if primary else 0,
         fallback_replicas=fallback.replicas if fallback else 0,
-        fallback_ready_replicas=fallback.ready if fallback else 0,
+        fallback_ready_replicas=_ready_pods(fallback),
         gateway_replicas=gateway.replicas,
         gateway_ready_replicas=gateway.ready,
-        service_target=target,
-        active_tier=tier.active,
+        service_target=decided.target,
+        active_tier=decided.tier.active,
         model=_serving_model(rollout.records, rollout.revisions.last_ready),
         endpoint=url,
         selector=selector_string(tier_selector(owner.name, "primary")),
-        gpus=gpus.accounting,
+        gpus=decided.gpus.accounting,
         revisions=rollout.revisions,
-        tier_clock=tier.clock,
+        tier_clock=decided.tier.clock,
         conditions=conditions,
-    )
-    wake_at = min(filter(None, (tier.wake_at, rollout.wake_at)), default=None)
-    requeue = (wake_at - now).total_seconds() if wake_at else None
-    return Plan(
-        apply=apply,
-        delete=delete,
-        status=status.model_dump(mode="json", by_alias=True, exclude_none=True),
-        transitions=transitions(previous.conditions, conditions),
-        requeue_after=requeue,
     )
 
 
@@ -238,6 +316,10 @@ def _unreadable(
 def _deployment_state(world: World, tier: str) -> DeploymentState | None:
     found = world.deployments.get(tier)
     return DeploymentState.from_object(found) if found else None
+
+
+def _ready_pods(state: DeploymentState | None) -> int:
+    return state.ready if state else 0
 
 
 def _trouble(pods: list[dict], revision: str) -> RevisionTrouble:
@@ -372,22 +454,17 @@ def _serving(ready: Verdict) -> str:
 
 
 def _phase(
-    ready: Verdict,
-    rollout: RolloutDecision,
-    degraded: Verdict,
-    gateway: GatewayHealth,
-    active: str,
-    rejected: bool,
+    verdicts: dict[str, Verdict], gateway_troubled: bool, active: Tier, rejected: bool
 ) -> Phase:
     if rejected:
         return "Failed"
-    troubled = degraded.status or gateway.troubled
-    if not ready.status:
+    troubled = verdicts["Degraded"].status or gateway_troubled
+    if not verdicts["Ready"].status:
         return "Degraded" if troubled else "Pending"
-    if rollout.rolled_back.status:
+    if verdicts["RolledBack"].status:
         return "RolledBack"
     if troubled or active == "fallback":
         return "Degraded"
-    if rollout.progressing.status:
+    if verdicts["Progressing"].status:
         return "Progressing"
     return "Ready"

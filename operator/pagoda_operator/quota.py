@@ -8,26 +8,26 @@ from .api.spec import LLMDeploymentSpec
 from .api.status import GpuAccounting
 from .naming import GPU
 from .observed import GpuQuota
+from .strategy import Strategy
 from .verdict import Verdict, count
-from .workload import Strategy
 
 
 @dataclass(frozen=True)
-class GpuPlan:
+class GpuDecision:
     accounting: GpuAccounting
     strategy: Strategy
     verdict: Verdict  # the QuotaExceeded condition
     surge_note: str  # why the rollout runs without surge; empty when it may surge
 
 
-def plan_gpus(
+def decide_gpus(
     spec: LLMDeploymentSpec,
     fallback_replicas: int,
     namespace: str,
     quota: GpuQuota | None,
     ours: int,
     primary_replicas: int | None = None,
-) -> GpuPlan:
+) -> GpuDecision:
     """`ours`: GPUs this LLMDeployment's pods hold now (they are part of the quota's usage);
     `primary_replicas`: when the primary runs fewer than spec.replicas (handover.py)."""
     rollout = spec.rollout
@@ -54,7 +54,7 @@ def plan_gpus(
             False, "NoQuota", f"namespace {namespace} has no ResourceQuota on requests.{GPU}"
         )
         strategy = Strategy(rollout.max_surge, rollout.max_unavailable)
-        return GpuPlan(accounting, strategy, verdict, "")
+        return GpuDecision(accounting, strategy, verdict, "")
 
     others = max(0, quota.used - ours)
     available = quota.hard - others
@@ -109,7 +109,7 @@ def plan_gpus(
     else:
         message = f"requests {steady + surge} GPUs; {numbers}"
         verdict = Verdict(False, "WithinQuota", f"{message}; {note}" if note else message)
-    return GpuPlan(accounting, strategy, verdict, note)
+    return GpuDecision(accounting, strategy, verdict, note)
 
 
 def _surge_pods(max_surge: int, replicas: int) -> int:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 
 from . import metrics
-from .kube import ChildRejected, Cluster
+from .kube_client import ChildRejected, KubeClient
 from .plan import plan
 from .rejection import Rejection
 
@@ -21,12 +21,12 @@ class ChildrenRejected(Exception):
         super().__init__("; ".join(f"{r.kind} {r.name}: {r.message}" for r in rejections))
 
 
-def reconcile(cluster: Cluster, namespace: str, name: str) -> float | None:
+def reconcile(kube: KubeClient, namespace: str, name: str) -> float | None:
     """Bring one LLMDeployment's children and status in line with its spec. Returns when it
     must be looked at again even if nothing changes (a fallback deadline), or None. Raises
     ChildrenRejected, after writing the status that says so, when a child was refused."""
     with metrics.RECONCILE_SECONDS.time():
-        world = cluster.read_world(namespace, name)
+        world = kube.read_world(namespace, name)
         if world is None:
             metrics.forget(namespace, name)
             return None
@@ -36,7 +36,7 @@ def reconcile(cluster: Cluster, namespace: str, name: str) -> float | None:
         rejections = []
         for obj in result.apply:
             try:
-                cluster.apply(obj)
+                kube.apply(obj)
             except ChildRejected as refused:
                 rejections.append(refused.rejection)
                 continue
@@ -45,13 +45,13 @@ def reconcile(cluster: Cluster, namespace: str, name: str) -> float | None:
             result = plan(world, tuple(rejections))
         for ref in result.delete:
             log.info("deleting %s %s/%s", ref["kind"], namespace, ref["name"])
-            cluster.delete(namespace, ref)
+            kube.delete(namespace, ref)
         if result.status_changed(world.resource.get("status")):
-            cluster.write_status(world.resource, result.status)
+            kube.write_status(world.resource, result.status)
             metrics.STATUS_WRITES.inc()
         # Only after the status is stored: a conflict above recomputes the same transitions.
         for transition in result.transitions:
-            cluster.post_event(world.resource, transition)
+            kube.post_event(world.resource, transition)
             metrics.EVENTS.labels("Warning" if transition.warning else "Normal").inc()
             log.info(
                 "%s/%s %s=%s %s: %s",

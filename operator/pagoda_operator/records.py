@@ -7,8 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from .api.tier_config import TierConfig
 from .naming import LABEL_REVISION, LABEL_TIER
-from .revision import TierConfig
 from .verdict import stamp
 
 READY_AT = "pagoda.dev/ready-at"

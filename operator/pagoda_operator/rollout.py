@@ -11,11 +11,11 @@ from datetime import datetime, timedelta
 
 from .api.spec import RolloutSpec
 from .api.status import Revisions
+from .api.tier_config import TierConfig
 from .observed import DeploymentState
 from .records import RevisionRecord, Rollback, last_ready
-from .revision import TierConfig
+from .strategy import Strategy
 from .verdict import Verdict, count
-from .workload import Strategy
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,7 @@ def decide_rollout(
     )
     rollback = records[wanted].rollback  # lasts until the spec asks for another revision
     if rollback is None and can_return and running == wanted:
-        rollback = _rollback_for(wanted, trouble, stalled, rollout)
+        rollback = _decide_rollback(wanted, trouble, stalled, rollout)
         if rollback is not None:
             records[wanted] = replace(records[wanted], rollback=rollback)
     rolled_back = rollback is not None and can_return
@@ -107,7 +107,7 @@ def decide_rollout(
             False,
             "ProgressDeadlineExceeded",
             f"revision {wanted} made no progress for {rollout.progress_deadline_seconds}s and"
-            f" {_why_no_rollback(wanted, ready)}: {trouble.worst or 'its pods are not ready'}",
+            f" {_why_no_rollback(ready)}: {trouble.worst or 'its pods are not ready'}",
         )
     return RolloutDecision(
         render,
@@ -138,7 +138,7 @@ def _earlier_bakes(
     }
 
 
-def _rollback_for(
+def _decide_rollback(
     wanted: str, trouble: RevisionTrouble, stalled: bool, rollout: RolloutSpec
 ) -> Rollback | None:
     if trouble.crashed:
@@ -174,7 +174,7 @@ def _up_to_date(
     return Verdict(True, "UpToDate", f"the primary runs revision {wanted}, the spec's")
 
 
-def _why_no_rollback(wanted: str, last_ready: str | None) -> str:
+def _why_no_rollback(last_ready: str | None) -> str:
     if last_ready is None:
         return "no earlier revision became ready, so there is nothing to roll back to"
     return "it is the last revision that became ready: its new pods (e.g. of a scale-up) fail"

@@ -8,7 +8,7 @@ import logging
 from collections import Counter
 
 from . import metrics
-from .kube import Cluster, StatusConflict
+from .kube_client import KubeClient, StatusConflict
 from .peering import PeeringGate
 from .reconciler import ChildrenRejected, reconcile
 from .workqueue import WorkQueue
@@ -18,8 +18,8 @@ Key = tuple[str, str]  # namespace, name
 
 
 class Runtime:
-    def __init__(self, cluster: Cluster, gate: PeeringGate, workers: int, resync_seconds: float):
-        self.cluster = cluster
+    def __init__(self, kube: KubeClient, gate: PeeringGate, workers: int, resync_seconds: float):
+        self.kube = kube
         self.gate = gate
         self.workers = workers
         self.resync_seconds = resync_seconds
@@ -72,7 +72,7 @@ class Runtime:
             metrics.ACTIVE.set(1 if active else 0)
             if not active:
                 return  # paused by a peer; kopf lists everything again when it resumes us
-            wake = await asyncio.to_thread(reconcile, self.cluster, *key)
+            wake = await asyncio.to_thread(reconcile, self.kube, *key)
         except StatusConflict:
             metrics.RECONCILES.labels("conflict").inc()
             self.queue.add(key)  # changed meanwhile: again, with the fresh object

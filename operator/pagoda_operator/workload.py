@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import math
 import posixpath
-from dataclasses import dataclass
 
-from .api.spec import ApiKeySecret, ModelSource, RolloutSpec, ServingSpec
+from .api.spec import ApiKeySecret, ModelSource, ResourcesSpec, RolloutSpec, ServingSpec
+from .api.tier_config import TierConfig
 from .naming import (
     GPU,
     LABEL_REVISION,
@@ -17,7 +17,7 @@ from .naming import (
     deployment_name,
     tier_selector,
 )
-from .revision import TierConfig
+from .strategy import Strategy
 
 CONFIG_DIR = "/etc/pagoda"
 ENGINE_FILE = "engine.json"
@@ -51,12 +51,6 @@ fi
 tar -xf "$archive" -C "$TARGET"
 rm "$archive"
 """
-
-
-@dataclass(frozen=True)
-class Strategy:
-    max_surge: int
-    max_unavailable: int
 
 
 def engine_config_map(
@@ -110,8 +104,27 @@ def deployment(
 def pod_template(owner: Owner, config: TierConfig) -> dict:
     user_env = [variable.container_env() for variable in config.env]
     model_dir, model_volume, fetch = _model(config.source, config.image, user_env)
+    drain = drain_seconds(config.serving)
+    volumes, mounts = _volumes(owner, config, model_volume)
+    command = _serve_command(config, model_dir, drain)
+    spec = {
+        "containers": [_worker(config, command, mounts, user_env)],
+        "volumes": volumes,
+        "terminationGracePeriodSeconds": PRESTOP_SECONDS + drain + EXIT_SECONDS,
+        "securityContext": pod_security(WORKER_UID),
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+    }
+    if fetch is not None:
+        spec["initContainers"] = [fetch]
+    spec |= _placement(config.resources)
+    return {"metadata": _pod_metadata(owner, config), "spec": spec}
+
+
+def _volumes(owner: Owner, config: TierConfig, model: dict) -> tuple[list[dict], list[dict]]:
+    """The pod's volumes, and where the worker mounts them."""
     volumes = [
-        model_volume,
+        model,
         {
             "name": "engine-config",
             "configMap": {"name": config_map_name(owner.name, config.tier, config.revision)},
@@ -128,7 +141,14 @@ def pod_template(owner: Owner, config: TierConfig) -> dict:
         },
         {"name": "tmp", "mountPath": "/tmp"},
     ]
-    drain = drain_seconds(config.serving)
+    api_key = config.serving.api_key_secret
+    if api_key is not None:
+        volumes.append(key_volume("api-key", api_key))
+        mounts.append({"name": "api-key", "mountPath": API_KEY_DIR, "readOnly": True})
+    return volumes, mounts
+
+
+def _serve_command(config: TierConfig, model_dir: str, drain: int) -> list[str]:
     command = [
         "pagoda", "serve",
         "--model", model_dir,
@@ -138,13 +158,15 @@ def pod_template(owner: Owner, config: TierConfig) -> dict:
         "--config", f"{CONFIG_DIR}/{ENGINE_FILE}",
         "--drain-timeout", str(drain),
     ]  # fmt: skip
-    api_key = config.serving.api_key_secret
-    if api_key is not None:
-        volumes.append(key_volume("api-key", api_key))
-        mounts.append({"name": "api-key", "mountPath": API_KEY_DIR, "readOnly": True})
+    if config.serving.api_key_secret is not None:  # mounted by _volumes
         command += ["--api-key-file", f"{API_KEY_DIR}/key"]
+    return command
 
-    worker = {
+
+def _worker(
+    config: TierConfig, command: list[str], mounts: list[dict], user_env: list[dict]
+) -> dict:
+    return {
         "name": "worker",
         "image": config.image,
         "imagePullPolicy": config.image_pull_policy,
@@ -164,23 +186,22 @@ def pod_template(owner: Owner, config: TierConfig) -> dict:
         "securityContext": container_security(),
         "terminationMessagePolicy": TERMINATION_MESSAGE_POLICY,
     }
-    spec = {
-        "containers": [worker],
-        "volumes": volumes,
-        "terminationGracePeriodSeconds": PRESTOP_SECONDS + drain + EXIT_SECONDS,
-        "securityContext": pod_security(WORKER_UID),
-        "automountServiceAccountToken": False,
-        "enableServiceLinks": False,
-    }
-    if fetch is not None:
-        spec["initContainers"] = [fetch]
-    if config.resources.node_selector:
-        spec["nodeSelector"] = dict(config.resources.node_selector)
-    if config.resources.tolerations:
-        spec["tolerations"] = [
+
+
+def _placement(resources: ResourcesSpec) -> dict:
+    """The pod spec's nodeSelector and tolerations, where the spec sets them."""
+    placement: dict = {}
+    if resources.node_selector:
+        placement["nodeSelector"] = dict(resources.node_selector)
+    if resources.tolerations:
+        placement["tolerations"] = [
             {k: v for k, v in t.model_dump(by_alias=True).items() if v not in ("", None)}
-            for t in config.resources.tolerations
+            for t in resources.tolerations
         ]
+    return placement
+
+
+def _pod_metadata(owner: Owner, config: TierConfig) -> dict:
     labels = {
         **common_labels(owner.name, config.tier),
         **tier_selector(owner.name, config.tier),
@@ -189,7 +210,7 @@ def pod_template(owner: Owner, config: TierConfig) -> dict:
     metadata: dict = {"labels": labels}
     if config.pod_annotations:
         metadata["annotations"] = dict(config.pod_annotations)
-    return {"metadata": metadata, "spec": spec}
+    return metadata
 
 
 def _model(source: ModelSource, image: str, user_env: list[dict]) -> tuple[str, dict, dict | None]:

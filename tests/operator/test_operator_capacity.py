@@ -6,7 +6,8 @@ import pytest
 from operator_world import T0, deployment, llmd, pod
 from pagoda_operator.api.spec import FallbackSpec
 from pagoda_operator.capacity import fallback_fit
-from pagoda_operator.plan import World, plan
+from pagoda_operator.observed import World
+from pagoda_operator.plan import plan
 
 
 def node(name: str, gpus: int, unschedulable: bool = False, **labels: str) -> dict:

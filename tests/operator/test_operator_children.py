@@ -8,12 +8,13 @@ import pytest
 from operator_world import PVC_SOURCE
 from pagoda_operator.api.env import OPERATOR_ENV
 from pagoda_operator.api.spec import LLMDeploymentSpec, RolloutSpec
+from pagoda_operator.api.tier_config import TierConfig
 from pagoda_operator.naming import Owner, tier_selector
 from pagoda_operator.network import disruption_budget, service
-from pagoda_operator.revision import TierConfig, fallback_config, primary_config
+from pagoda_operator.revision import fallback_config, primary_config
+from pagoda_operator.strategy import Strategy
 from pagoda_operator.workload import (
     EXIT_SECONDS,
-    Strategy,
     deployment,
     engine_config_map,
     pod_template,

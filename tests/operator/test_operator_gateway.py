@@ -13,7 +13,8 @@ from pagoda_operator.crd import build_crd
 from pagoda_operator.gateway import gateway_objects
 from pagoda_operator.naming import Owner
 from pagoda_operator.network import disruption_budget
-from pagoda_operator.plan import World, plan
+from pagoda_operator.observed import World
+from pagoda_operator.plan import plan
 from pagoda_operator.revision import primary_config
 from pagoda_operator.workload import pod_template
 from pydantic import ValidationError

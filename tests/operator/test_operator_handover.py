@@ -8,7 +8,7 @@ import pytest
 from operator_world import T0, deployment, pod
 from pagoda_operator.api.spec import FallbackSpec
 from pagoda_operator.api.status import TierClock
-from pagoda_operator.handover import primary_scale
+from pagoda_operator.handover import decide_primary_scale
 from pagoda_operator.observed import DeploymentState
 from pagoda_operator.tiers import decide_tier
 
@@ -50,8 +50,8 @@ def deployed(wanted: int, revision: str = "r1") -> DeploymentState:
         ("a CPU fallback needs no GPUs", fallback(gpus=0), [CRASHING, OOM], deployed(2), 2),
     ],
 )  # fmt: skip
-def test_primary_scale(case, spec, pods, running, replicas):
-    scale = primary_scale(2, spec, taking_over(spec), pods, running, "r1")
+def test_decide_primary_scale(case, spec, pods, running, replicas):
+    scale = decide_primary_scale(2, spec, taking_over(spec), pods, running, "r1")
     assert scale.replicas == replicas, case
     assert bool(scale.note) == (replicas < 2), case
 
@@ -60,13 +60,13 @@ def test_nothing_is_scaled_before_the_promotion_or_once_the_primary_is_back():
     spec = fallback()
     waiting = decide_tier(spec, 0, 0, "primary", TierClock(), T0)
     assert waiting.verdict.reason == "PromotionPending"
-    assert primary_scale(2, spec, waiting, [CRASHING, OOM], deployed(2), "r1").replicas == 2
+    assert decide_primary_scale(2, spec, waiting, [CRASHING, OOM], deployed(2), "r1").replicas == 2
     back = decide_tier(spec, 2, 1, "fallback", TierClock(primary_unavailable_since=T0), T0)
     assert back.verdict.reason == "DemotionPending"
-    assert primary_scale(2, spec, back, [], deployed(0), "r1").replicas == 2
+    assert decide_primary_scale(2, spec, back, [], deployed(0), "r1").replicas == 2
 
 
 def test_the_note_says_what_happened():
     spec = fallback()
-    scale = primary_scale(2, spec, taking_over(spec), [CRASHING, OOM], deployed(2), "r1")
+    scale = decide_primary_scale(2, spec, taking_over(spec), [CRASHING, OOM], deployed(2), "r1")
     assert "scaled to 0 of 2 pods" in scale.note and "free their GPUs" in scale.note

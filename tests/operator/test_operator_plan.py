@@ -8,7 +8,8 @@ import pytest
 from operator_world import PVC_SOURCE, T0, deployment, llmd, pod, quota
 from pagoda_operator.api.spec import LLMDeploymentSpec
 from pagoda_operator.naming import Owner
-from pagoda_operator.plan import World, plan
+from pagoda_operator.observed import World
+from pagoda_operator.plan import plan
 from pagoda_operator.records import READY_AT
 from pagoda_operator.rejection import Rejection
 from pagoda_operator.revision import primary_config

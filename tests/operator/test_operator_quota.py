@@ -6,7 +6,7 @@ import pytest
 from operator_world import PVC_SOURCE, quota
 from pagoda_operator.api.spec import LLMDeploymentSpec
 from pagoda_operator.observed import GpuQuota
-from pagoda_operator.quota import plan_gpus
+from pagoda_operator.quota import decide_gpus
 
 
 def spec(replicas=2, gpus=2, surge=1, unavailable=0, fallback_gpus=None):
@@ -49,31 +49,31 @@ def spec(replicas=2, gpus=2, surge=1, unavailable=0, fallback_gpus=None):
          (1, 0), False, "WithinQuota"),
     ],
 )  # fmt: skip
-def test_plan_gpus(case, spec, fallback_replicas, quota, ours, requested, headroom, strategy,
+def test_decide_gpus(case, spec, fallback_replicas, quota, ours, requested, headroom, strategy,
                    exceeded, reason):  # fmt: skip
-    plan = plan_gpus(
+    gpus = decide_gpus(
         spec, fallback_replicas, "team", GpuQuota.tightest([quota] if quota else []), ours
     )
-    assert plan.accounting.requested == requested, case
-    assert plan.accounting.headroom == headroom, case
-    assert (plan.strategy.max_surge, plan.strategy.max_unavailable) == strategy, case
-    assert plan.verdict.status is exceeded, case
-    assert plan.verdict.reason == reason, case
-    assert bool(plan.surge_note) == (strategy[0] == 0 and spec.rollout.max_surge > 0), case
+    assert gpus.accounting.requested == requested, case
+    assert gpus.accounting.headroom == headroom, case
+    assert (gpus.strategy.max_surge, gpus.strategy.max_unavailable) == strategy, case
+    assert gpus.verdict.status is exceeded, case
+    assert gpus.verdict.reason == reason, case
+    assert bool(gpus.surge_note) == (strategy[0] == 0 and spec.rollout.max_surge > 0), case
 
 
 def test_exceeded_message_has_the_numbers():
-    plan = plan_gpus(spec(replicas=3), 0, "team", GpuQuota.tightest([quota(4, 1)]), ours=0)
-    message = plan.verdict.message
+    gpus = decide_gpus(spec(replicas=3), 0, "team", GpuQuota.tightest([quota(4, 1)]), ours=0)
+    message = gpus.verdict.message
     for fact in ("needs 6 GPUs", "3 primary x 2", "allows 4", "other pods use 1", "leaving 3",
                  "at least 7", "ResourceQuota gpus", "namespace team"):  # fmt: skip
         assert fact in message, (fact, message)
 
 
 def test_rolling_without_surge_is_said_even_between_rollouts():
-    plan = plan_gpus(spec(), 0, "team", GpuQuota.tightest([quota(5, 4)]), ours=4)
+    gpus = decide_gpus(spec(), 0, "team", GpuQuota.tightest([quota(5, 4)]), ours=4)
     assert "rolling without surge: a surge of 1 pod would need 2 GPUs but the quota leaves 1" in (
-        plan.verdict.message
+        gpus.verdict.message
     )
 
 
@@ -93,13 +93,13 @@ def test_quota_quantities_are_parsed_as_kubernetes_writes_them():
 
 
 def test_fallback_would_not_fit_has_the_numbers():
-    plan = plan_gpus(spec(fallback_gpus=2, surge=0, unavailable=1), 0, "team",
-                     GpuQuota.tightest([quota(5, 0)]), ours=0)  # fmt: skip
+    gpus = decide_gpus(spec(fallback_gpus=2, surge=0, unavailable=1), 0, "team",
+                       GpuQuota.tightest([quota(5, 0)]), ours=0)  # fmt: skip
     for fact in ("a failover would start 1 fallback x 2 GPUs", "next to the primary's 4",
                  "6 in all", "allows 5", "at least 6", "fallback.resources.gpus"):  # fmt: skip
-        assert fact in plan.verdict.message, (fact, plan.verdict.message)
+        assert fact in gpus.verdict.message, (fact, gpus.verdict.message)
 
 
 def test_a_scaled_down_primary_counts_what_it_runs():
-    plan = plan_gpus(spec(fallback_gpus=1), 1, "team", None, ours=0, primary_replicas=0)
-    assert (plan.accounting.primary, plan.accounting.steady) == (0, 1)
+    gpus = decide_gpus(spec(fallback_gpus=1), 1, "team", None, ours=0, primary_replicas=0)
+    assert (gpus.accounting.primary, gpus.accounting.steady) == (0, 1)

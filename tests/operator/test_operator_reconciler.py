@@ -7,15 +7,15 @@ import asyncio
 import pytest
 from operator_world import T0, deployment, llmd
 from pagoda_operator import runtime as runtime_module
-from pagoda_operator.kube import ChildRejected, StatusConflict
+from pagoda_operator.kube_client import ChildRejected, StatusConflict
+from pagoda_operator.observed import World
 from pagoda_operator.peering import PeeringGate
-from pagoda_operator.plan import World
 from pagoda_operator.reconciler import ChildrenRejected, reconcile
 from pagoda_operator.rejection import Rejection
 from pagoda_operator.runtime import Runtime
 
 
-class FakeCluster:
+class FakeKubeClient:
     """Records calls; serves a world whose LLMDeployment keeps the last status written."""
 
     def __init__(self, resource: dict | None, conflict: bool = False, refuse: str = ""):
@@ -49,54 +49,54 @@ class FakeCluster:
 
 
 def test_first_pass_applies_writes_status_then_posts_events():
-    cluster = FakeCluster(llmd())
-    reconcile(cluster, "team", "demo")
-    kinds = [what for call, what in cluster.calls if call == "apply"]
+    kube = FakeKubeClient(llmd())
+    reconcile(kube, "team", "demo")
+    kinds = [what for call, what in kube.calls if call == "apply"]
     assert kinds == ["ConfigMap", "Deployment", "Service", "PodDisruptionBudget"]
-    status_at = cluster.calls.index(("status", ""))
-    assert all(i > status_at for i, (call, _) in enumerate(cluster.calls) if call == "event")
-    assert ("event", "RollingUpdate") in cluster.calls
+    status_at = kube.calls.index(("status", ""))
+    assert all(i > status_at for i, (call, _) in enumerate(kube.calls) if call == "event")
+    assert ("event", "RollingUpdate") in kube.calls
 
 
 def test_second_pass_writes_no_status_and_posts_no_event():
-    cluster = FakeCluster(llmd())
-    reconcile(cluster, "team", "demo")
-    cluster.calls.clear()
-    reconcile(cluster, "team", "demo")
-    assert [call for call, _ in cluster.calls] == ["apply"] * 4
+    kube = FakeKubeClient(llmd())
+    reconcile(kube, "team", "demo")
+    kube.calls.clear()
+    reconcile(kube, "team", "demo")
+    assert [call for call, _ in kube.calls] == ["apply"] * 4
 
 
 def test_a_status_conflict_posts_no_event():
-    cluster = FakeCluster(llmd(), conflict=True)
+    kube = FakeKubeClient(llmd(), conflict=True)
     with pytest.raises(StatusConflict):
-        reconcile(cluster, "team", "demo")
-    assert not [call for call, _ in cluster.calls if call == "event"]
+        reconcile(kube, "team", "demo")
+    assert not [call for call, _ in kube.calls if call == "event"]
 
 
 def test_a_refused_child_is_reported_in_status_and_an_event_then_retried():
-    cluster = FakeCluster(llmd(), refuse="Deployment")
+    kube = FakeKubeClient(llmd(), refuse="Deployment")
     with pytest.raises(ChildrenRejected, match="demo-primary"):
-        reconcile(cluster, "team", "demo")
-    applied = [what for call, what in cluster.calls if call == "apply"]
+        reconcile(kube, "team", "demo")
+    applied = [what for call, what in kube.calls if call == "apply"]
     assert applied == ["ConfigMap", "Service", "PodDisruptionBudget"], "the others still apply"
-    ready = next(c for c in cluster.resource["status"]["conditions"] if c["type"] == "Ready")
+    ready = next(c for c in kube.resource["status"]["conditions"] if c["type"] == "Ready")
     assert (ready["status"], ready["reason"]) == ("False", "DeploymentRejected")
     assert "quantities must match" in ready["message"]
-    assert ("event", "DeploymentRejected") in cluster.calls
+    assert ("event", "DeploymentRejected") in kube.calls
     # Retried: the same refusal writes nothing new and announces nothing again.
-    cluster.calls.clear()
+    kube.calls.clear()
     with pytest.raises(ChildrenRejected):
-        reconcile(cluster, "team", "demo")
-    assert [call for call, _ in cluster.calls if call != "apply"] == []
+        reconcile(kube, "team", "demo")
+    assert [call for call, _ in kube.calls if call != "apply"] == []
 
 
 def test_deleted_or_deleting_objects_are_left_alone():
-    assert reconcile(FakeCluster(None), "team", "demo") is None
+    assert reconcile(FakeKubeClient(None), "team", "demo") is None
     deleting = llmd()
     deleting["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
-    cluster = FakeCluster(deleting)
-    assert reconcile(cluster, "team", "demo") is None
-    assert cluster.calls == []
+    kube = FakeKubeClient(deleting)
+    assert reconcile(kube, "team", "demo") is None
+    assert kube.calls == []
 
 
 class Gate(PeeringGate):
@@ -118,7 +118,7 @@ async def run_briefly(runtime: Runtime, *keys, seconds: float = 0.3) -> None:
 
 async def test_a_waiting_replica_reconciles_nothing(monkeypatch):
     seen = []
-    monkeypatch.setattr(runtime_module, "reconcile", lambda cluster, ns, name: seen.append(name))
+    monkeypatch.setattr(runtime_module, "reconcile", lambda kube, ns, name: seen.append(name))
     await run_briefly(Runtime(None, Gate(False), workers=2, resync_seconds=60), ("ns", "a"))
     assert seen == []
 
@@ -126,7 +126,7 @@ async def test_a_waiting_replica_reconciles_nothing(monkeypatch):
 async def test_failures_are_retried_and_wake_ups_honoured(monkeypatch):
     seen = []
 
-    def flaky(cluster, ns, name):
+    def flaky(kube, ns, name):
         seen.append(name)
         if name == "broken" and seen.count("broken") == 1:
             raise RuntimeError("API hiccup")
@@ -157,7 +157,7 @@ async def test_a_failing_peer_read_is_retried_and_the_workers_survive(monkeypatc
             return True
 
     seen = []
-    monkeypatch.setattr(runtime_module, "reconcile", lambda cluster, ns, name: seen.append(name))
+    monkeypatch.setattr(runtime_module, "reconcile", lambda kube, ns, name: seen.append(name))
     monkeypatch.setattr(runtime_module.log, "exception", lambda *args: None)
     await run_briefly(Runtime(None, FlakyGate(), workers=1, resync_seconds=60), ("ns", "a"),
                       ("ns", "b"), seconds=0.8)  # fmt: skip

@@ -12,7 +12,7 @@ from pagoda_operator.observed import DeploymentState
 from pagoda_operator.records import RevisionRecord, Rollback
 from pagoda_operator.revision import primary_config
 from pagoda_operator.rollout import RevisionTrouble, decide_rollout
-from pagoda_operator.workload import Strategy
+from pagoda_operator.strategy import Strategy
 
 ROLLOUT = RolloutSpec(progress_deadline_seconds=600, min_ready_seconds=30)
 CRASH = RevisionTrouble(crashed="container worker of pod p restarted 1 time (last: Error)")

@@ -8,7 +8,8 @@ from operator_world import PVC_SOURCE, T0, deployment, llmd
 from pagoda_operator.api.spec import LLMDeploymentSpec
 from pagoda_operator.health import QUOTED_CHARS, pod_crash, pod_problem
 from pagoda_operator.naming import Owner
-from pagoda_operator.plan import World, plan
+from pagoda_operator.observed import World
+from pagoda_operator.plan import plan
 from pagoda_operator.records import READY_AT
 from pagoda_operator.revision import primary_config
 from pagoda_operator.workload import engine_config_map

@@ -1,4 +1,5 @@
-"""pagoda.dev/v1alpha1 LLMDeployment: spec and status models (the one source of truth)."""
+"""pagoda.dev/v1alpha1 LLMDeployment: spec and status models (the one source of truth); the tier
+configuration each revision stores is in tier_config.py."""
 
 from .spec import (
     EngineSpec,

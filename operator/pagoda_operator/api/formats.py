@@ -35,10 +35,6 @@ KEY_MESSAGE = (
     "must be a valid label/annotation key: an optional DNS subdomain and '/', then 1-63"
     " letters, digits, '-', '_' or '.', starting and ending with a letter or digit"
 )
-LABEL_VALUE_MESSAGE = (
-    "must be a valid label value: at most 63 letters, digits, '-', '_' or '.', starting and"
-    " ending with a letter or digit"
-)
 
 
 def _quantity(value: str) -> str:

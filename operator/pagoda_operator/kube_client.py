@@ -12,7 +12,7 @@ from kubernetes.dynamic.exceptions import ConflictError, DynamicApiError, NotFou
 from .api import API_VERSION, KIND
 from .conditions import Transition
 from .naming import FIELD_MANAGER, LABEL_DEPLOYMENT, LABEL_GATEWAY, deployment_name, gateway_name
-from .plan import World
+from .observed import World
 from .rejection import Rejection
 
 # What the apiserver answers when it refuses an object as written (invalid, or forbidden by an
@@ -30,7 +30,9 @@ class ChildRejected(Exception):
         self.rejection = rejection
 
 
-class Cluster:
+class KubeClient:
+    """The operator's client of the apiserver: what the reconciler reads and writes."""
+
     def __init__(self, api_client: client.ApiClient, reporter: str):
         self.reporter = reporter  # this operator replica, named in the Events it posts
         self.dynamic = DynamicClient(api_client)

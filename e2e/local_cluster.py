@@ -29,7 +29,10 @@ class KubectlError(RuntimeError):
 
 
 @dataclass(frozen=True)
-class Cluster:
+class LocalCluster:
+    """The e2e tests' cluster (e2e/control_plane.py runs it on this machine), driven through
+    kubectl as its admin."""
+
     kubeconfig: Path
     server: str
     """The apiserver's URL, https://127.0.0.1:<port>."""

@@ -1,0 +1,36 @@
+"""A tier's pod configuration as one value, and its content hash (the revision). Stored as JSON
+in each revision's ConfigMap, so a change to these fields changes every revision's hash."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from pydantic import Field
+
+from .base import ApiModel
+from .env import EnvVar
+from .spec import EngineSpec, ModelSource, ResourcesSpec, ServingSpec
+from .status import Tier
+
+
+class TierConfig(ApiModel):
+    """Everything that shapes a tier's pods. Stored in the revision's ConfigMap, so a rollback
+    can render an earlier revision after the spec has moved on."""
+
+    tier: Tier
+    served_name: str
+    source: ModelSource
+    engine: EngineSpec
+    image: str
+    image_pull_policy: str
+    resources: ResourcesSpec
+    serving: ServingSpec
+    pod_annotations: dict[str, str] = Field(default_factory=dict)
+    # Left out of dumps while empty, so the revision hash of a spec without env stays the same.
+    env: list[EnvVar] = Field(default_factory=list, exclude_if=lambda env: not env)
+
+    @property
+    def revision(self) -> str:
+        canonical = json.dumps(self.model_dump(mode="json", by_alias=True), sort_keys=True)
+        return hashlib.sha256(canonical.encode()).hexdigest()[:10]
