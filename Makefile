@@ -7,15 +7,15 @@ MODEL ?=
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: setup serve test lint unit kernels e2e e2e-node soak bench fmt
+.PHONY: setup serve test check lint unit kernels e2e e2e-node soak bench fmt lock
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml constraints.txt
 	@echo "== setup: creating $(VENV) with Pagoda and its dependencies: PyTorch (its Linux wheels"
 	@echo "== bring the CUDA libraries), transformers, aiohttp, kopf, kubernetes and the test tools."
 	@echo "== About 2.8 GB to download and 5 GB in $(VENV); a few minutes on a fast link."
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --progress-bar on -e '.[dev]'
+	$(PY) -m pip install --progress-bar on -c constraints.txt -e '.[dev]'
 	touch $@
 	@echo "== setup done: activate it with 'source $(VENV)/bin/activate'"
 
@@ -26,9 +26,19 @@ serve: setup
 
 test: lint unit kernels e2e e2e-node
 
+# The fast loop while coding: everything but the Kubernetes tiers.
+check: lint unit kernels
+
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+# Re-pin constraints.txt (what `make setup` installs) to the newest versions pyproject allows.
+lock: setup
+	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --python-version 3.11 \
+		--python-platform x86_64-manylinux_2_28 --no-emit-package pagoda --upgrade \
+		--output-file constraints.txt
 
 fmt: setup
 	$(VENV)/bin/ruff format .
