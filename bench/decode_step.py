@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from throughput import SHAPES, write_shape
 
 from worker.engine.config import EngineConfig
-from worker.engine.engine import LLMEngine
+from worker.engine.llm_engine import LLMEngine
 from worker.engine.sampling_params import SamplingParams
 
 

@@ -62,7 +62,7 @@ def load_sibling(name: str) -> ModuleType:
 serving = load_sibling("serving")
 throughput = load_sibling("throughput")  # puts the repo root on sys.path
 
-from worker.engine.engine import LLMEngine  # noqa: E402
+from worker.engine.llm_engine import LLMEngine  # noqa: E402
 from worker.engine.sampling_params import SamplingParams  # noqa: E402
 
 PRESETS = {name: throughput.PRESETS[name] for name in ("anchor-a", "stories")}

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from throughput import parse_settings, sync
 
 from worker.engine.config import EngineConfig
-from worker.engine.engine import LLMEngine
+from worker.engine.llm_engine import LLMEngine
 from worker.engine.sampling_params import SamplingParams, StructuredOutput
 from worker.models.source import DEFAULT_MODEL
 

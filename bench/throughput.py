@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from worker.engine.config import EngineConfig  # noqa: E402
-from worker.engine.engine import LLMEngine  # noqa: E402
+from worker.engine.llm_engine import LLMEngine  # noqa: E402
 from worker.engine.sampling_params import SamplingParams  # noqa: E402
 from worker.models.source import DEFAULT_MODEL  # noqa: E402
 

@@ -12,7 +12,7 @@ from pagoda.cli import build_parser, main
 from pagoda.commands.serve import engine_config
 from worker.engine.async_engine import AsyncEngineOptions
 from worker.engine.config import EngineConfig, describe_default
-from worker.server.runner import ServerSettings
+from worker.server.server import ServerSettings
 
 
 def help_text(command: str, capsys) -> str:

@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 
 from worker.engine.config import EngineConfig
-from worker.engine.engine import LLMEngine
-from worker.engine.in_flight import InFlightStep
+from worker.engine.llm_engine import LLMEngine
 from worker.engine.outputs import FinishReason
 from worker.engine.sampling_params import SamplingParams
-from worker.engine.sequence import PLACEHOLDER
+from worker.engine.sequence import UNREAD
+from worker.engine.unread_tokens import UnreadStep
 
 
 def make_engine(stories_dir, async_scheduling: bool, **settings) -> LLMEngine:
@@ -23,7 +23,7 @@ def make_engine(stories_dir, async_scheduling: bool, **settings) -> LLMEngine:
 
 
 # Every way of choosing tokens and of stopping: greedy, seeded samples with top-k/top-p/min-p,
-# logprobs, penalties (which must count the token still in flight), stop strings, EOS, n > 1.
+# logprobs, penalties (which must count the unread token), stop strings, EOS, n > 1.
 WORK = [
     ("Once upon a time", SamplingParams(temperature=0.0, max_tokens=40)),
     ("Lily", SamplingParams(temperature=0.8, top_k=40, seed=3, max_tokens=30, logprobs=3)),
@@ -73,18 +73,18 @@ def test_async_scheduling_changes_no_output(stories_dir, settings):
             got_lps = [lp.logprob for lp in c[3] or []]
             assert got_lps == pytest.approx([lp.logprob for lp in want[3] or []], abs=1e-5)
     if settings:
-        assert overlapped.stats().num_preemptions > 0, "meant to preempt with tokens in flight"
+        assert overlapped.stats().num_preemptions > 0, "meant to preempt with unread tokens"
     finishes = {c[2] for outputs in expected for c in outputs}
     assert {FinishReason.STOP, FinishReason.LENGTH} <= finishes
 
 
-def test_aborts_with_tokens_in_flight(stories_dir):
+def test_aborts_with_unread_tokens(stories_dir):
     aborts = {0: 3, 1: 4, 6: 8}
     sync = run(make_engine(stories_dir, async_scheduling=False), aborts)
     overlapped = run(make_engine(stories_dir, async_scheduling=True), aborts)
     for got, want in zip(overlapped, sync, strict=True):
         for (tokens, _, reason, _), (want_tokens, _, want_reason, _) in zip(got, want, strict=True):
-            assert PLACEHOLDER not in tokens
+            assert UNREAD not in tokens
             assert reason is want_reason
             if reason is FinishReason.ABORT:  # may have read one step fewer than sync
                 assert tokens == want_tokens[: len(tokens)]
@@ -95,11 +95,11 @@ def test_aborts_with_tokens_in_flight(stories_dir):
 def test_next_step_is_launched_before_the_previous_is_read(stories_dir, monkeypatch):
     engine = make_engine(stories_dir, async_scheduling=True)
     events = []
-    execute, wait = engine.core.runner.execute, InFlightStep.wait
+    execute, wait = engine.core.runner.execute, UnreadStep.wait
     monkeypatch.setattr(
         engine.core.runner, "execute", lambda *a: events.append("launch") or execute(*a)
     )
-    monkeypatch.setattr(InFlightStep, "wait", lambda self: events.append("read") or wait(self))
+    monkeypatch.setattr(UnreadStep, "wait", lambda self: events.append("read") or wait(self))
     params = SamplingParams(temperature=0.0, max_tokens=5, ignore_eos=True)
     engine.add_request(engine.tokenizer.encode("Once upon a time"), params)
     outputs = []
@@ -111,10 +111,10 @@ def test_next_step_is_launched_before_the_previous_is_read(stories_dir, monkeypa
     assert len(outputs[-1].outputs[0].token_ids) == 5 and outputs[-1].finished
 
 
-def test_penalties_count_the_token_in_flight(stories_dir):
-    """With async scheduling the newest token is still on the device when the next one is
-    sampled; a penalty that missed it would draw differently from the engine that reads every
-    step first (this seeded request does, checked by leaving the in-flight token out)."""
+def test_penalties_count_the_unread_token(stories_dir):
+    """With async scheduling the newest token is unread (still on the device) when the next
+    one is sampled; a penalty that missed it would draw differently from the engine that reads
+    every step first (this seeded request does, checked by leaving the unread token out)."""
     params = SamplingParams(temperature=1.2, seed=3, max_tokens=40, repetition_penalty=3.0)
     plain = SamplingParams(temperature=1.2, seed=3, max_tokens=40)
     outputs = {}

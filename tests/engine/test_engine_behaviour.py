@@ -10,8 +10,8 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from worker.engine.config import EngineConfig
-from worker.engine.engine import LLMEngine
 from worker.engine.llm import LLM
+from worker.engine.llm_engine import LLMEngine
 from worker.engine.outputs import FinishReason
 from worker.engine.sampling_params import SamplingParams
 from worker.models.loader import ModelLoadError

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.engine.test_greedy_matches_transformers import mixed_workload, run_staggered
+from tests.engine.workloads import mixed_workload, run_staggered
 from worker.engine.config import EngineConfig
-from worker.engine.engine import LLMEngine
+from worker.engine.llm_engine import LLMEngine
 from worker.layers.fp8_linear import FP8
 from worker.models.source import ModelLoadError
 

@@ -9,9 +9,9 @@ import time
 import torch
 
 from worker.engine.config import EngineConfig
-from worker.engine.core import cpu_threads
-from worker.engine.engine import LLMEngine
+from worker.engine.llm_engine import LLMEngine
 from worker.engine.loop_timing import GcClock, Laps, PassMeter
+from worker.engine.startup import cpu_threads
 
 
 def busy(seconds: float) -> None:

@@ -8,9 +8,9 @@ import random
 import pytest
 import torch
 
-from tests.engine.test_greedy_matches_transformers import hf_model
+from tests.engine.workloads import hf_model
 from worker.engine.config import EngineConfig
-from worker.engine.engine import LLMEngine
+from worker.engine.llm_engine import LLMEngine
 from worker.engine.sampling_params import SamplingParams
 
 pytestmark = pytest.mark.timeout(120)

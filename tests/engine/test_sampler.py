@@ -101,18 +101,18 @@ def test_penalties_match_a_hand_computation():
     assert apply_penalties(logits, rows)[0].tolist() == pytest.approx(expected)
 
 
-def test_penalties_count_the_token_still_on_the_device():
-    """Async scheduling: a row's last output token may exist only in the previous step's ids."""
+def test_penalties_count_an_unread_token():
+    """Async scheduling: a row's last output token may be unread, in the previous step's ids."""
     logits = torch.tensor([[2.0, -2.0, 1.0, 0.5], [2.0, -2.0, 1.0, 0.5]])
     settings = dict(repetition_penalty=2.0, frequency_penalty=0.5, presence_penalty=0.25)
     known = [row(prompt=[0], output=[1, 1, 2], **settings)] * 2
-    pending = [
-        SamplingRow(r.params, r.prompt_token_ids, r.output_token_ids[:-1], None, pending_row=i)
+    unread = [
+        SamplingRow(r.params, r.prompt_token_ids, r.output_token_ids[:-1], None, unread_row=i)
         for i, r in zip((1, 0), known, strict=True)
     ]
     previous_ids = torch.tensor([2, 2, 3])  # rows 1 and 0 of the previous step hold token 2
     expected = apply_penalties(logits, known)
-    assert torch.equal(apply_penalties(logits, pending, previous_ids), expected)
+    assert torch.equal(apply_penalties(logits, unread, previous_ids), expected)
 
 
 def test_presence_and_frequency_penalties_ignore_prompt_tokens():

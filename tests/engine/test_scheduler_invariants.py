@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from worker.engine.config import EngineConfig
-from worker.engine.engine import LLMEngine
+from worker.engine.llm_engine import LLMEngine
 from worker.engine.sampling_params import SamplingParams
 from worker.engine.sequence import SequenceStatus
 

@@ -9,7 +9,7 @@ import jsonschema
 import pytest
 
 from worker.engine.config import EngineConfig
-from worker.engine.engine import LLMEngine
+from worker.engine.llm_engine import LLMEngine
 from worker.engine.outputs import FinishReason
 from worker.engine.sampling_params import SamplingParams, StructuredOutput
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from worker.engine.model_runner import block_table_array, graph_batch_sizes
+from worker.engine.model_runner import StepLayout, block_table_array, graph_batch_sizes
 from worker.layers.attention import ReferenceAttention
 from worker.layers.backends import select_attention_backend
 
@@ -48,3 +48,26 @@ def test_block_table_array_pads_ragged_tables():
     array = block_table_array([[4, 7], [], [1, 2, 3]])
     assert array.dtype == np.int32
     assert array.tolist() == [[4, 7, 0], [0, 0, 0], [1, 2, 3]]
+
+
+def test_step_layout_places_each_token_in_its_sequence_block_and_slot():
+    """A decode at position 4 (its second block, 2) and a 3-token prefill (block 5), blocks of
+    4 tokens: the layout that both the step and the KV-cache sizing's measured step use."""
+    layout = StepLayout.of(
+        query_lens=np.array([1, 3], np.int32),
+        starts=np.array([4, 0], np.int32),
+        block_tables=np.array([[7, 2], [5, 0]], np.int32),
+        block_size=4,
+    )
+    assert layout.query_start_loc.tolist() == [0, 1, 4]
+    assert layout.seq_lens.tolist() == [5, 3]
+    assert layout.seq_of_token.tolist() == [0, 1, 1, 1]
+    assert layout.positions.tolist() == [4, 0, 1, 2]
+    assert layout.slots.tolist() == [2 * 4 + 0, 5 * 4 + 0, 5 * 4 + 1, 5 * 4 + 2]
+    assert (layout.num_tokens, layout.num_decodes) == (4, 1)
+    as_tensor = torch.from_numpy
+    meta = layout.attention_metadata(
+        as_tensor(layout.slots), as_tensor(layout.query_start_loc), as_tensor(layout.seq_lens),
+        as_tensor(layout.block_tables),
+    )  # fmt: skip
+    assert (meta.max_query_len, meta.max_seq_len, meta.num_decodes) == (3, 5, 1)

@@ -5,14 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.engine.test_greedy_matches_transformers import (
+from tests.engine.workloads import (
     check_against_transformers,
     hf_greedy,
     mixed_workload,
     run_staggered,
 )
 from worker.engine.config import EngineConfig
-from worker.engine.engine import LLMEngine
+from worker.engine.llm_engine import LLMEngine
 from worker.layers.fp8_linear import FP8, Fp8Linear, fp8_supported
 from worker.models.source import ModelLoadError
 

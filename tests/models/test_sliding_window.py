@@ -9,7 +9,7 @@ import shutil
 import pytest
 
 from worker.engine.config import EngineConfig
-from worker.engine.engine import LLMEngine
+from worker.engine.llm_engine import LLMEngine
 from worker.models.loader import ModelLoadError
 
 

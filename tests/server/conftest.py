@@ -19,7 +19,7 @@ from multidict import CIMultiDict
 
 from worker.engine.async_engine import AsyncEngineOptions
 from worker.engine.config import EngineConfig
-from worker.server.runner import Server, ServerSettings
+from worker.server.server import Server, ServerSettings
 
 START_TIMEOUT_S = 120
 STOP_TIMEOUT_S = 30

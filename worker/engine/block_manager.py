@@ -124,8 +124,8 @@ class BlockManager:
 
     def commit(self, seq: Sequence) -> None:
         """Register seq's newly completed full blocks in the prefix cache (once their token ids
-        are known: a block holding a placeholder waits for a later commit)."""
-        full = min(seq.num_computed_tokens, seq.num_resolved_tokens) // self.block_size
+        are known: a block holding an unread token waits for a later commit)."""
+        full = min(seq.num_computed_tokens, seq.num_read_tokens) // self.block_size
         parent = seq.block_hashes[-1] if seq.block_hashes else seq.request.cache_salt
         for i in range(len(seq.block_hashes), full):
             start = i * self.block_size

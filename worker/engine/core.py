@@ -2,7 +2,9 @@
 each step's new tokens.
 
 Only the thread that calls step() touches the model. Everything about *which* tokens run lives
-in the scheduler; this class wires loading, scheduling, running and sampling. It ends a sequence
+in the scheduler; this class wires loading, scheduling, running and sampling. What it settles
+before the first step is setup.py's (device, context length, EOS ids) and kv_cache_sizing.py's
+(how many KV blocks); turning a step into tensors is model_runner.py's. It ends a sequence
 at EOS, a stop token id or max_tokens; text (detokenizing, stop strings) is the front end's
 (output_processor.py), which tells the core through `finish_seq` when a stop string ended one.
 In the server the core runs in a process of its own (core_process.py).
@@ -11,27 +13,19 @@ In the server the core runs in a process of its own (core_process.py).
 from __future__ import annotations
 
 import logging
-import os
 import time
 import uuid
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
-from transformers import GenerationConfig
 
 from worker.engine.block_manager import BlockManager
 from worker.engine.config import EngineConfig
 from worker.engine.grammar import Grammars
-from worker.engine.in_flight import InFlightStep, SampledOnHost
+from worker.engine.kv_cache_sizing import num_kv_blocks
 from worker.engine.loop_timing import Laps
 from worker.engine.messages import CoreOutput, EngineStats, SeqDelta
-from worker.engine.model_runner import (
-    ModelRunner,
-    StepInputs,
-    kv_cache_block_bytes,
-    profile_activation_bytes,
-)
+from worker.engine.model_runner import ModelRunner, StepInputs
 from worker.engine.outputs import FinishReason, TokenLogprob
 from worker.engine.precision import check_fp8_weights, kv_cache_dtype
 from worker.engine.sampler import (
@@ -44,12 +38,12 @@ from worker.engine.sampler import (
 from worker.engine.sampling_params import SamplingParams
 from worker.engine.scheduler import ScheduledSeq, Scheduler
 from worker.engine.sequence import Request, Sequence
+from worker.engine.startup import cpu_threads, eos_token_ids, max_model_len, resolve_device
 from worker.engine.stop_checker import StopChecker
-from worker.layers.attention import AttentionBackend
+from worker.engine.unread_tokens import SampledOnHost, UnreadStep
 from worker.layers.backends import select_attention_backend
 from worker.layers.fp8_linear import FP8
 from worker.models.loader import (
-    ModelLoadError,
     checkpoint_quantization,
     load_hf_config,
     load_model,
@@ -61,22 +55,6 @@ from worker.models.tokenizer import tokenizer_for
 log = logging.getLogger(__name__)
 
 PROMPT_ROWS_PER_CHUNK = 1024  # prompt tokens scored at once: bounds the vocab-wide logits
-
-
-def cpu_threads(wanted: int | None) -> int:
-    """Torch's threads on CPU: by default one core is left to the server's event loop and
-    tokenizers. Threads beyond the free cores make each step wait for a descheduled one: on a
-    busy 2-core machine two threads made the average step 15x slower than one."""
-    return wanted or max(len(os.sched_getaffinity(0)) - 1, 1)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ModelLoadError(f"device {name!r} was asked for, but CUDA is not available here")
-    return device
 
 
 class EngineCore:
@@ -101,17 +79,13 @@ class EngineCore:
             self.quantization, fp8_kv_cache=self.kv_dtype == FP8,
         )  # fmt: skip
         self.tokenizer = tokenizer_for(model_dir, config.load_format)
-        self.max_model_len = self._max_model_len()
-        self.eos_token_ids = self._eos_token_ids(model_dir)
+        self.max_model_len = max_model_len(config.max_model_len, self.model)
+        self.eos_token_ids = eos_token_ids(self.hf_config, model_dir, self.tokenizer)
 
         backend = select_attention_backend(config.attention_backend, self.device)
-        block_bytes = kv_cache_block_bytes(self.model, config.block_size, self.kv_dtype)
-        num_blocks = config.num_kv_blocks or self._kv_cache_bytes(backend) // block_bytes
-        if num_blocks < 1:
-            raise ModelLoadError(
-                f"the KV-cache budget holds no block of {block_bytes} bytes; raise kv_cache_bytes "
-                "or gpu_memory_utilization"
-            )
+        num_blocks = num_kv_blocks(
+            config, self.model, backend, self.device, self.kv_dtype, self.max_model_len
+        )
         self.block_manager = BlockManager(num_blocks, config.block_size)
         self.scheduler = Scheduler(
             self.block_manager, config.max_num_seqs, config.max_num_batched_tokens
@@ -129,50 +103,13 @@ class EngineCore:
             self.grammars = Grammars(self.tokenizer, vocab, self.eos_token_ids)
         self.requests: dict[str, Request] = {}
         self._token_stops: dict[Request, StopChecker] = {}  # EOS, stop token ids, max_tokens
-        self._in_flight: InFlightStep | None = None  # launched, its tokens not read yet
+        self._unread: UnreadStep | None = None  # the last step, if its tokens are unread
         log.info(
             "engine ready: %s on %s (%s%s), KV cache %d blocks x %d tokens = %d tokens (%s)",
             self.model_name, self.device, self.dtype,
             ", fp8 weights" if self.quantization == "fp8" else "", num_blocks, config.block_size,
             self.kv_capacity_tokens, self.kv_dtype,
         )  # fmt: skip
-
-    # -- setup ----------------------------------------------------------------------------
-
-    def _max_model_len(self) -> int:
-        limit = self.model.shape.max_position
-        wanted = self.config.max_model_len or limit
-        if wanted > limit:
-            raise ModelLoadError(
-                f"max_model_len {wanted} exceeds the model's context window of {limit} tokens"
-            )
-        return wanted
-
-    def _eos_token_ids(self, model_dir: Path) -> set[int]:
-        """EOS ids from the config, the generation config (chat models add their turn-end
-        tokens there) and the tokenizer."""
-        sources = [getattr(self.hf_config, "eos_token_id", None)]
-        if (model_dir / "generation_config.json").is_file():
-            sources.append(GenerationConfig.from_pretrained(model_dir).eos_token_id)
-        if self.tokenizer is not None:
-            sources.append(self.tokenizer.eos_token_id)
-        ids: set[int] = set()
-        for eos in sources:
-            ids.update([eos] if isinstance(eos, int) else eos or [])
-        return ids
-
-    def _kv_cache_bytes(self, backend: AttentionBackend) -> int:
-        if self.device.type != "cuda":
-            return self.config.kv_cache_bytes
-        torch.cuda.empty_cache()  # what loading freed (bf16 weights quantized to FP8) is free
-        free, total = torch.cuda.mem_get_info(self.device)
-        in_use = total - free  # our weights and allocator cache, and other processes
-        c = self.config
-        activations = profile_activation_bytes(
-            self.model, backend, c.block_size, self.kv_dtype, self.device,
-            c.max_num_batched_tokens, c.max_num_seqs, self.max_model_len,
-        )  # fmt: skip
-        return int(c.gpu_memory_utilization * total) - in_use - activations
 
     @property
     def kv_capacity_tokens(self) -> int:
@@ -262,7 +199,7 @@ class EngineCore:
             self._forget(request)
 
     def has_unfinished_requests(self) -> bool:
-        return bool(self.requests) or self._in_flight is not None
+        return bool(self.requests) or self._unread is not None
 
     def stats(self) -> EngineStats:
         bm = self.block_manager
@@ -281,28 +218,29 @@ class EngineCore:
     # -- the step -------------------------------------------------------------------------
 
     def step(self, laps: Laps | None = None) -> list[CoreOutput]:
-        """Launch the next step, then read the tokens of the one before (async scheduling): the
-        device has work queued while the host detokenizes, checks stops and schedules. Without
-        async scheduling each step is read right after its launch. A step with grammar-
-        constrained rows samples after that read instead, once their matchers know the tokens
-        before: its forward pass still runs while the host reads. `laps` times the parts."""
+        """Launch the next step, then read the unread tokens of the one before (async
+        scheduling, unread_tokens.py): the device has work queued while the host detokenizes,
+        checks stops and schedules. Without async scheduling each step is read right after its
+        launch. A step with grammar-constrained rows samples after that read instead, once their
+        matchers know the tokens before: its forward pass still runs while the host reads.
+        `laps` times the parts."""
         laps = laps or Laps()
         deltas: dict[Sequence, SeqDelta] = {}
         touched: list[Request] = []
-        previous = self._in_flight
+        previous = self._unread
         launched = self._launch(previous, laps)
         constrained = launched is not None and launched.constrained and previous is not None
-        self._in_flight = None
+        self._unread = None
         if launched is not None and not constrained:
-            self._in_flight = self._sample(launched, previous)
+            self._unread = self._sample(launched, previous)
         if previous is not None:
-            touched += self._resolve(previous, deltas)
+            touched += self._read(previous, deltas)
         if constrained:
-            self._in_flight = self._sample(launched, None)
-        if self._in_flight is not None and not self.config.async_scheduling:
-            touched += self._resolve(self._in_flight, deltas)
-            self._in_flight = None
-        laps.lap("resolve")
+            self._unread = self._sample(launched, None)
+        if self._unread is not None and not self.config.async_scheduling:
+            touched += self._read(self._unread, deltas)
+            self._unread = None
+        laps.lap("resolve")  # the metrics' name for reading the unread tokens
 
         outputs = []
         for request in dict.fromkeys(touched):
@@ -315,7 +253,7 @@ class EngineCore:
         laps.lap("outputs")
         return outputs
 
-    def _launch(self, previous: InFlightStep | None, laps: Laps) -> Launched | None:
+    def _launch(self, previous: UnreadStep | None, laps: Laps) -> Launched | None:
         """Schedule a step and start its forward pass; its inputs may include `previous`'s
         unread tokens."""
         plan = self.scheduler.schedule()
@@ -323,10 +261,10 @@ class EngineCore:
         if not plan.scheduled:
             return None
         now = time.time()
-        pending_rows = previous.rows if previous else {}
-        pending_ids = previous.token_ids if previous else None
-        inputs = self.runner.prepare(plan.scheduled, pending_rows)
-        logits, hidden = self.runner.execute(inputs, pending_ids)
+        unread_rows = previous.rows if previous else {}
+        unread_ids = previous.token_ids if previous else None
+        inputs = self.runner.prepare(plan.scheduled, unread_rows)
+        logits, hidden = self.runner.execute(inputs, unread_ids)
         if inputs.prompt_spans:
             self._score_prompts(inputs, hidden)
         for item in plan.scheduled:
@@ -337,17 +275,17 @@ class EngineCore:
         laps.lap("launch")
         return Launched(plan.scheduled, [item.seq for item in inputs.sampled], logits)
 
-    def _sample(self, launched: Launched, previous: InFlightStep | None) -> InFlightStep:
+    def _sample(self, launched: Launched, previous: UnreadStep | None) -> UnreadStep:
         """Sample the launched step's tokens; `previous`: the step before, if still unread."""
         seqs = launched.seqs
         result = None
         if seqs:
-            pending_rows = previous.rows if previous else {}
-            rows = [self._sampling_row(seq, pending_rows) for seq in seqs]
-            pending_ids = previous.token_ids if previous else None
+            unread_rows = previous.rows if previous else {}
+            rows = [self._sampling_row(seq, unread_rows) for seq in seqs]
+            unread_ids = previous.token_ids if previous else None
             mask = self._token_mask(seqs, launched.logits.device)
-            result = self.sampler(launched.logits, rows, pending_ids, mask)
-        return InFlightStep(launched.scheduled, seqs, result)
+            result = self.sampler(launched.logits, rows, unread_ids, mask)
+        return UnreadStep(launched.scheduled, seqs, result)
 
     def _token_mask(self, seqs: list[Sequence], device: torch.device) -> TokenMask | None:
         """What the grammars of the constrained rows allow next (their matchers are current)."""
@@ -382,9 +320,10 @@ class EngineCore:
                 top = dict(zip(ids[:wanted], lps[:wanted], strict=True))
                 span.request.prompt_logprobs[position] = TokenLogprob(token, logprob, top)
 
-    def _resolve(self, step: InFlightStep, deltas: dict[Sequence, SeqDelta]) -> list[Request]:
-        """Read a launched step's tokens into its sequences; returns the requests it touched.
-        A sequence that finished meanwhile (aborted, or ended by the step before) gets nothing."""
+    def _read(self, step: UnreadStep, deltas: dict[Sequence, SeqDelta]) -> list[Request]:
+        """Read a launched step's unread tokens into its sequences; returns the requests it
+        touched. A sequence that finished meanwhile (aborted, or ended by the step before) gets
+        nothing."""
         sampled = step.wait()
         live = [item.seq for item in step.scheduled if not item.seq.is_finished]
         for row, seq in enumerate(step.seqs):
@@ -392,16 +331,16 @@ class EngineCore:
                 self._append_token(seq, row, sampled, deltas)
         for seq in live:
             if not seq.is_finished:
-                self.block_manager.commit(seq)  # blocks whose ids were placeholders
+                self.block_manager.commit(seq)  # blocks that held unread tokens
         return [seq.request for seq in live]
 
-    def _sampling_row(self, seq: Sequence, pending_rows: dict[Sequence, int]) -> SamplingRow:
+    def _sampling_row(self, seq: Sequence, unread_rows: dict[Sequence, int]) -> SamplingRow:
         return SamplingRow(
             params=seq.params,
             prompt_token_ids=seq.request.prompt_token_ids,
             output_token_ids=seq.output_token_ids,
             generator=seq.generator,
-            pending_row=pending_rows[seq] if seq.num_pending else None,
+            unread_row=unread_rows[seq] if seq.num_unread else None,
         )
 
     def _append_token(
@@ -415,7 +354,7 @@ class EngineCore:
         delta = deltas.get(seq)
         if delta is None:
             delta = deltas[seq] = SeqDelta(seq.index, [])
-        seq.resolve(token)
+        seq.read_token(token)
         delta.token_ids.append(token)
         if sampled.logprobs is not None and seq.params.needs_logprob:
             delta.logprobs = delta.logprobs or []
@@ -436,7 +375,7 @@ class EngineCore:
 
     def _finish(self, seq: Sequence, reason: FinishReason) -> None:
         seq.finish_reason = reason
-        seq.drop_placeholders()
+        seq.drop_unread()
         self.scheduler.remove(seq)
 
     def _core_output(self, request: Request, news: list[SeqDelta]) -> CoreOutput:

@@ -99,7 +99,7 @@ class CoreLoop:
             if self._queue or self._work:
                 self._apply_commands(time.monotonic() + self.options.command_budget_s)
                 laps.lap("commands")
-            if self.core.has_unfinished_requests():  # aborted ones too: in-flight tokens
+            if self.core.has_unfinished_requests():  # aborted ones too: unread tokens
                 self._misbehave_before_step()
                 outputs = self.core.step(laps)
         self._report(outputs)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from worker.engine.config import EngineConfig
-from worker.engine.engine import LLMEngine
+from worker.engine.llm_engine import LLMEngine
 from worker.engine.outputs import RequestOutput, most_likely
 from worker.engine.sampling_params import SamplingParams
 from worker.models.source import DEFAULT_MODEL

@@ -95,7 +95,3 @@ class PassMeter:
             thread_cpu_s=thread_cpu,
             process_cpu_s=time.process_time() - self._process_cpu,
         )
-
-    def reset(self) -> None:
-        self.slowest = PassTiming()
-        self.most_cpu_s = 0.0

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from worker.engine.scheduler import ScheduledSeq
-from worker.engine.sequence import Request, Sequence
+from worker.engine.sequence import UNREAD, Request, Sequence
 from worker.layers.attention import AttentionBackend, AttentionMetadata
 from worker.models.llama import LlamaForCausalLM
 
@@ -31,10 +31,10 @@ class StepInputs:
     meta: AttentionMetadata
     logits_indices: torch.Tensor | None  # rows of the step whose logits are sampled; None = all
     sampled: list[ScheduledSeq]  # in the order of the logits rows
-    # Input rows whose token is still on the device, and that token's row in the previous
-    # step's sampled ids (async scheduling); None when every input token is known.
-    fill_rows: torch.Tensor | None = None
-    fill_from: torch.Tensor | None = None
+    # Input rows whose token is unread (unread_tokens.py), and that token's row in the previous
+    # step's sampled ids; None when every input token is known.
+    unread_inputs: torch.Tensor | None = None
+    unread_sources: torch.Tensor | None = None
     graph_batch: int | None = None  # replay the decode graph of this batch size
     # Prompt tokens to score (prompt_logprobs): the input rows whose logits predict them.
     prompt_rows: torch.Tensor | None = None
@@ -50,10 +50,69 @@ class PromptSpan:
     count: int
 
 
-def kv_cache_block_bytes(model: LlamaForCausalLM, block_size: int, kv_dtype: torch.dtype) -> int:
-    s = model.shape
-    element = torch.tensor([], dtype=kv_dtype).element_size()
-    return 2 * s.num_layers * block_size * s.num_kv_heads * s.head_dim * element
+@dataclass
+class StepLayout:
+    """Where a step's input tokens go, on the host: one row per token, sequence after sequence."""
+
+    query_lens: np.ndarray  # [n] tokens each sequence computes this step
+    starts: np.ndarray  # [n] tokens each sequence had computed before
+    seq_lens: np.ndarray  # [n] each sequence's length once this step has run
+    query_start_loc: np.ndarray  # [n + 1] each sequence's first row
+    seq_of_token: np.ndarray  # [rows] the sequence of each row
+    positions: np.ndarray  # [rows]
+    block_tables: np.ndarray  # [n, widest] int32
+    slots: np.ndarray  # [rows] the KV-cache slot each row writes
+
+    @classmethod
+    def of(
+        cls, query_lens: np.ndarray, starts: np.ndarray, block_tables: np.ndarray, block_size: int
+    ) -> StepLayout:
+        n = len(query_lens)
+        query_start_loc = np.zeros(n + 1, np.int32)
+        np.cumsum(query_lens, out=query_start_loc[1:])
+        seq_of_token = np.repeat(np.arange(n), query_lens)
+        rows = np.arange(int(query_start_loc[-1]), dtype=np.int32)
+        positions = rows - query_start_loc[seq_of_token] + starts[seq_of_token]
+        blocks = block_tables[seq_of_token, positions // block_size]
+        slots = blocks * block_size + positions % block_size
+        return cls(
+            query_lens=query_lens,
+            starts=starts,
+            seq_lens=starts + query_lens,
+            query_start_loc=query_start_loc,
+            seq_of_token=seq_of_token,
+            positions=positions,
+            block_tables=block_tables,
+            slots=slots,
+        )
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.positions)
+
+    @property
+    def num_decodes(self) -> int:
+        """How many leading sequences have one new token (the scheduler puts decodes first)."""
+        single = self.query_lens == 1
+        return len(single) if single.all() else int(single.argmin())
+
+    def attention_metadata(
+        self,
+        slot_mapping: torch.Tensor,
+        query_start_loc: torch.Tensor,
+        seq_lens: torch.Tensor,
+        block_tables: torch.Tensor,
+    ) -> AttentionMetadata:
+        """The metadata of an eager forward, from this layout's arrays on the device."""
+        return AttentionMetadata(
+            slot_mapping=slot_mapping,
+            query_start_loc=query_start_loc,
+            seq_lens=seq_lens,
+            block_tables=block_tables,
+            max_query_len=int(self.query_lens.max()),
+            max_seq_len=int(self.seq_lens.max()),
+            num_decodes=self.num_decodes,
+        )
 
 
 def graph_batch_sizes(max_num_seqs: int) -> list[int]:
@@ -70,6 +129,27 @@ def block_table_array(tables: list[list[int]]) -> np.ndarray:
     flat = np.fromiter(chain.from_iterable(tables), np.int32, int(lengths.sum()))
     array[np.arange(array.shape[1]) < lengths[:, None]] = flat
     return array
+
+
+def _input_token_ids(seqs: list[Sequence], layout: StepLayout) -> np.ndarray:
+    """The token ids of every row: each sequence's tokens from its start to its new length."""
+    spans = zip(seqs, layout.starts.tolist(), layout.seq_lens.tolist(), strict=True)
+    tokens = chain.from_iterable(seq.token_ids[start:end] for seq, start, end in spans)
+    return np.fromiter(tokens, np.int32, layout.num_tokens)
+
+
+def _unread_inputs(
+    seqs: list[Sequence],
+    layout: StepLayout,
+    token_ids: np.ndarray,
+    unread_rows: Mapping[Sequence, int],
+) -> tuple[np.ndarray, np.ndarray]:
+    """The rows holding an unread token, and that token's row in the previous step's sampled
+    ids (the sequence's row in `unread_rows`)."""
+    inputs = np.flatnonzero(token_ids == UNREAD).astype(np.int32)
+    of_seqs = layout.seq_of_token[inputs].tolist()
+    sources = np.fromiter((unread_rows[seqs[i]] for i in of_seqs), np.int32, inputs.size)
+    return inputs, sources
 
 
 class HostToDevice:
@@ -190,92 +270,98 @@ class ModelRunner:
         log.info("captured CUDA graphs for decode batches %s", graphs.sizes)
 
     def prepare(
-        self, scheduled: list[ScheduledSeq], pending_rows: Mapping[Sequence, int]
+        self, scheduled: list[ScheduledSeq], unread_rows: Mapping[Sequence, int]
     ) -> StepInputs:
-        """pending_rows: for each sequence with a placeholder among its input tokens, the row of
-        that token in the previous step's sampled ids."""
-        bs, n = self.block_size, len(scheduled)
-        seqs = [s.seq for s in scheduled]
-        query_lens = np.fromiter((s.num_new_tokens for s in scheduled), np.int32, n)
-        starts = np.fromiter((seq.num_computed_tokens for seq in seqs), np.int32, n)
-        seq_lens = starts + query_lens
-        num_tokens = int(query_lens.sum())
-        token_ids = np.fromiter(
-            chain.from_iterable(
-                seq.token_ids[st:end]
-                for seq, st, end in zip(seqs, starts.tolist(), seq_lens.tolist(), strict=True)
-            ),
-            np.int32,
-            num_tokens,
-        )
-        query_start_loc = np.zeros(n + 1, np.int32)
-        np.cumsum(query_lens, out=query_start_loc[1:])
-        seq_of_token = np.repeat(np.arange(n), query_lens)
-        first_token = query_start_loc[seq_of_token]
-        positions = np.arange(num_tokens, dtype=np.int32) - first_token + starts[seq_of_token]
-        block_tables = block_table_array([seq.block_table for seq in seqs])
-        slots = block_tables[seq_of_token, positions // bs] * bs + positions % bs
+        """unread_rows: for each sequence with an unread token among its inputs, that token's row
+        in the previous step's sampled ids."""
+        seqs = [item.seq for item in scheduled]
+        layout = self._layout(scheduled)
+        token_ids = _input_token_ids(seqs, layout)
+        prompt_rows, prompt_spans = self._prompt_rows(seqs, layout)
+        unread_inputs, unread_sources = _unread_inputs(seqs, layout, token_ids, unread_rows)
+        samples = np.fromiter((item.samples for item in scheduled), bool, len(scheduled))
+        logits_indices = layout.query_start_loc[1:][samples] - 1
+        batch = self._graph_batch(layout)
 
-        prompt_rows, prompt_spans = self._prompt_rows(seqs, starts, seq_lens, query_start_loc)
-        fill_rows = np.flatnonzero(token_ids < 0).astype(np.int32)
-        fill_from = np.fromiter(
-            (pending_rows[seqs[i]] for i in seq_of_token[fill_rows].tolist()),
-            np.int32,
-            fill_rows.size,
+        *rows, unread_on_device, sources_on_device, indices, tables = self._send([
+            *self._token_rows(layout, token_ids, batch),
+            unread_inputs, unread_sources, logits_indices, layout.block_tables.ravel(),
+        ])  # fmt: skip
+        tables = tables.view(layout.block_tables.shape)
+        ids, positions, meta = self._forward_inputs(layout, rows, tables, batch)
+        every_row_sampled = layout.num_tokens == len(seqs) and samples.all()
+        has_unread = unread_inputs.size > 0
+        return StepInputs(
+            input_ids=ids,
+            positions=positions,
+            meta=meta,
+            # Every row one token, and every row sampled: the logits rows are the first n rows.
+            logits_indices=None if every_row_sampled else indices,
+            sampled=[item for item, keep in zip(scheduled, samples.tolist(), strict=True) if keep],
+            unread_inputs=unread_on_device if has_unread else None,
+            unread_sources=sources_on_device if has_unread else None,
+            graph_batch=batch,
+            prompt_rows=prompt_rows,
+            prompt_spans=prompt_spans,
         )
-        samples = np.fromiter((s.samples for s in scheduled), bool, n)
-        sampled = [s for s, keep in zip(scheduled, samples.tolist(), strict=True) if keep]
-        logits_indices = query_start_loc[1:][samples] - 1
-        single = query_lens == 1
-        num_decodes = n if single.all() else int(single.argmin())
-        batch = self.graphs.batch_for(n) if self.graphs and num_decodes == n else None
 
-        if batch is not None:
-            pad = batch - n
-            rows = np.stack([
-                np.pad(token_ids, (0, pad)),
-                np.pad(positions, (0, pad)),
-                np.pad(slots, (0, pad), constant_values=-1),
-                np.pad(seq_lens, (0, pad)),
-            ])  # fmt: skip
-            parts = [rows.ravel()]
-        else:
-            parts = [token_ids, positions, slots, query_start_loc, seq_lens]
-        parts += [fill_rows, fill_from, logits_indices, block_tables.ravel()]
+    def _layout(self, scheduled: list[ScheduledSeq]) -> StepLayout:
+        n = len(scheduled)
+        query_lens = np.fromiter((item.num_new_tokens for item in scheduled), np.int32, n)
+        starts = np.fromiter((item.seq.num_computed_tokens for item in scheduled), np.int32, n)
+        tables = block_table_array([item.seq.block_table for item in scheduled])
+        return StepLayout.of(query_lens, starts, tables, self.block_size)
+
+    def _graph_batch(self, layout: StepLayout) -> int | None:
+        """The batch size of the decode graph that runs the step, if one can: decodes only."""
+        num_seqs = len(layout.query_lens)
+        if self.graphs is None or layout.num_decodes < num_seqs:
+            return None
+        return self.graphs.batch_for(num_seqs)
+
+    def _token_rows(
+        self, layout: StepLayout, token_ids: np.ndarray, batch: int | None
+    ) -> list[np.ndarray]:
+        """The per-row inputs: for the eager forward as they are; for the decode graph of
+        `batch` as its [4, batch] static rows, padded (padding writes no KV, slot -1)."""
+        if batch is None:
+            return [token_ids, layout.positions, layout.slots, layout.query_start_loc,
+                    layout.seq_lens]  # fmt: skip
+        pad = batch - len(layout.seq_lens)
+        rows = np.stack([
+            np.pad(token_ids, (0, pad)),
+            np.pad(layout.positions, (0, pad)),
+            np.pad(layout.slots, (0, pad), constant_values=-1),
+            np.pad(layout.seq_lens, (0, pad)),
+        ])  # fmt: skip
+        return [rows.ravel()]
+
+    def _forward_inputs(
+        self, layout: StepLayout, rows: list[torch.Tensor], tables: torch.Tensor, batch: int | None
+    ) -> tuple[torch.Tensor, torch.Tensor, AttentionMetadata]:
+        """The forward's token ids, positions and metadata, from `_token_rows` on the device:
+        as they are, or loaded into the decode graph's static inputs."""
+        if batch is None:
+            ids, positions, slots, query_start_loc, seq_lens = rows
+            meta = layout.attention_metadata(slots, query_start_loc, seq_lens, tables)
+            return ids, positions, meta
+        self.graphs.load(batch, rows[0].view(4, batch), tables)
+        static = self.graphs.static
+        return static[0, :batch], static[1, :batch], self.graphs.metas[batch]
+
+    def _send(self, parts: list[np.ndarray]) -> list[torch.Tensor]:
+        """The int32 parts to the device in one copy; returns a view of each."""
         # Each part starts 16-byte aligned: Triton compiles a variant per pointer alignment.
-        padded = [-(-p.size // 4) * 4 for p in parts]
-        packed_host = np.zeros(sum(padded), np.int32)
-        offsets = np.concatenate([[0], np.cumsum(padded)])
-        for part, offset in zip(parts, offsets.tolist(), strict=False):
-            packed_host[offset : offset + part.size] = part
-        packed = self.to_device.send(packed_host)
-        views = [packed[o : o + p.size] for p, o in zip(parts, offsets.tolist(), strict=False)]
-        tables = views[-1].view(block_tables.shape)
-        # Every row one token, and every row sampled: the logits rows are the first n rows.
-        indices = None if num_tokens == n and samples.all() else views[-2]
-        fills = (views[-4], views[-3]) if fill_rows.size else (None, None)
-
-        if batch is not None:
-            self.graphs.load(batch, views[0].view(4, batch), tables)
-            meta = self.graphs.metas[batch]
-            ids, pos = self.graphs.static[0, :batch], self.graphs.static[1, :batch]
-            return StepInputs(
-                ids, pos, meta, indices, sampled, *fills, batch, prompt_rows, prompt_spans
-            )
-        ids, pos, slot_view, qsl, lens = views[:5]
-        meta = AttentionMetadata(
-            slot_mapping=slot_view,
-            query_start_loc=qsl,
-            seq_lens=lens,
-            block_tables=tables,
-            max_query_len=int(query_lens.max()),
-            max_seq_len=int(seq_lens.max()),
-            num_decodes=num_decodes,
-        )
-        return StepInputs(ids, pos, meta, indices, sampled, *fills, None, prompt_rows, prompt_spans)
+        padded = [-(-part.size // 4) * 4 for part in parts]
+        offsets = np.concatenate([[0], np.cumsum(padded)]).tolist()
+        packed = np.zeros(sum(padded), np.int32)
+        for part, offset in zip(parts, offsets, strict=False):
+            packed[offset : offset + part.size] = part
+        on_device = self.to_device.send(packed)
+        return [on_device[o : o + p.size] for p, o in zip(parts, offsets, strict=False)]
 
     def _prompt_rows(
-        self, seqs: list[Sequence], starts: np.ndarray, seq_lens: np.ndarray, row_starts: np.ndarray
+        self, seqs: list[Sequence], layout: StepLayout
     ) -> tuple[torch.Tensor | None, list[PromptSpan]]:
         """Rows whose logits score the next prompt token, for requests that want prompt logprobs
         (their first completion computes the prompt; the prefix cache is private to them)."""
@@ -283,9 +369,11 @@ class ModelRunner:
         for i, seq in enumerate(seqs):
             if seq.index or not seq.request.scores_prompt:
                 continue
-            start, end = int(starts[i]), min(int(seq_lens[i]), seq.num_prompt_tokens - 1)
+            start = int(layout.starts[i])
+            end = min(int(layout.seq_lens[i]), seq.num_prompt_tokens - 1)
             if end > start:  # position q's logits predict token q + 1
-                rows.extend(range(int(row_starts[i]), int(row_starts[i]) + end - start))
+                first_row = int(layout.query_start_loc[i])
+                rows.extend(range(first_row, first_row + end - start))
                 spans.append(PromptSpan(seq.request, start + 1, end - start))
         if not rows:
             return None, []
@@ -296,14 +384,14 @@ class ModelRunner:
 
     @torch.inference_mode()
     def execute(
-        self, inputs: StepInputs, previous_ids: torch.Tensor | None
+        self, inputs: StepInputs, unread_ids: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits [num_sampled, vocab] for the sequences that sample this step, and the hidden
-        states of every input row. previous_ids: the previous step's sampled ids, still on the
-        device, that fill the placeholders."""
-        if inputs.fill_rows is not None:
-            filled = previous_ids[inputs.fill_from].to(inputs.input_ids.dtype)
-            inputs.input_ids[inputs.fill_rows] = filled
+        states of every input row. unread_ids: the previous step's sampled ids, still on the
+        device, where the unread input tokens are read from."""
+        if inputs.unread_inputs is not None:
+            read = unread_ids[inputs.unread_sources].to(inputs.input_ids.dtype)
+            inputs.input_ids[inputs.unread_inputs] = read
         if inputs.graph_batch is not None:
             hidden = self.graphs.replay(inputs.graph_batch)
         else:
@@ -313,83 +401,3 @@ class ModelRunner:
         else:
             sampled = hidden[: len(inputs.sampled)]
         return self.model.compute_logits(sampled), hidden
-
-
-@torch.inference_mode()
-def profile_activation_bytes(
-    model: LlamaForCausalLM,
-    backend: AttentionBackend,
-    block_size: int,
-    kv_dtype: torch.dtype,
-    device: torch.device,
-    max_num_batched_tokens: int,
-    max_num_seqs: int,
-    max_model_len: int,
-) -> int:
-    """Memory, beyond what is allocated now, that running takes besides the KV cache, measured on
-    CUDA: the peak of the largest step (a prefill of max_num_batched_tokens with logits for
-    max_num_seqs rows, upcast as the sampler does), plus what the decode CUDA graphs keep."""
-    tokens = max_num_batched_tokens
-    seq_len = min(tokens, max_model_len)
-    lengths = [seq_len] * (tokens // seq_len) + ([tokens % seq_len] if tokens % seq_len else [])
-    num_blocks = -(-seq_len // block_size) * len(lengths)
-    runner = ModelRunner(model, backend, num_blocks, block_size, device, kv_dtype)
-    prefill = _step_peak_bytes(runner, lengths, lengths, min(max_num_seqs, tokens))
-    torch.cuda.empty_cache()  # later steps find no cached blocks either: measure fresh segments
-    if backend.graph_safe:
-        decode = _decode_graph_bytes(runner, max_num_seqs, max_model_len)
-    else:
-        decode = _step_peak_bytes(runner, [1] * max_num_seqs, [1] * max_num_seqs, 0)
-    del runner
-    torch.cuda.empty_cache()
-    return prefill + decode
-
-
-def _decode_graph_bytes(runner: ModelRunner, max_num_seqs: int, max_model_len: int) -> int:
-    """What capturing the decode ladder takes: the eager warm-ups, the graphs' private pool (with
-    the capture stream's cuBLAS workspace and each graph's own segments), the static inputs."""
-    torch.cuda.synchronize(runner.device)
-    before = torch.cuda.memory_reserved(runner.device)
-    max_blocks = -(-max_model_len // runner.block_size)
-    graphs = DecodeGraphs(runner, max_num_seqs, max_blocks)
-    graphs.capture(runner)
-    used = torch.cuda.memory_reserved(runner.device) - before
-    del graphs
-    return used
-
-
-def _step_peak_bytes(
-    runner: ModelRunner, query_lens: list[int], context_lens: list[int], num_logits: int
-) -> int:
-    """Run one step of these sequences (blocks assigned round-robin over the runner's cache)."""
-    device, bs = runner.device, runner.block_size
-    torch.cuda.synchronize(device)
-    torch.cuda.reset_peak_memory_stats(device)
-    before = torch.cuda.memory_allocated(device)
-    n = len(query_lens)
-    starts = np.array(context_lens) - np.array(query_lens)
-    seq_of_token = np.repeat(np.arange(n), query_lens)
-    qsl = np.concatenate([[0], np.cumsum(query_lens)])
-    positions = np.arange(len(seq_of_token)) - qsl[seq_of_token] + starts[seq_of_token]
-    width = -(-max(context_lens) // bs)
-    tables = np.arange(n * width).reshape(n, width) % runner.kv_caches[0].shape[1]
-    slots = tables[seq_of_token, positions // bs] * bs + positions % bs
-
-    def on_device(a) -> torch.Tensor:
-        return torch.as_tensor(np.asarray(a), dtype=torch.int32, device=device)
-
-    meta = AttentionMetadata(
-        slot_mapping=on_device(slots),
-        query_start_loc=on_device(qsl),
-        seq_lens=on_device(context_lens),
-        block_tables=on_device(tables),
-        max_query_len=max(query_lens),
-        max_seq_len=max(context_lens),
-        num_decodes=n if max(query_lens) == 1 else 0,
-    )
-    ids = torch.randint(0, runner.model.shape.vocab_size, (len(positions),), device=device)
-    hidden = runner.forward(ids, on_device(positions), meta)
-    logits = runner.model.compute_logits(hidden[:num_logits]).float()
-    torch.softmax(logits, dim=-1)
-    torch.cuda.synchronize(device)
-    return torch.cuda.max_memory_allocated(device) - before

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from worker.engine.completion_text import CompletionText
 from worker.engine.messages import CoreOutput, SeqDelta
 from worker.engine.outputs import (
     CompletionOutput,
@@ -24,7 +25,7 @@ from worker.engine.outputs import (
     TokenLogprob,
 )
 from worker.engine.sampling_params import SamplingParams
-from worker.engine.stop_checker import CompletionText, EosIds
+from worker.engine.stop_checker import EosIds
 
 FinishedSeq = tuple[str, int]  # (request id, completion index) the core must stop computing
 

@@ -24,9 +24,9 @@ class SamplingRow:
     prompt_token_ids: list[int]
     output_token_ids: list[int]  # the tokens the host has read
     generator: torch.Generator | None  # None: draw from the sampler's shared generator
-    # With async scheduling the last output token may still be on the device only: its row in
-    # the previous step's sampled ids (the sampler's `pending_ids`), for the penalties.
-    pending_row: int | None = None
+    # The last output token may be unread (unread_tokens.py): its row in the previous step's
+    # sampled ids (the sampler's `unread_ids`), for the penalties.
+    unread_row: int | None = None
 
 
 @dataclass
@@ -63,10 +63,10 @@ class Sampler:
         self,
         logits: torch.Tensor,
         rows: list[SamplingRow],
-        pending_ids: torch.Tensor | None = None,
+        unread_ids: torch.Tensor | None = None,
         mask: TokenMask | None = None,
     ) -> SamplerOutput:
-        """pending_ids: the previous step's sampled ids, on the device (see pending_row)."""
+        """unread_ids: the previous step's sampled ids, on the device (see unread_row)."""
         if logits.dim() != 2 or logits.shape[0] != len(rows):
             raise ValueError(
                 f"logits must be [num_rows={len(rows)}, vocab], got {tuple(logits.shape)}"
@@ -77,7 +77,7 @@ class Sampler:
         raw_logprobs = torch.log_softmax(logits, dim=-1) if want_logprobs else None
 
         logits = apply_logit_bias(logits, params)
-        logits = apply_penalties(logits, rows, pending_ids)
+        logits = apply_penalties(logits, rows, unread_ids)
         if mask is not None:
             logits = apply_token_mask(logits, mask)
         greedy_ids = logits.argmax(dim=-1)
@@ -141,7 +141,7 @@ def apply_logit_bias(logits: torch.Tensor, params: list[SamplingParams]) -> torc
 
 
 def apply_penalties(
-    logits: torch.Tensor, rows: list[SamplingRow], pending_ids: torch.Tensor | None = None
+    logits: torch.Tensor, rows: list[SamplingRow], unread_ids: torch.Tensor | None = None
 ) -> torch.Tensor:
     """Repetition penalty (HF: over prompt and output tokens) then OpenAI's frequency and
     presence penalties (over output tokens only)."""
@@ -152,14 +152,14 @@ def apply_penalties(
             r.prompt_token_ids + r.output_token_ids if on else []
             for r, on in zip(rows, repeats, strict=True)
         ]
-        seen = token_counts(histories, logits, _pending(rows, repeats), pending_ids) > 0
+        seen = token_counts(histories, logits, _unread_rows(rows, repeats), unread_ids) > 0
         penalty = _column([p.repetition_penalty for p in params], logits)
         penalised = torch.where(logits < 0, logits * penalty, logits / penalty)
         logits = torch.where(seen, penalised, logits)
     counted = [bool(p.frequency_penalty or p.presence_penalty) for p in params]
     if any(counted):
         outputs = [r.output_token_ids if on else [] for r, on in zip(rows, counted, strict=True)]
-        counts = token_counts(outputs, logits, _pending(rows, counted), pending_ids)
+        counts = token_counts(outputs, logits, _unread_rows(rows, counted), unread_ids)
         frequency = _column([p.frequency_penalty for p in params], logits)
         presence = _column([p.presence_penalty for p in params], logits)
         logits = logits - frequency * counts - presence * (counts > 0).float()
@@ -201,26 +201,26 @@ def apply_top_k_top_p(logits: torch.Tensor, params: list[SamplingParams]) -> tor
 def token_counts(
     id_lists: list[list[int]],
     like: torch.Tensor,
-    pending: list[int | None] | None = None,
-    pending_ids: torch.Tensor | None = None,
+    unread_rows: list[int | None] | None = None,
+    unread_ids: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """[rows, vocab] float32: how often each token occurs in each row's list, plus, for a row
-    with a pending entry, the token at that index of pending_ids (still on the device)."""
+    with an unread row, the token at that index of unread_ids (still on the device)."""
     rows, vocab = like.shape
     width = max(len(ids) for ids in id_lists)
     padded = _to_device([ids + [vocab] * (width - len(ids)) for ids in id_lists], torch.int64, like)
     counts = torch.zeros((rows, vocab + 1), device=like.device)  # column `vocab` takes the padding
     counts.scatter_add_(1, padded, torch.ones_like(padded, dtype=counts.dtype))
-    targets = [row for row, source in enumerate(pending or []) if source is not None]
+    targets = [row for row, source in enumerate(unread_rows or []) if source is not None]
     if targets:
-        index = _to_device([targets, [pending[row] for row in targets]], torch.int64, like)
+        index = _to_device([targets, [unread_rows[row] for row in targets]], torch.int64, like)
         ones = torch.ones(len(targets), device=like.device)
-        counts.index_put_((index[0], pending_ids[index[1]]), ones, accumulate=True)
+        counts.index_put_((index[0], unread_ids[index[1]]), ones, accumulate=True)
     return counts[:, :vocab]
 
 
-def _pending(rows: list[SamplingRow], wanted: list[bool]) -> list[int | None]:
-    return [r.pending_row if on else None for r, on in zip(rows, wanted, strict=True)]
+def _unread_rows(rows: list[SamplingRow], wanted: list[bool]) -> list[int | None]:
+    return [r.unread_row if on else None for r, on in zip(rows, wanted, strict=True)]
 
 
 def _column(values: list[float] | list[bool], like: torch.Tensor) -> torch.Tensor:

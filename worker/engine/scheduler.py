@@ -79,7 +79,7 @@ class Scheduler:
         i = 0
         while i < len(self.running) and budget > 0:
             seq = self.running[i]
-            if seq.has_last_token:  # its final token is in flight: it ends when that resolves
+            if seq.has_last_token:  # its final token is unread: it ends once that is read
                 i += 1
                 continue
             num_new = min(seq.num_uncomputed_tokens, budget)

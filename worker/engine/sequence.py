@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import enum
-import itertools
 from dataclasses import dataclass, field
 
 import torch
@@ -18,27 +17,24 @@ class SequenceStatus(enum.Enum):
     FINISHED = enum.auto()
 
 
-_seq_ids = itertools.count()
-
-# A sampled token that is still on the device: the step after it reads it there (async
-# scheduling), and the host writes the real id in once the copy has landed.
-PLACEHOLDER = -1
+# Stands in the token ids for an unread token (unread_tokens.py): sampled on the device, its id
+# not read by the host yet. The host writes the id in once it has read it.
+UNREAD = -1
 
 
 @dataclass(eq=False)
 class Sequence:
     request: Request
     index: int  # which of the request's n completions
-    token_ids: list[int]  # prompt + generated so far, ending in num_pending placeholders
+    token_ids: list[int]  # prompt + generated so far, ending in num_unread UNREAD entries
     generator: torch.Generator | None
-    seq_id: int = field(default_factory=lambda: next(_seq_ids))
     status: SequenceStatus = SequenceStatus.WAITING
     num_computed_tokens: int = 0  # tokens whose KV is in the cache
     block_table: list[int] = field(default_factory=list)
     block_hashes: list[bytes] = field(default_factory=list)  # of the leading full, computed blocks
     num_cached_tokens: int = 0  # prompt tokens that came from the prefix cache
     finish_reason: FinishReason | None = None
-    num_pending: int = 0  # trailing placeholders: sampled tokens the host has not read yet
+    num_unread: int = 0  # trailing unread tokens: sampled, their ids not read by the host yet
     # With params.structured_output: what may come next (grammar.py), advanced as tokens are read.
     matcher: object | None = None
 
@@ -55,34 +51,35 @@ class Sequence:
         return len(self.token_ids)
 
     @property
-    def num_resolved_tokens(self) -> int:
-        return self.num_tokens - self.num_pending
+    def num_read_tokens(self) -> int:
+        """Tokens whose ids the host knows: all but the unread ones."""
+        return self.num_tokens - self.num_unread
 
     @property
     def output_token_ids(self) -> list[int]:
-        """Generated tokens the host knows (placeholders left out)."""
-        return self.token_ids[self.num_prompt_tokens : self.num_resolved_tokens]
+        """Generated tokens the host knows (unread ones left out)."""
+        return self.token_ids[self.num_prompt_tokens : self.num_read_tokens]
 
     @property
     def has_last_token(self) -> bool:
-        """Whether every token max_tokens allows has been sampled (the last may be in flight),
+        """Whether every token max_tokens allows has been sampled (the last may be unread),
         so that computing another step for it would be wasted."""
         return self.num_tokens - self.num_prompt_tokens >= self.params.max_tokens
 
-    def add_placeholder(self) -> None:
+    def add_unread(self) -> None:
         """Append a token that was sampled on the device and not read yet."""
-        self.token_ids.append(PLACEHOLDER)
-        self.num_pending += 1
+        self.token_ids.append(UNREAD)
+        self.num_unread += 1
 
-    def resolve(self, token_id: int) -> None:
-        """Write in the oldest placeholder's real id (steps resolve in launch order)."""
-        self.token_ids[self.num_resolved_tokens] = token_id
-        self.num_pending -= 1
+    def read_token(self, token_id: int) -> None:
+        """Write in the oldest unread token's id (steps are read in launch order)."""
+        self.token_ids[self.num_read_tokens] = token_id
+        self.num_unread -= 1
 
-    def drop_placeholders(self) -> None:
+    def drop_unread(self) -> None:
         """A finished sequence keeps no token sampled after its end."""
-        del self.token_ids[self.num_resolved_tokens :]
-        self.num_pending = 0
+        del self.token_ids[self.num_read_tokens :]
+        self.num_unread = 0
 
     @property
     def is_finished(self) -> bool:

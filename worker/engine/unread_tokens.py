@@ -1,9 +1,26 @@
-"""A launched step whose sampled tokens the host has not read yet.
+"""Unread tokens: async scheduling's one idea, and the step that holds them.
 
-With async scheduling the engine launches step N+1 before it reads step N's tokens: the sampled
-ids stay on the device, where step N+1's inputs take them, and copies to the host land in pinned
-memory while the device works. The host reads them (resolve) while step N+1 runs, so its
-bookkeeping overlaps the device's work instead of leaving the device idle between steps.
+With async scheduling the engine launches step N+1 before it reads step N's tokens. A token
+sampled on the device whose id the host has not read yet is an *unread token*: step N+1's inputs
+take it on the device, copies to the host land in pinned memory while the device works, and the
+host reads them while step N+1 runs, so its bookkeeping overlaps the device's work instead of
+leaving the device idle between steps. Where the idea lives:
+
+- here: `UnreadStep`, a sampled step whose token ids are still on the device (`token_ids`,
+  with each sequence's row in `rows`), and `SampledOnHost`, what reading it gives;
+- sequence.py: `UNREAD` stands in `Sequence.token_ids` for each of the `num_unread` trailing
+  unread tokens (`add_unread`, `read_token`, `drop_unread`; `num_read_tokens` and
+  `output_token_ids` count only read ones; `has_last_token` counts them, so the scheduler
+  launches nothing past max_tokens); block_manager.py's `commit` caches a block only once its
+  ids are read;
+- core.py: `EngineCore.step` launches (`Launched`), samples (`_sample` -> `UnreadStep`, kept in
+  `_unread`) and reads (`_read`, timed as the "resolve" lap of loop_timing.py);
+  `has_unfinished_requests` stays true while a step is unread, so core_loop.py steps again;
+- model_runner.py: `prepare(scheduled, unread_rows)` finds the input rows holding unread tokens
+  (`StepInputs.unread_inputs`, `unread_sources`) and `execute(inputs, unread_ids)` fills them
+  in from the previous step's sampled ids on the device;
+- sampler.py: `SamplingRow.unread_row` and the sampler's `unread_ids` let the penalties count a
+  row's unread last token.
 """
 
 from __future__ import annotations
@@ -27,7 +44,9 @@ class SampledOnHost:
     top_logprobs: list[list[float]] | None
 
 
-class InFlightStep:
+class UnreadStep:
+    """A sampled step whose tokens the host has not read yet."""
+
     def __init__(
         self, scheduled: list[ScheduledSeq], seqs: list[Sequence], result: SamplerOutput | None
     ) -> None:
@@ -46,7 +65,7 @@ class InFlightStep:
                 self._copied.record()
         for seq in seqs:
             if not seq.is_finished:  # ended by the step before, read while this one ran
-                seq.add_placeholder()
+                seq.add_unread()
 
     def wait(self) -> SampledOnHost:
         """Block until the sampled tokens are on the host."""
