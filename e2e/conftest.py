@@ -14,7 +14,7 @@ from e2e import build
 from e2e.cluster import start_cluster
 from e2e.local_cluster import LocalCluster
 from e2e.node import settings as node_settings
-from e2e.test_operator_support import Operator, install_crds, remove_crds, running_operator
+from e2e.operator_support import Operator, install_crds, remove_crds, running_operator
 
 LOG_DIR_KEY = pytest.StashKey[Path]()  # the control plane's logs, named when a test fails
 

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from e2e.faults import Fault
-from e2e.test_operator_support import (
+from e2e.operator_support import (
     REPO,
     install_crds,
     llmdeployment,

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from e2e.faults import FAULT_ANNOTATION
-from e2e.test_operator_support import (
+from e2e.operator_support import (
     condition,
     events,
     llmdeployment,

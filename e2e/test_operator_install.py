@@ -12,7 +12,7 @@ import re
 import pytest
 import yaml
 
-from e2e.test_operator_support import (
+from e2e.operator_support import (
     REPO,
     Operator,
     condition,

@@ -9,7 +9,7 @@ import threading
 from kubernetes import client, config, watch
 from urllib3.exceptions import ProtocolError
 
-from e2e.test_operator_support import (
+from e2e.operator_support import (
     REPO,
     events,
     llmdeployment,

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from e2e.faults import FAULT_ANNOTATION, Fault
-from e2e.test_operator_support import (
+from e2e.operator_support import (
     Operator,
     condition,
     events,

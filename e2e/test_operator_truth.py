@@ -10,7 +10,7 @@ import json
 import yaml
 
 from e2e.faults import FAULT_ANNOTATION, Fault
-from e2e.test_operator_support import (
+from e2e.operator_support import (
     CRDS,
     condition,
     events,

@@ -20,10 +20,10 @@ from typing import Any
 
 import yaml
 
-from e2e import test_operator_support as operator_support
+from e2e import operator_support
 from e2e.local_cluster import LocalCluster
 from e2e.node import settings
-from e2e.test_operator_support import REPO, pods, ready
+from e2e.operator_support import REPO, pods, ready
 
 SAMPLE = REPO / "manifests" / "samples" / "cpu-stories.yaml"
 MODEL_DIR = REPO / "worker" / "default_model" / "stories260K"

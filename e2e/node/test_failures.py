@@ -20,7 +20,7 @@ from e2e.node.support import (
     set_faults,
     stream_completion,
 )
-from e2e.test_operator_support import (
+from e2e.operator_support import (
     patch_spec,
     pods,
     ready,

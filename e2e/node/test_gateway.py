@@ -21,7 +21,7 @@ from e2e.node.support import (
     service_url,
     stream_completion,
 )
-from e2e.test_operator_support import status, wait_condition
+from e2e.operator_support import status, wait_condition
 
 # Test keys for throwaway Secrets, never used anywhere else.
 KEYS = {"team-a": "e2e-node-key-team-a", "team-b": "e2e-node-key-team-b"}

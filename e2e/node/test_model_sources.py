@@ -20,7 +20,7 @@ from e2e.node.support import (
     service_url,
     stream_completion,
 )
-from e2e.test_operator_support import REPO, condition, wait_condition
+from e2e.operator_support import REPO, condition, wait_condition
 
 FAKE_HUB = REPO / "tests" / "models" / "fake_hub.py"
 HUB_REPO = "pagoda/stories260K"

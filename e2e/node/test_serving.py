@@ -25,7 +25,7 @@ from e2e.node.support import (
     stream_completion,
     wait_exit,
 )
-from e2e.test_operator_support import patch_spec, status, wait_condition
+from e2e.operator_support import patch_spec, status, wait_condition
 
 # The model is tiny and fast; a test that needs a stream in flight for a while slows each
 # engine step (a test fault) so a few hundred tokens take tens of seconds, like a big model.

@@ -8,7 +8,7 @@ import contextlib
 
 import pytest
 
-from tests.server.scripted_cores import GATE_VARIABLE
+from tests.engine.scripted_cores import GATE_VARIABLE
 from worker.engine.async_engine import AsyncEngineOptions, AsyncLLMEngine
 from worker.engine.config import EngineConfig
 from worker.engine.sampling_params import SamplingParams
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.timeout(60)
 @contextlib.asynccontextmanager
 async def scripted_engine(core: str, **options):
     engine = AsyncLLMEngine(
-        EngineConfig(), AsyncEngineOptions(**options), core=f"tests.server.scripted_cores:{core}"
+        EngineConfig(), AsyncEngineOptions(**options), core=f"tests.engine.scripted_cores:{core}"
     )
     try:
         await engine.load()

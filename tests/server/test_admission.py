@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from tests.server.test_pressure import LONG, wait_until_idle
+from tests.server.observe import LONG, wait_until_idle
 
 pytestmark = pytest.mark.timeout(120)
 

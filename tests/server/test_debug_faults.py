@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from tests.server.test_probes import poll_ready
+from tests.server.observe import poll_ready
 
 pytestmark = pytest.mark.timeout(60)
 

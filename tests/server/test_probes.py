@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
-
 import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.server.observe import poll_ready
 from worker.engine.messages import Faults
 from worker.server.server import Server, ServerSettings
 
@@ -45,14 +43,6 @@ async def test_a_warm_server_is_alive_and_ready(server):
     assert (health.status, health.json()) == (200, {"status": "ok"})
     ready = await server.fetch("GET", "/ready")
     assert (ready.status, ready.json()) == (200, {"ready": True})
-
-
-async def poll_ready(server, status: int, timeout_s: float = 10.0):
-    deadline = time.monotonic() + timeout_s
-    while (reply := await server.fetch("GET", "/ready")).status != status:
-        assert time.monotonic() < deadline, f"/ready never answered {status}"
-        await asyncio.sleep(0.05)
-    return reply
 
 
 async def test_ready_needs_a_recent_generation(make_server):
