@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from itertools import count
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import msgspec
 
@@ -109,7 +109,7 @@ class AsyncLLMEngine:
         loop_options = CoreLoopOptions(self.options.command_budget_s, self.options.idle_wait_s)
         self._process = EngineProcess(config, loop_options, core)
         self.processor: OutputProcessor | None = None  # once loaded
-        self.tokenizer = None
+        self.tokenizer: Any = None  # a Hugging Face tokenizer once loaded; None: the model has none
         self.model_name = ""
         self.max_model_len = 0
         self.kv_capacity_tokens = 0
@@ -296,6 +296,7 @@ class AsyncLLMEngine:
         """End the group's unfinished requests here at once, and in the engine next pass."""
         request_ids = sorted(group.unfinished)
         self._process.send(AbortRequests(request_ids))
+        assert self.processor is not None  # generate() made the group once loaded
         for rid in request_ids:
             output = self.processor.abort(rid)
             if output is not None:
@@ -346,6 +347,7 @@ class AsyncLLMEngine:
         self._fail_all(self._error)
 
     def _deliver(self, core_outputs: list[CoreOutput]) -> None:
+        assert self.processor is not None  # outputs are of requests, made once loaded
         outputs, stopped = self.processor.process(core_outputs)
         if stopped:
             self._process.send(FinishSeqs(stopped))

@@ -127,6 +127,7 @@ def add_engine_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _parsing(f: Field) -> dict:
+    assert isinstance(f.type, str)  # `from __future__ import annotations` keeps types as text
     if f.type == "bool":
         return {"action": argparse.BooleanOptionalAction}
     if f.name in _BYTE_FIELDS:
@@ -136,6 +137,7 @@ def _parsing(f: Field) -> dict:
 
 def _shown_default(f: Field) -> object:
     if f.name in _BYTE_FIELDS:
+        assert isinstance(f.default, int)  # byte counts
         return format_bytes(f.default)
     return _DEFAULT_TEXT.get(f.name, f.default)
 

@@ -144,6 +144,7 @@ class EngineCore:
                 generator = make_generator(params.seed, index, self.device)
             seq = Sequence(request, index, list(prompt_token_ids), generator)
             if params.structured_output is not None:
+                assert self.grammars is not None  # else _check_prompt refused the request
                 seq.matcher = self.grammars.matcher(params.structured_output)
             request.seqs.append(seq)
             self.scheduler.add(seq)
@@ -235,7 +236,7 @@ class EngineCore:
             self._unread = self._sample(launched, previous)
         if previous is not None:
             touched += self._read(previous, deltas)
-        if constrained:
+        if launched is not None and constrained:
             self._unread = self._sample(launched, None)
         if self._unread is not None and not self.config.async_scheduling:
             touched += self._read(self._unread, deltas)
@@ -289,36 +290,45 @@ class EngineCore:
 
     def _token_mask(self, seqs: list[Sequence], device: torch.device) -> TokenMask | None:
         """What the grammars of the constrained rows allow next (their matchers are current)."""
-        rows = [row for row, seq in enumerate(seqs) if seq.matcher and not seq.is_finished]
-        if not rows:
+        matchers = {
+            row: seq.matcher
+            for row, seq in enumerate(seqs)
+            if seq.matcher is not None and not seq.is_finished
+        }
+        if not matchers:
             return None
-        bits = self.grammars.masks([seqs[row].matcher for row in rows])
-        rows_on_device = torch.tensor(rows, dtype=torch.int64).to(device, non_blocking=True)
+        assert self.grammars is not None  # only they give sequences matchers
+        bits = self.grammars.masks(list(matchers.values()))
+        rows = torch.tensor(list(matchers), dtype=torch.int64)
+        rows_on_device = rows.to(device, non_blocking=True)
         return TokenMask(rows_on_device, bits.to(device, non_blocking=True))
 
     @torch.inference_mode()
     def _score_prompts(self, inputs: StepInputs, hidden: torch.Tensor) -> None:
         """prompt_logprobs: score the prompt tokens this step computed, a chunk of rows at a
         time. Reads the scores at once: a device sync, only in steps that score prompts."""
-        spans, chunk = inputs.prompt_spans, PROMPT_ROWS_PER_CHUNK
+        spans, rows, chunk = inputs.prompt_spans, inputs.prompt_rows, PROMPT_ROWS_PER_CHUNK
+        assert rows is not None  # set with the spans
         targets = [
             t for s in spans for t in s.request.prompt_token_ids[s.first : s.first + s.count]
         ]
         target_ids = torch.tensor(targets, dtype=torch.int64).to(hidden.device)
-        k = max(s.request.params.prompt_logprobs for s in spans)
-        scored = []
+        k = max(s.request.params.prompt_logprobs or 0 for s in spans)  # set: they score
+        scored: list[tuple[int, float, list[int], list[float]]] = []
         for at in range(0, len(targets), chunk):
-            logits = self.model.compute_logits(hidden[inputs.prompt_rows[at : at + chunk]])
+            logits = self.model.compute_logits(hidden[rows[at : at + chunk]])
             chosen, top_ids, top_lps = token_logprobs(logits, target_ids[at : at + chunk], k)
             columns = (chosen.tolist(), top_ids.tolist(), top_lps.tolist())
             scored += zip(targets[at : at + chunk], *columns, strict=True)
         entries = iter(scored)
         for span in spans:
             wanted = span.request.params.prompt_logprobs
+            scores = span.request.prompt_logprobs
+            assert scores is not None  # spans are of requests that score their prompt
             for position in range(span.first, span.first + span.count):
                 token, logprob, ids, lps = next(entries)
                 top = dict(zip(ids[:wanted], lps[:wanted], strict=True))
-                span.request.prompt_logprobs[position] = TokenLogprob(token, logprob, top)
+                scores[position] = TokenLogprob(token, logprob, top)
 
     def _read(self, step: UnreadStep, deltas: dict[Sequence, SeqDelta]) -> list[Request]:
         """Read a launched step's unread tokens into its sequences; returns the requests it
@@ -359,11 +369,10 @@ class EngineCore:
         if sampled.logprobs is not None and seq.params.needs_logprob:
             delta.logprobs = delta.logprobs or []
             delta.logprobs.append(sampled.logprobs[row])
-        wanted = seq.params.logprobs
-        if wanted is not None and sampled.logprobs is not None:
-            top_ids, top_lps = sampled.top_ids[row][:wanted], sampled.top_logprobs[row][:wanted]
+        wanted, top_ids, top_lps = seq.params.logprobs, sampled.top_ids, sampled.top_logprobs
+        if wanted is not None and top_ids is not None and top_lps is not None:
             delta.top = delta.top or []
-            delta.top.append(dict(zip(top_ids, top_lps, strict=True)))
+            delta.top.append(dict(zip(top_ids[row][:wanted], top_lps[row][:wanted], strict=True)))
         # add_request keeps prompt + max_tokens within the context window, so max_tokens is
         # the only length limit left to check.
         reason = self._token_stops[seq.request].check_token(token, len(seq.output_token_ids))

@@ -51,11 +51,11 @@ class ZmqChannel:
         self._parent = os.getppid()
 
     def receive(self, wait_s: float) -> list[ToCore]:
-        if not self._inputs.poll(wait_s * 1000):
+        if not self._inputs.poll(int(wait_s * 1000)):  # whole ms: pyzmq would cut them too
             if os.getppid() != self._parent:  # the front end died without a word
                 raise SystemExit("the front end's process is gone")
             return []
-        messages = []
+        messages: list[ToCore] = []
         while True:
             try:
                 frame = self._inputs.recv(zmq.NOBLOCK, copy=False)

@@ -10,6 +10,7 @@ until max_tokens.
 from __future__ import annotations
 
 from collections import OrderedDict
+from typing import TYPE_CHECKING
 
 import llguidance
 import llguidance.hf
@@ -17,7 +18,14 @@ import torch
 
 from worker.engine.sampling_params import StructuredOutput
 
-JSON_LAYOUT = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
+if TYPE_CHECKING:
+    from llguidance._lib import JsonCompileOptions  # in the stubs only
+
+JSON_LAYOUT: JsonCompileOptions = {
+    "whitespace_flexible": False,
+    "item_separator": ", ",
+    "key_separator": ": ",
+}
 ANY_OBJECT = '{"type": "object"}'
 CACHED_GRAMMARS = 256
 

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from worker.engine.config import EngineConfig
 from worker.engine.llm_engine import LLMEngine
 from worker.engine.outputs import RequestOutput, most_likely
 from worker.engine.sampling_params import SamplingParams
 from worker.models.source import DEFAULT_MODEL
+
+if TYPE_CHECKING:
+    from typing_extensions import TypeIs  # typing has it from Python 3.13
 
 Prompt = str | list[int]
 
@@ -28,7 +32,7 @@ class LLM:
         params: SamplingParams | list[SamplingParams] | None = None,
     ) -> list[RequestOutput]:
         """Run every prompt to completion in one continuous batch; outputs in prompt order."""
-        if isinstance(prompts, str) or (prompts and isinstance(prompts[0], int)):
+        if _is_one_prompt(prompts):
             prompts = [prompts]
         params = params or SamplingParams()
         per_prompt = params if isinstance(params, list) else [params] * len(prompts)
@@ -46,3 +50,8 @@ class LLM:
             replace(finished[i], outputs=most_likely(finished[i].outputs, sp.n))
             for i, sp in zip(ids, per_prompt, strict=True)
         ]
+
+
+def _is_one_prompt(prompts: Prompt | list[Prompt]) -> TypeIs[Prompt]:
+    """Text or token ids, rather than a list of prompts."""
+    return isinstance(prompts, str) or bool(prompts and isinstance(prompts[0], int))

@@ -269,6 +269,10 @@ class ModelRunner:
         self.graphs = graphs
         log.info("captured CUDA graphs for decode batches %s", graphs.sizes)
 
+    def _captured_graphs(self) -> DecodeGraphs:
+        assert self.graphs is not None, "a step gets a graph batch only once graphs are captured"
+        return self.graphs
+
     def prepare(
         self, scheduled: list[ScheduledSeq], unread_rows: Mapping[Sequence, int]
     ) -> StepInputs:
@@ -345,9 +349,9 @@ class ModelRunner:
             ids, positions, slots, query_start_loc, seq_lens = rows
             meta = layout.attention_metadata(slots, query_start_loc, seq_lens, tables)
             return ids, positions, meta
-        self.graphs.load(batch, rows[0].view(4, batch), tables)
-        static = self.graphs.static
-        return static[0, :batch], static[1, :batch], self.graphs.metas[batch]
+        graphs = self._captured_graphs()
+        graphs.load(batch, rows[0].view(4, batch), tables)
+        return graphs.static[0, :batch], graphs.static[1, :batch], graphs.metas[batch]
 
     def _send(self, parts: list[np.ndarray]) -> list[torch.Tensor]:
         """The int32 parts to the device in one copy; returns a view of each."""
@@ -365,7 +369,8 @@ class ModelRunner:
     ) -> tuple[torch.Tensor | None, list[PromptSpan]]:
         """Rows whose logits score the next prompt token, for requests that want prompt logprobs
         (their first completion computes the prompt; the prefix cache is private to them)."""
-        rows, spans = [], []
+        rows: list[int] = []
+        spans: list[PromptSpan] = []
         for i, seq in enumerate(seqs):
             if seq.index or not seq.request.scores_prompt:
                 continue
@@ -390,10 +395,11 @@ class ModelRunner:
         states of every input row. unread_ids: the previous step's sampled ids, still on the
         device, where the unread input tokens are read from."""
         if inputs.unread_inputs is not None:
+            assert unread_ids is not None, "inputs with unread tokens need the step before's ids"
             read = unread_ids[inputs.unread_sources].to(inputs.input_ids.dtype)
             inputs.input_ids[inputs.unread_inputs] = read
         if inputs.graph_batch is not None:
-            hidden = self.graphs.replay(inputs.graph_batch)
+            hidden = self._captured_graphs().replay(inputs.graph_batch)
         else:
             hidden = self.forward(inputs.input_ids, inputs.positions, inputs.meta)
         if inputs.logits_indices is not None:

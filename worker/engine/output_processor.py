@@ -114,7 +114,8 @@ class OutputProcessor:
     def process(self, outputs: list[CoreOutput]) -> tuple[list[RequestOutput], list[FinishedSeq]]:
         """One step's outputs of the core: what callers get, and what the core must stop."""
         now = time.time()
-        results, stopped = [], []
+        results: list[RequestOutput] = []
+        stopped: list[FinishedSeq] = []
         for output in outputs:
             request = self._requests.get(output.request_id)
             if request is None:  # ended here already: aborted, or stopped by a string
@@ -148,12 +149,13 @@ def _advance(completion: _Completion, delta: SeqDelta) -> _News:
     for at, token in enumerate(delta.token_ids):
         completion.token_ids.append(token)
         news.token_ids.append(token)
-        if delta.logprobs is not None and completion.cumulative_logprob is not None:
-            completion.cumulative_logprob += delta.logprobs[at]
-        if completion.wants_logprobs and delta.top is not None:
-            logprob = TokenLogprob(token, delta.logprobs[at], delta.top[at])
-            completion.logprobs.append(logprob)
-            news.logprobs.append(logprob)
+        if delta.logprobs is not None:  # `top` comes only with them
+            if completion.cumulative_logprob is not None:
+                completion.cumulative_logprob += delta.logprobs[at]
+            if completion.wants_logprobs and delta.top is not None:
+                logprob = TokenLogprob(token, delta.logprobs[at], delta.top[at])
+                completion.logprobs.append(logprob)
+                news.logprobs.append(logprob)
         text, reason = completion.text.add_token(token)
         news.text += text
         if reason is not None:

@@ -211,10 +211,11 @@ def token_counts(
     padded = _to_device([ids + [vocab] * (width - len(ids)) for ids in id_lists], torch.int64, like)
     counts = torch.zeros((rows, vocab + 1), device=like.device)  # column `vocab` takes the padding
     counts.scatter_add_(1, padded, torch.ones_like(padded, dtype=counts.dtype))
-    targets = [row for row, source in enumerate(unread_rows or []) if source is not None]
-    if targets:
-        index = _to_device([targets, [unread_rows[row] for row in targets]], torch.int64, like)
-        ones = torch.ones(len(targets), device=like.device)
+    sources = {row: source for row, source in enumerate(unread_rows or []) if source is not None}
+    if sources:
+        assert unread_ids is not None, "a row with an unread token reads it from unread_ids"
+        index = _to_device([list(sources), list(sources.values())], torch.int64, like)
+        ones = torch.ones(len(sources), device=like.device)
         counts.index_put_((index[0], unread_ids[index[1]]), ones, accumulate=True)
     return counts[:, :vocab]
 

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 
 from worker.engine.outputs import FinishReason, TokenLogprob
 from worker.engine.sampling_params import SamplingParams
+
+if TYPE_CHECKING:
+    from llguidance import LLMatcher
 
 
 class SequenceStatus(enum.Enum):
@@ -36,7 +40,7 @@ class Sequence:
     finish_reason: FinishReason | None = None
     num_unread: int = 0  # trailing unread tokens: sampled, their ids not read by the host yet
     # With params.structured_output: what may come next (grammar.py), advanced as tokens are read.
-    matcher: object | None = None
+    matcher: LLMatcher | None = None
 
     @property
     def params(self) -> SamplingParams:

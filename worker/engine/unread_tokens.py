@@ -73,7 +73,9 @@ class UnreadStep:
             self._copied.synchronize()
         if not self._host:
             return SampledOnHost([], None, None, None)
-        return SampledOnHost(*(part.tolist() if part is not None else None for part in self._host))
+        token_ids, *others = (part.tolist() if part is not None else None for part in self._host)
+        assert token_ids is not None  # a sampled step always has its token ids
+        return SampledOnHost(token_ids, *others)
 
 
 def _to_host(tensor: torch.Tensor | None) -> torch.Tensor | None:

@@ -62,6 +62,7 @@ class Fp8Linear(nn.Module):
         weight, scale = quantize_weight(linear.weight.detach())
         layer.weight.data, layer.weight_scale.data = weight, scale
         if linear.bias is not None:
+            assert layer.bias is not None  # made above, as linear has one
             layer.bias.data = linear.bias.detach()
         return layer
 

@@ -24,6 +24,9 @@ def rope_frequencies(hf_config, head_dim: int) -> tuple[torch.Tensor, float]:
 
 
 class RotaryEmbedding(nn.Module):
+    cos: torch.Tensor  # [max_position, head_dim] buffers, scaled
+    sin: torch.Tensor
+
     def __init__(self, hf_config, head_dim: int, max_position: int) -> None:
         super().__init__()
         inv_freq, scaling = rope_frequencies(hf_config, head_dim)

@@ -33,6 +33,12 @@ def projection_names(model: nn.Module) -> list[str]:
     ]
 
 
+def _projection(model: nn.Module, name: str) -> nn.Linear:
+    linear = model.get_submodule(name)
+    assert isinstance(linear, nn.Linear), name  # projection_names lists only those
+    return linear
+
+
 def _replace(model: nn.Module, name: str, module: nn.Module) -> None:
     owner, _, leaf = name.rpartition(".")
     setattr(model.get_submodule(owner), leaf, module)
@@ -47,7 +53,7 @@ def quantize_online(model: nn.Module, device: torch.device) -> None:
     never holds more than one layer in both dtypes."""
     before, quantized, kept = _weight_bytes(model), 0, []
     for name in projection_names(model):
-        linear = model.get_submodule(name)
+        linear = _projection(model, name)
         if fits_fp8(linear.in_features, linear.out_features):
             _replace(model, name, Fp8Linear.quantized(linear.to(device)))
             quantized += 1
@@ -120,7 +126,7 @@ def use_fp8_layers(
         if _ignored(parts, scheme, where):
             kept += 1
             continue
-        _replace(model, name, _empty_fp8_like(model.get_submodule(name), scheme, name, where))
+        _replace(model, name, _empty_fp8_like(_projection(model, name), scheme, name, where))
         expected.update(parts)
         fp8 += 1
     stored = {n.removesuffix(".weight_scale") for n in tensors if n.endswith(".weight_scale")}
@@ -186,7 +192,7 @@ def use_kv_scales(
     modules = dict(model.named_modules())
     for module, kv_scales in scales.items():
         attention = modules.get(module)
-        if not hasattr(attention, "kv_scales"):
+        if attention is None or not hasattr(attention, "kv_scales"):
             raise ModelLoadError(
                 f"{where}: the checkpoint has KV-cache scales for {module}, "
                 "which is not an attention layer of this model"

@@ -151,7 +151,7 @@ def read_checkpoint(files: list[Path]) -> dict[str, torch.Tensor]:
 def fuse_checkpoint(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Rename the checkpoint into our module tree, concatenating fused projections."""
     state: dict[str, torch.Tensor] = {}
-    parts: dict[str, dict[str, torch.Tensor]] = {}
+    parts: dict[str, dict[int, torch.Tensor]] = {}  # fused name -> its parts by index
     part_to_fused = {p: (fused, i) for fused, ps in FUSED.items() for i, p in enumerate(ps)}
     for name, tensor in tensors.items():
         prefix, _, leaf = name.rpartition(".")
