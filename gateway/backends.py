@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Literal
 
@@ -61,7 +62,9 @@ class BackendPool:
     def eject(self, backend: Backend, seconds: float = EJECT_S) -> None:
         self._ejected_until[backend.name] = self._clock() + seconds
 
-    def candidates(self, exclude: set[str] = frozenset()) -> tuple[Role | None, list[Backend]]:
+    def candidates(
+        self, exclude: AbstractSet[str] = frozenset()
+    ) -> tuple[Role | None, list[Backend]]:
         """The ready backends of the first role that has any, less ejected and excluded ones."""
         now = self._clock()
         self._ejected_until = {n: t for n, t in self._ejected_until.items() if t > now}

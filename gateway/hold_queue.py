@@ -25,7 +25,7 @@ class HoldQueue:
     async def backends(self) -> tuple[Role, list[Backend]]:
         """The backends to choose from, waiting for one to become ready if none is."""
         role, found = self.pool.candidates()
-        if found:
+        if role is not None:  # a role comes with its backends, never with none
             return role, found
         if self.waiting >= self.size:
             raise HoldRefused(
@@ -40,7 +40,7 @@ class HoldQueue:
                 unejected = self.pool.next_unejection_in()
                 await self.pool.wait_for_change(left if unejected is None else min(left, unejected))
                 role, found = self.pool.candidates()
-                if found:
+                if role is not None:
                     return role, found
         finally:
             self.waiting -= 1

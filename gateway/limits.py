@@ -117,7 +117,7 @@ class TenantLimiter:
         whole window is free again (the latest request, or settled tokens, leave it)."""
         now = self.clock() if now is None else now
         self._expire(now)
-        headers = {}
+        headers: dict[str, str] = {}
         rpm = self._share(self.limits.requests_per_minute)
         if rpm is not None:
             reset = self._requests[-1] + WINDOW_S - now if self._requests else 0.0

@@ -80,23 +80,23 @@ class Gateway:
         s = self.settings
         # Workers are few and long-lived: keep connections to them open (no per-host limit).
         connector = aiohttp.TCPConnector(limit=0, limit_per_host=0)
-        self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
+        session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
+        self._session = session  # stop() closes it
         hold = HoldQueue(self.pool, s.hold_queue_size, s.hold_timeout_s)
-        forwarder = Forwarder(self.pool, Router(s.routing), hold, self._session, s.proxy)
-        self.state = GatewayState(
+        forwarder = Forwarder(self.pool, Router(s.routing), hold, session, s.proxy)
+        state = GatewayState(
             self.keys, self.limits, forwarder, self.metrics, s.prefix_chars, s.body_timeout_s
         )
+        self.state = state
         self.metrics.watch(
             self.pool, lambda: hold.waiting, lambda: forwarder.retries, lambda: self.replicas
         )
-        discovery = self._discovery()
-        self._spawn(
-            discovery.run(), LoadScraper(self.pool, self._session, s.scrape_interval_s).run()
-        )
+        discovery = self._discovery(session)
+        self._spawn(discovery.run(), LoadScraper(self.pool, session, s.scrape_interval_s).run())
         if self.keys.enabled:
             self._spawn(self._reload_keys())
         self._runner = web.AppRunner(
-            build_app(self.state, s.max_body_bytes),
+            build_app(state, s.max_body_bytes),
             access_log_class=JsonAccessLogger,
             access_log=logging.getLogger("pagoda.access"),
             handler_cancellation=True,  # a client that leaves cancels its handler
@@ -107,17 +107,19 @@ class Gateway:
         await web.TCPSite(self._runner, s.host, s.port).start()
         host, port = self._runner.addresses[0][:2]
         self.url = f"http://{host}:{port}"
-        self._spawn(self._ready_when(discovery.synced))
+        self._spawn(_ready_when(state, discovery.synced))
         return self.url
 
-    def _discovery(self) -> StaticDiscovery | EndpointSliceDiscovery:
+    def _discovery(
+        self, session: aiohttp.ClientSession
+    ) -> StaticDiscovery | EndpointSliceDiscovery:
         s = self.settings
         if s.discover:
             namespace, _, name = s.discover.partition("/")
-            api = KubeApi.in_cluster(self._session)
+            api = KubeApi.in_cluster(session)
             return EndpointSliceDiscovery(api, namespace, name, self.pool, self._set_replicas)
         return StaticDiscovery(
-            self.pool, s.backends, s.standby_backends, self._session, s.scrape_interval_s
+            self.pool, s.backends, s.standby_backends, session, s.scrape_interval_s
         )
 
     def _set_replicas(self, ready: int) -> None:
@@ -130,10 +132,6 @@ class Gateway:
             task.add_done_callback(_report_crash)
             self._tasks.append(task)
 
-    async def _ready_when(self, synced: asyncio.Event) -> None:
-        await synced.wait()
-        self.state.ready = True
-
     async def _reload_keys(self) -> None:
         while True:
             await asyncio.sleep(self.settings.key_reload_s)
@@ -144,13 +142,15 @@ class Gateway:
 
     async def drain(self) -> None:
         """Not ready at once (the Service stops sending), then in-flight requests finish."""
-        self.state.ready = False
+        state = self.state
+        assert state is not None, "drain() before start()"
+        state.ready = False
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.drain_timeout_s
-        while self.state.in_flight and loop.time() < deadline:
+        while state.in_flight and loop.time() < deadline:
             await asyncio.sleep(0.05)
-        if self.state.in_flight:
-            log.warning("drain deadline passed with %d requests in flight", self.state.in_flight)
+        if state.in_flight:
+            log.warning("drain deadline passed with %d requests in flight", state.in_flight)
         await self.stop()
 
     async def stop(self) -> None:
@@ -163,6 +163,11 @@ class Gateway:
             await self._runner.cleanup()
         if self._session:
             await self._session.close()
+
+
+async def _ready_when(state: GatewayState, synced: asyncio.Event) -> None:
+    await synced.wait()
+    state.ready = True
 
 
 def _report_crash(task: asyncio.Task) -> None:

@@ -122,6 +122,7 @@ class TenantKeys:
     def _digest_of(entry: TenantEntry) -> bytes:
         if entry.key_sha256 is not None:
             return bytes.fromhex(entry.key_sha256)
+        assert entry.key_file is not None, "TenantEntry sets exactly one of the two"
         try:
             key = entry.key_file.read_text().strip()
         except OSError as e:

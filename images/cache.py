@@ -28,7 +28,7 @@ def holding(cache: Path) -> Iterator[None]:
         yield
 
 
-def cached(entry: Path, build: Callable[[Path], None]) -> Path:
+def cached(entry: Path, build: Callable[[Path], object]) -> Path:
     """`entry`, built by `build(folder)` into an empty folder unless it is already there."""
     if not entry.is_dir():
         partial = entry.with_name(PARTIAL + entry.name)

@@ -119,7 +119,9 @@ class Image:
 
     @property
     def index_blob(self) -> Blob:
-        tag = FULL_REFERENCE.fullmatch(self.reference)["tag"]
+        full = FULL_REFERENCE.fullmatch(self.reference)
+        assert full is not None, "__post_init__ checked the reference"
+        tag = full["tag"]
         manifest = {
             **self.manifest_blob.descriptor(),
             "platform": {"architecture": self.architecture, "os": "linux"},

@@ -8,7 +8,7 @@ import hashlib
 
 import yaml
 
-from .api.spec import LLMDeploymentSpec, TenantSpec
+from .api.spec import GatewaySpec, LLMDeploymentSpec, TenantSpec
 from .api.status import Tier
 from .naming import (
     LABEL_GATEWAY,
@@ -45,7 +45,7 @@ DEFAULT_TENANT = "default"
 # the file at start (the ConfigMap keeps its name, so nothing else would change).
 TENANTS_HASH = "pagoda.dev/tenants-sha256"
 RBAC_API = "rbac.authorization.k8s.io/v1"
-STANDBY = {"primary": "fallback", "fallback": "primary"}
+STANDBY: dict[Tier, Tier] = {"primary": "fallback", "fallback": "primary"}
 LIMITS = ("requests_per_minute", "tokens_per_minute", "concurrent_requests")
 
 
@@ -97,8 +97,9 @@ def tenant_entries(spec: LLMDeploymentSpec) -> list[dict]:
     """The tenants as the gateway reads them. Without tenants, a key on the workers stays the
     clients' key: the gateway checks it as tenant `default` (no limits), so adding a gateway
     never opens an endpoint that required a key. Empty: the gateway checks no key."""
-    if spec.gateway.tenants:
-        return [_tenant_entry(tenant) for tenant in spec.gateway.tenants]
+    tenants = _gateway(spec).tenants
+    if tenants:
+        return [_tenant_entry(tenant) for tenant in tenants]
     if spec.serving.api_key_secret is not None:
         return [{"name": DEFAULT_TENANT, "keyFile": BACKEND_KEY_FILE}]
     return []
@@ -128,7 +129,7 @@ def deployment(owner: Owner, spec: LLMDeploymentSpec, tenants_hash: str) -> dict
     return {
         **_object("apps/v1", "Deployment", owner),
         "spec": {
-            "replicas": spec.gateway.replicas,
+            "replicas": _gateway(spec).replicas,
             "selector": {"matchLabels": gateway_selector(owner.name)},
             # A new gateway pod is ready before an old one goes: the Service always has one.
             "strategy": {
@@ -142,7 +143,7 @@ def deployment(owner: Owner, spec: LLMDeploymentSpec, tenants_hash: str) -> dict
 
 
 def pod_template(owner: Owner, spec: LLMDeploymentSpec, tenants_hash: str) -> dict:
-    gateway = spec.gateway
+    gateway = _gateway(spec)
     name = gateway_name(owner.name)
     drain = drain_seconds(spec.serving)  # streams in flight get what the workers give theirs
     args = [
@@ -218,6 +219,12 @@ def gateway_pod_labels(deployment_name: str) -> dict[str, str]:
     }
 
 
+def _gateway(spec: LLMDeploymentSpec) -> GatewaySpec:
+    """spec.gateway, which is set wherever the gateway's objects are made (plan.py checks)."""
+    assert spec.gateway is not None, "the gateway's objects for a spec without spec.gateway"
+    return spec.gateway
+
+
 def _object(api_version: str, kind: str, owner: Owner) -> dict:
     """The gateway's objects carry the LLMDeployment's labels too: the operator's watches and
     lists find them by those."""
@@ -225,7 +232,8 @@ def _object(api_version: str, kind: str, owner: Owner) -> dict:
     return {
         "apiVersion": api_version,
         "kind": kind,
-        "metadata": owner.metadata(gateway_name(owner.name), **labels),
+        # tier=None spelled out: else mypy fears **labels could set it
+        "metadata": owner.metadata(gateway_name(owner.name), tier=None, **labels),
     }
 
 

@@ -88,7 +88,7 @@ def ready_since(pod: dict) -> datetime | None:
     """When this pod last became Ready, if it is Ready and none of its containers ever restarted
     (a pod that crashed once proves nothing by being ready again), else None."""
     conditions = (pod.get("status") or {}).get("conditions") or []
-    ready = next((c for c in conditions if c["type"] == "Ready"), {})
+    ready: dict = next((c for c in conditions if c["type"] == "Ready"), {})
     since = ready.get("lastTransitionTime")
     if ready.get("status") != "True" or not since or pod_crash(pod):
         return None

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from kubernetes import client
 from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import ConflictError, DynamicApiError, NotFoundError
+from kubernetes.dynamic.resource import Resource
 
 from .api import API_VERSION, KIND
 from .conditions import Transition
@@ -38,9 +39,9 @@ class KubeClient:
         self.dynamic = DynamicClient(api_client)
         self.dynamic.resources.invalidate_cache()  # its file cache may predate today's CRDs
         self.core = client.CoreV1Api(api_client)
-        self._resources = {}
+        self._resources: dict[tuple[str, str], Resource] = {}
 
-    def resource(self, api_version: str, kind: str):
+    def resource(self, api_version: str, kind: str) -> Resource:
         key = (api_version, kind)
         if key not in self._resources:
             self._resources[key] = self.dynamic.resources.get(api_version=api_version, kind=kind)
@@ -110,8 +111,8 @@ class KubeClient:
     def post_event(self, resource: dict, transition: Transition) -> None:
         meta = resource["metadata"]
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        self.core.create_namespaced_event(
-            meta["namespace"],
+        # The client would validate a dict body into this model anyway; here mypy sees the type.
+        event = client.CoreV1Event.model_validate(
             {
                 "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
                 "involvedObject": {
@@ -131,9 +132,9 @@ class KubeClient:
                 "firstTimestamp": now,
                 "lastTimestamp": now,
                 "count": 1,
-            },
-            field_manager=FIELD_MANAGER,
+            }
         )
+        self.core.create_namespaced_event(meta["namespace"], event, field_manager=FIELD_MANAGER)
 
     def _get(self, api_version: str, kind: str, namespace: str, name: str) -> dict | None:
         try:

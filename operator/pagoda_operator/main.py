@@ -79,7 +79,8 @@ def run_operator(options: OperatorOptions) -> int:
         standalone=options.peering is None,
         peering_name=options.peering,
         priority=priority,
-        identity=identity,
+        # kopf types identity as its Identity, a NewType of str that it does not export.
+        identity=identity,  # type: ignore[arg-type]
         liveness_endpoint=f"http://{options.bind}:{options.liveness_port}/healthz",
         memo=memo,
     )
@@ -96,7 +97,7 @@ def _peering(kube: KubeClient, name: str, namespaces: tuple[str, ...]):
             f"the {kind} CRD ({PEERING_API}) is not installed: apply manifests/ or run with"
             " --standalone"
         ) from error
-    scopes = list(namespaces) or [None]
+    scopes: list[str | None] = list(namespaces) or [None]  # None: cluster-wide
     for namespace in scopes:
         body = {"apiVersion": PEERING_API, "kind": kind, "metadata": {"name": name}}
         with contextlib.suppress(ConflictError):  # another replica made it

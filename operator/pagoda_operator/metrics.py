@@ -47,7 +47,7 @@ def record_status(namespace: str, name: str, status: dict) -> None:
 
 def forget(namespace: str, name: str) -> None:
     """Drop the series of a deleted LLMDeployment."""
-    series = [(GPUS_REQUESTED, ())]
+    series: list[tuple[Gauge, tuple[str, ...]]] = [(GPUS_REQUESTED, ())]
     series += [(READY_REPLICAS, (tier,)) for tier in ("primary", "fallback")]
     series += [(CONDITION, (kind,)) for kind in CONDITION_TYPES]
     for metric, rest in series:

@@ -121,11 +121,13 @@ def plan(world: World, rejections: tuple[Rejection, ...] = ()) -> Plan:
 def _observe(world: World, owner: Owner, with_fallback: bool) -> _Observed:
     # Only what this LLMDeployment owns: a labelled look-alike is never read back or deleted.
     config_maps = [cm for cm in world.config_maps if _owned_by(cm, owner)]
-    ours = world.gateway is not None and _owned_by(world.gateway, owner)
+    gateway = world.gateway
+    if gateway is not None and not _owned_by(gateway, owner):
+        gateway = None
     return _Observed(
         primary=_deployment_state(world, "primary"),
         fallback=_deployment_state(world, "fallback") if with_fallback else None,
-        gateway=DeploymentState.from_object(world.gateway) if ours else None,
+        gateway=DeploymentState.from_object(gateway) if gateway is not None else None,
         config_maps=config_maps,
         records=read_records(config_maps),
     )
@@ -342,7 +344,7 @@ def _ready_since(pods: list[dict]) -> dict[str, datetime]:
     for pod in pods:
         if pod_tier(pod) == "primary" and not pod["metadata"].get("deletionTimestamp"):
             found[_pod_revision(pod)].append(ready_since(pod))
-    return {rev: max(times) for rev, times in found.items() if rev and all(times)}
+    return {rev: max(filter(None, times)) for rev, times in found.items() if rev and all(times)}
 
 
 def _pod_revision(pod: dict) -> str | None:
@@ -355,8 +357,10 @@ def _primary_revisions(
     """The primary ConfigMaps to apply, with their facts: the spec's revision (which keeps a
     rollback's memory), the one that runs, and any whose facts changed (an earlier revision
     that became ready while the next one rolled out)."""
+    desired = rollout.revisions.desired
+    assert desired is not None, "decide_rollout always names the spec's revision"
     changed = [r for r, record in rollout.records.items() if record != read.get(r)]
-    revisions = dict.fromkeys([rollout.revisions.desired, rollout.render.revision, *changed])
+    revisions = dict.fromkeys([desired, rollout.render.revision, *changed])
     return [rollout.records[r] for r in revisions]
 
 

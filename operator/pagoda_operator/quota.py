@@ -84,9 +84,8 @@ def decide_gpus(
             f" the quota leaves {max(0, available - steady)}"
         )
     # A cold fallback holds nothing until a failover, when it must fit next to the primary.
-    idle = 0
-    if spec.fallback and not fallback_replicas:
-        idle = spec.fallback.replicas * per_fallback_pod
+    cold_replicas = spec.fallback.replicas if spec.fallback and not fallback_replicas else 0
+    idle = cold_replicas * per_fallback_pod
     if steady > available:
         breakdown = f"{replicas} primary x {per_pod}"
         if spec.fallback:
@@ -101,7 +100,7 @@ def decide_gpus(
         verdict = Verdict(
             True,
             "FallbackWouldNotFit",
-            f"a failover would start {spec.fallback.replicas} fallback x {per_fallback_pod} GPUs"
+            f"a failover would start {cold_replicas} fallback x {per_fallback_pod} GPUs"
             f" next to the primary's {primary}, {steady + idle} in all, but {numbers}: raise"
             f" requests.{GPU} of {quota.name} to at least {others + steady + idle}, or lower"
             " fallback.replicas or fallback.resources.gpus",

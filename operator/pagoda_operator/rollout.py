@@ -77,15 +77,9 @@ def decide_rollout(
         if rollback is not None:
             records[wanted] = replace(records[wanted], rollback=rollback)
     rolled_back = rollback is not None and can_return
-    render = records[ready].config if rolled_back else desired
-    revisions = Revisions(
-        desired=wanted,
-        current=render.revision,
-        last_ready=ready,
-        rolled_back_from=wanted if rolled_back else None,
-    )
-
     if rolled_back:
+        assert rollback is not None and ready is not None  # what rolled_back says
+        render = records[ready].config
         rolled_back_verdict = Verdict(
             True,
             rollback.reason,
@@ -93,7 +87,14 @@ def decide_rollout(
             " one that became ready. Fix the spec and apply it again",
         )
     else:
+        render = desired
         rolled_back_verdict = Verdict(False, "NoRollback", "no rollout has been rolled back")
+    revisions = Revisions(
+        desired=wanted,
+        current=render.revision,
+        last_ready=ready,
+        rolled_back_from=wanted if rolled_back else None,
+    )
 
     progressing = _progress(
         render, deployment, running, ready, strategy, surge_note, rollout.progress_deadline_seconds

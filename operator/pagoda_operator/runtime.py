@@ -26,10 +26,10 @@ class Runtime:
         self.known: set[Key] = set()
         self._failures: Counter[Key] = Counter()
         self._tasks: list[asyncio.Task] = []
-        self.queue: WorkQueue | None = None
+        # No event loop needed yet: an asyncio queue binds to the loop that first waits on it.
+        self.queue: WorkQueue[Key] = WorkQueue()
 
     def start(self) -> None:
-        self.queue = WorkQueue()
         self._tasks = [asyncio.create_task(self._work()) for _ in range(self.workers)]
 
     async def stop(self) -> None:

@@ -123,7 +123,7 @@ def pod_template(owner: Owner, config: TierConfig) -> dict:
 
 def _volumes(owner: Owner, config: TierConfig, model: dict) -> tuple[list[dict], list[dict]]:
     """The pod's volumes, and where the worker mounts them."""
-    volumes = [
+    volumes: list[dict] = [
         model,
         {
             "name": "engine-config",
@@ -131,7 +131,7 @@ def _volumes(owner: Owner, config: TierConfig, model: dict) -> tuple[list[dict],
         },
         {"name": "tmp", "emptyDir": {}},
     ]
-    mounts = [
+    mounts: list[dict] = [
         {"name": "model", "mountPath": MODELS_DIR, "readOnly": True},
         {
             "name": "engine-config",

@@ -6,17 +6,20 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Hashable
+from typing import Generic, TypeVar
+
+K = TypeVar("K", bound=Hashable)
 
 
-class WorkQueue:
+class WorkQueue(Generic[K]):
     def __init__(self) -> None:
-        self._ready: asyncio.Queue[Hashable] = asyncio.Queue()
-        self._queued: set[Hashable] = set()
-        self._working: set[Hashable] = set()
-        self._dirty: set[Hashable] = set()
-        self._timers: dict[Hashable, asyncio.TimerHandle] = {}
+        self._ready: asyncio.Queue[K] = asyncio.Queue()
+        self._queued: set[K] = set()
+        self._working: set[K] = set()
+        self._dirty: set[K] = set()
+        self._timers: dict[K, asyncio.TimerHandle] = {}
 
-    def add(self, key: Hashable, delay: float = 0.0) -> None:
+    def add(self, key: K, delay: float = 0.0) -> None:
         """Queue `key` now, or after `delay` seconds (an earlier pending delay wins)."""
         if delay > 0:
             loop = asyncio.get_running_loop()
@@ -33,13 +36,13 @@ class WorkQueue:
             self._queued.add(key)
             self._ready.put_nowait(key)
 
-    async def get(self) -> Hashable:
+    async def get(self) -> K:
         key = await self._ready.get()
         self._queued.discard(key)
         self._working.add(key)
         return key
 
-    def done(self, key: Hashable) -> None:
+    def done(self, key: K) -> None:
         self._working.discard(key)
         if key in self._dirty:
             self._dirty.discard(key)
@@ -48,6 +51,6 @@ class WorkQueue:
     def __len__(self) -> int:
         return len(self._queued)
 
-    def _fire(self, key: Hashable) -> None:
+    def _fire(self, key: K) -> None:
         self._timers.pop(key, None)
         self.add(key)

@@ -28,7 +28,9 @@ async def error_middleware(request: web.Request, handler):
     except web.HTTPException as e:
         if e.status < 400:
             raise
-        message = e.text if e.status == 413 else f"{e.reason}: {request.method} {request.path}"
+        message = f"{e.reason}: {request.method} {request.path}"
+        if e.status == 413 and e.text:  # aiohttp's text names the size limit
+            message = e.text
         headers = {"Allow": e.headers["Allow"]} if "Allow" in e.headers else None
         return APIError(e.status, message, headers=headers).response()
     except (asyncio.CancelledError, ConnectionResetError):

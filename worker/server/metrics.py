@@ -31,7 +31,8 @@ _LATENCY_BUCKETS += [20.0, 30.0, 40.0, 50.0, 60.0, 120.0, 240.0, 480.0, 960.0, 1
 
 def token_buckets(max_model_len: int) -> list[float]:
     """1, 2, 5, 10, 20, 50, ... up to the context window (as vLLM does)."""
-    buckets, scale = [], 1
+    buckets: list[float] = []
+    scale = 1
     while True:
         for step in (1, 2, 5):
             if step * scale > max_model_len:
@@ -121,12 +122,14 @@ class ServerMetrics:
         new_tokens = sum(len(c.new_token_ids) for c in output.outputs)
         if new_tokens:
             self.generation_tokens.labels(name).inc(new_tokens)
+            last = times.last_token_time
+            assert last is not None, "the engine stamps every output that carries tokens"
             previous = self._last_token_time.get(rid)
             if previous is None:  # its prefill is done: as vLLM, count the prompt now, once
                 self.prompt_tokens.labels(name).inc(len(output.prompt_token_ids))
             else:
-                self.itl.labels(name).observe(times.last_token_time - previous)
-            self._last_token_time[rid] = times.last_token_time
+                self.itl.labels(name).observe(last - previous)
+            self._last_token_time[rid] = last
         if not output.finished:
             return
         self._last_token_time.pop(rid, None)

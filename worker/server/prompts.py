@@ -112,7 +112,7 @@ def _check_tool_fields(message: ChatMessage, where: str) -> None:
 
 def _template_message(message: ChatMessage) -> dict:
     """A message as Hugging Face chat templates expect it: a call's arguments as a dict."""
-    rendered = {"role": message.role, "content": message.text}
+    rendered: dict = {"role": message.role, "content": message.text}
     if message.tool_calls:
         rendered["tool_calls"] = [
             {

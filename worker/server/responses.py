@@ -164,7 +164,7 @@ class ChatFormat:
         self, index: int, completion: CompletionOutput, request: RequestOutput
     ) -> dict:
         content, calls = self._read(index, completion)
-        delta = {}
+        delta: dict = {}
         if content or not (calls or completion.finished):
             delta["content"] = content
         if calls:
@@ -196,7 +196,7 @@ class ChatFormat:
     def final_choice(
         self, index: int, completion: CompletionOutput, request: RequestOutput
     ) -> dict:
-        message = {"role": "assistant", "content": completion.text}
+        message: dict = {"role": "assistant", "content": completion.text}
         reason = _reason(completion)
         if self.parser is not None:
             parser = self.parser()

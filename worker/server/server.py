@@ -167,9 +167,10 @@ async def serve_until_signalled(
     waiting = asyncio.create_task(signalled.wait())
     await asyncio.wait([loading, waiting], return_when=asyncio.FIRST_COMPLETED)
     if loading.done():
-        if loading.exception():
+        failure = loading.exception()
+        if failure is not None:
             await server.stop()
-            raise loading.exception()
+            raise failure
         model = loading.result()
         progress(f"ready: serving {model.name!r} at {url}/v1")
         await waiting

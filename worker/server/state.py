@@ -115,7 +115,7 @@ class WorkerState:
 
     def gauges(self) -> WorkerGauges:
         """Read at scrape time; /metrics answers only once a model is served."""
-        engine = self.model.engine
+        engine = self.loaded().engine
         return WorkerGauges(
             stats=engine.stats,
             heartbeat_age_s=engine.heartbeat_age(),

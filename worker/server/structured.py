@@ -35,4 +35,6 @@ def response_format_output(response_format: ResponseFormat | None) -> Structured
         return None
     if response_format.type == "json_object":
         return StructuredOutput(None)
-    return compiled(response_format.json_schema.schema_, "response_format.json_schema.schema")
+    json_schema = response_format.json_schema
+    assert json_schema is not None, "checked above: type json_schema requires it"
+    return compiled(json_schema.schema_, "response_format.json_schema.schema")

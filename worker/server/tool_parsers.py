@@ -237,8 +237,9 @@ class ForcedCallsParser:
             calls = [call_from(item) for item in json.loads(self.buffer)]
         except (ValueError, TypeError):
             calls = [None]
-        if calls and None not in calls:
-            return list(calls)
+        complete: list[Event] = [call for call in calls if call is not None]
+        if calls and len(complete) == len(calls):
+            return complete
         return [self.buffer] if self.buffer else []
 
 
