@@ -78,7 +78,7 @@ def add_parser(subparsers, help_text: str) -> None:
          "seconds for a request's body to arrive; beyond: 408"),
         ("--heartbeat-timeout", float, engine_defaults.heartbeat_timeout_s,
          "seconds of engine-loop silence after which /health fails"),
-        ("--canary-interval", float, engine_defaults.canary_interval_s,
+        ("--canary-interval", float, server_defaults.readiness.canary_interval_s,
          "idle seconds between canary generations behind /ready"),
     ]:  # fmt: skip
         _option(server, flag, kind, default, text)
@@ -150,6 +150,7 @@ def run(args: argparse.Namespace) -> int:
     from worker.engine.core_client import EngineStartError
     from worker.models.loader import ModelLoadError
     from worker.server.auth import APIKeyError, load_api_keys
+    from worker.server.readiness import ReadinessSettings
     from worker.server.server import Server, ServerSettings, serve_until_signalled
 
     started = time.monotonic()
@@ -182,6 +183,8 @@ def run(args: argparse.Namespace) -> int:
             max_seqs_per_request=args.max_seqs_per_request,
             request_timeout_s=args.request_timeout or None,
             heartbeat_timeout_s=args.heartbeat_timeout,
+        ),
+        readiness=ReadinessSettings(
             canary_interval_s=args.canary_interval,
             canary_max_age_s=3 * args.canary_interval + 5,
         ),

@@ -2,7 +2,8 @@
 
 The engine process builds them from their dotted name (`AsyncLLMEngine(..., core=...)`), so
 they live in an importable module of their own. Canaries (ignore_eos) get their token at once;
-other requests wait forever. Their stats are slow to read, as a busy engine's are.
+other requests wait forever; an empty prompt is refused, as the real core refuses it. Their
+stats are slow to read, as a busy engine's are.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import time
 from pathlib import Path
 
 from worker.engine.config import EngineConfig
+from worker.engine.errors import InvalidRequest
 from worker.engine.messages import CoreOutput, EngineStats, SeqDelta
 from worker.engine.outputs import FinishReason
 
@@ -32,6 +34,8 @@ class WaitingCore:
         self.canaries_answered = 0
 
     def add_request(self, prompt, params, request_id) -> str:
+        if not prompt:
+            raise InvalidRequest("prompt", "must contain at least one token")
         if params.ignore_eos and not self.canaries_answered:
             self.canaries.append(request_id)
         else:

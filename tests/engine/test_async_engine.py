@@ -1,5 +1,5 @@
 """AsyncLLMEngine against scripted engine cores in a real engine process: admission's counts
-across the process boundary, canaries that never come back."""
+and the engine's refusals across the process boundary."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import pytest
 from tests.engine.scripted_cores import GATE_VARIABLE
 from worker.engine.async_engine import AsyncEngineOptions, AsyncLLMEngine
 from worker.engine.config import EngineConfig
+from worker.engine.errors import InvalidRequest
 from worker.engine.sampling_params import SamplingParams
 
 pytestmark = pytest.mark.timeout(60)
@@ -23,7 +24,6 @@ async def scripted_engine(core: str, **options):
     )
     try:
         await engine.load()
-        await engine.start()
         yield engine
     finally:
         await engine.stop()
@@ -43,18 +43,17 @@ async def test_an_added_request_counts_as_waiting_when_generate_returns():
         assert engine.stats.num_waiting == 1
 
 
-async def test_a_canary_that_times_out_is_aborted():
-    """A stuck canary must not stay in the engine, holding a batch slot and KV blocks: with
-    canaries every 10 ms that time out after 0.2 s, at most one is ever waiting."""
-    async with scripted_engine(
-        "WaitingCore", canary_interval_s=0.01, canary_timeout_s=0.2
-    ) as engine:
-        seen = []
-        async with asyncio.timeout(2):
-            while len(seen) < 100:
-                seen.append(engine.stats.num_waiting)
-                await asyncio.sleep(0.01)
-        assert max(seen) == 1  # never two: each stuck canary was aborted before the next
+async def test_a_refusal_comes_back_as_the_engines_field_and_reason():
+    """The core refuses the call's second prompt: generate raises InvalidRequest with the
+    core's own field and reason, carried across the process boundary as they were."""
+    async with scripted_engine("WaitingCore", request_timeout_s=None) as engine:
+        with pytest.raises(InvalidRequest) as refused:
+            await engine.generate([[1], []], SamplingParams(max_tokens=1))
+        assert (refused.value.field, refused.value.reason) == (
+            "prompt",
+            "must contain at least one token",
+        )
+        assert str(refused.value) == "prompt: must contain at least one token"
 
 
 async def test_a_call_added_over_several_passes_is_counted_once(tmp_path, monkeypatch):

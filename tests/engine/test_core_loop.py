@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from worker.engine.core_loop import CoreLoop, CoreLoopOptions
+from worker.engine.errors import InvalidRequest
 from worker.engine.loop_timing import Laps
 from worker.engine.messages import (
     AbortRequests,
@@ -19,6 +20,7 @@ from worker.engine.messages import (
     Faults,
     FinishSeqs,
     FromCore,
+    Rejection,
     Report,
     SeqDelta,
     Shutdown,
@@ -41,7 +43,7 @@ class FakeCore:
 
     def add_request(self, prompt: list[int], params: SamplingParams, request_id: str) -> str:
         if prompt == REFUSED_PROMPT:
-            raise ValueError(f"prompt: {prompt} is refused")
+            raise InvalidRequest("prompt", f"{prompt} is refused")
         self.events.append(f"add {request_id}")
         self.requests[request_id] = params.num_seqs
         return request_id
@@ -152,7 +154,7 @@ def test_an_add_the_core_refuses_in_part_is_rejected_whole(budget_s: float):
     assert core.requests == {}
     assert [e for e in core.events if e != "step"] == ["add req-7-0", "abort req-7-0"]
     assert [r.rejected for r in reports if r.rejected] == [
-        [(7, f"prompt: {REFUSED_PROMPT} is refused")]
+        [Rejection(7, "prompt", f"{REFUSED_PROMPT} is refused")]
     ]
     assert not any(r.added for r in reports)
     assert reports[-1].stats.num_waiting == 0

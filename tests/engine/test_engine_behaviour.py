@@ -10,6 +10,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from worker.engine.config import EngineConfig
+from worker.engine.errors import ContextLengthExceeded, InvalidRequest
 from worker.engine.llm import LLM
 from worker.engine.llm_engine import LLMEngine
 from worker.engine.outputs import FinishReason
@@ -140,9 +141,9 @@ def test_ignore_eos_and_max_tokens(llm):
 
 
 def test_context_window_is_enforced(llm):
-    with pytest.raises(ValueError, match="context window"):
+    with pytest.raises(ContextLengthExceeded, match="context window"):
         llm.engine.add_request([1] * 500, SamplingParams(max_tokens=100))
-    with pytest.raises(ValueError, match="prompt"):
+    with pytest.raises(InvalidRequest, match="prompt"):
         llm.engine.add_request([], SamplingParams())
 
 

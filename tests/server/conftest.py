@@ -19,6 +19,7 @@ from multidict import CIMultiDict
 
 from worker.engine.async_engine import AsyncEngineOptions
 from worker.engine.config import EngineConfig
+from worker.server.readiness import ReadinessSettings
 from worker.server.server import Server, ServerSettings
 
 START_TIMEOUT_S = 120
@@ -103,9 +104,11 @@ class RunningServer:
 
 
 def _settings(**overrides) -> ServerSettings:
-    engine = AsyncEngineOptions(canary_interval_s=1.0, canary_max_age_s=30.0)
-    engine = replace(engine, **overrides.pop("engine", {}))
-    return ServerSettings(**({"port": 0, "drain_timeout_s": 5.0, "engine": engine} | overrides))
+    engine = replace(AsyncEngineOptions(), **overrides.pop("engine", {}))
+    readiness = ReadinessSettings(canary_interval_s=1.0, canary_max_age_s=30.0)
+    readiness = replace(readiness, **overrides.pop("readiness", {}))
+    defaults = {"port": 0, "drain_timeout_s": 5.0, "engine": engine, "readiness": readiness}
+    return ServerSettings(**(defaults | overrides))
 
 
 @pytest.fixture(scope="session")
@@ -118,7 +121,8 @@ def server(stories_dir) -> RunningServer:
 
 @pytest.fixture
 def make_server(stories_dir):
-    """A fresh server with its own settings: make_server(engine={...}, api_keys=[...])."""
+    """A fresh server with its own settings: make_server(engine={...}, readiness={...},
+    api_keys=[...])."""
     started: list[RunningServer] = []
 
     def make(engine_config: dict | None = None, **overrides) -> RunningServer:

@@ -30,7 +30,8 @@ async def test_a_request_over_the_sequence_cap_is_a_400_naming_the_limit(make_se
 async def test_the_waiting_limit_counts_sequences_not_requests(make_server):
     busy = make_server(
         engine_config={"max_num_seqs": 1},
-        engine={"max_waiting_seqs": 4, "canary_interval_s": 600},
+        engine={"max_waiting_seqs": 4},
+        readiness={"canary_interval_s": 600},
     )
     client = busy.async_client()
     running = await client.completions.create(model="stories260K", stream=True, **LONG)

@@ -166,6 +166,26 @@ async def test_context_errors_say_how_long_the_context_is(server):
     assert "512" in error["message"]
 
 
+@pytest.mark.parametrize(
+    ("path", "body", "param", "reason"),
+    [
+        (COMPLETIONS, {"prompt": [1, 99999]}, "prompt", "token ids must be in [0, 512)"),
+        (CHAT, {"messages": HELLO, "logit_bias": {"600": 1}}, "logit_bias",
+         "token ids must be in [0, 512)"),
+    ],
+)  # fmt: skip
+async def test_the_engines_own_refusals_name_the_field(server, path, body, param, reason):
+    """Checked in the engine process: its field and reason come back as a 400."""
+    reply = await server.fetch("POST", path, json=body)
+    assert reply.status == 400
+    assert reply.json()["error"] == {
+        "message": f"{param}: {reason}",
+        "type": "invalid_request_error",
+        "param": param,
+        "code": None,
+    }
+
+
 async def test_unknown_model_is_404_with_the_openai_code(server):
     reply = await server.fetch("POST", COMPLETIONS, json={"prompt": "x", "model": "gpt-4"})
     assert reply.status == 404

@@ -20,7 +20,7 @@ CANARY = {"canary_interval_s": 0.1, "canary_timeout_s": 0.2, "canary_max_age_s":
 @pytest.fixture
 def faulty_server(make_server, monkeypatch):
     monkeypatch.setenv("PAGODA_TEST_FAULTS", "1")
-    return make_server(engine=CANARY)
+    return make_server(readiness=CANARY)
 
 
 async def test_without_the_variable_there_is_no_such_route(make_server, monkeypatch):

@@ -122,7 +122,7 @@ async def test_prompt_tokens_count_at_prefill_and_never_for_requests_that_never_
     a request aborted while it waited never counts."""
     server = make_server(
         engine_config={"max_num_seqs": 1},
-        engine={"canary_interval_s": 600},  # no canary: the one batch slot stays ours
+        readiness={"canary_interval_s": 600},  # no canary: the one batch slot stays ours
     )
     client = server.async_client()
     running = await client.completions.create(

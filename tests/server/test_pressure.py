@@ -54,7 +54,8 @@ async def test_client_timeout_on_a_whole_response_aborts_too(server):
 async def test_full_queue_answers_429_with_retry_after(make_server):
     busy = make_server(
         engine_config={"max_num_seqs": 1},
-        engine={"max_waiting_seqs": 1, "canary_interval_s": 600},  # no canary in the queue
+        engine={"max_waiting_seqs": 1},
+        readiness={"canary_interval_s": 600},  # no canary in the queue
     )
     client = busy.async_client()
     running = await client.completions.create(model="stories260K", stream=True, **LONG)

@@ -47,7 +47,7 @@ async def test_a_warm_server_is_alive_and_ready(server):
 
 async def test_ready_needs_a_recent_generation(make_server):
     server = make_server(
-        engine={"canary_interval_s": 0.1, "canary_timeout_s": 0.2, "canary_max_age_s": 0.5}
+        readiness={"canary_interval_s": 0.1, "canary_timeout_s": 0.2, "canary_max_age_s": 0.5}
     )
     await poll_ready(server, 200)
     # A step that takes 3 s: canaries time out, the loop itself is not (yet) stale.
@@ -59,7 +59,7 @@ async def test_ready_needs_a_recent_generation(make_server):
 
 async def test_traffic_counts_as_proof_of_life(make_server):
     """Under load a canary may queue behind real work; real tokens must keep the pod ready."""
-    server = make_server(engine={"canary_interval_s": 1000.0, "canary_max_age_s": 0.5})
+    server = make_server(readiness={"canary_interval_s": 1000.0, "canary_max_age_s": 0.5})
     await poll_ready(server, 200)
     await poll_ready(server, 503)  # idle, and no canary for a long time: no proof
     client = server.async_client()

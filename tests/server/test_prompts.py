@@ -9,6 +9,7 @@ from worker.server.errors import APIError
 from worker.server.prompts import (
     chat_prompt,
     check_completion_prompt,
+    check_context,
     completion_prompts,
     max_prompt_chars,
 )
@@ -66,3 +67,19 @@ def test_no_text_over_the_character_bound_fits_the_context(tokenizer):
     with pytest.raises(APIError, match="characters") as refused:
         check_completion_prompt(["ok", "x" * (limit + 1)], limit)
     assert refused.value.param == "prompt[1]"
+
+
+def test_the_context_check_refuses_in_openais_words():
+    check_context(500, 12, 512, "messages", "max_tokens")  # exactly the context window
+    with pytest.raises(APIError) as refused:
+        check_context(500, 13, 512, "messages", "max_completion_tokens")
+    assert (refused.value.status, refused.value.code) == (400, "context_length_exceeded")
+    assert refused.value.param == "max_completion_tokens"
+    assert refused.value.message == (
+        "This model's maximum context length is 512 tokens. However, you requested 513 tokens "
+        "(500 in the prompt, 13 for the completion). Please reduce the prompt or "
+        "max_completion_tokens."
+    )
+    with pytest.raises(APIError) as refused:  # the prompt alone fills the window
+        check_context(512, 1, 512, "messages", "max_tokens")
+    assert refused.value.param == "messages"

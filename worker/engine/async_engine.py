@@ -6,7 +6,9 @@ side sends it commands (add, abort, stop a sequence) and takes one report per en
 the step's new token ids for every request at once, which the OutputProcessor turns into text
 and RequestOutputs here, stop strings included. Every report is also a heartbeat, so a wedged
 engine or device shows up as a stale one; a dead engine process is noticed at once (its
-sentinel), and every request in flight ends with an error.
+sentinel), and every request in flight ends with an error. The engine keeps these facts (its
+loop's health, when it last produced a token); what they mean for readiness is the server's
+(worker/server/readiness.py).
 
 Admission counts sequences (prompts x n), not API calls: one call may bring thousands. A call
 that could never fit is refused as bad input; one that does not fit now, as a full queue.
@@ -29,6 +31,7 @@ from worker.engine.config import EngineConfig
 from worker.engine.core_client import EngineProcess
 from worker.engine.core_loop import CoreLoopOptions
 from worker.engine.core_process import DEFAULT_CORE
+from worker.engine.errors import InvalidRequest
 from worker.engine.loop_timing import PassTiming
 from worker.engine.messages import (
     AbortRequests,
@@ -39,6 +42,7 @@ from worker.engine.messages import (
     Faults,
     FinishSeqs,
     FromCore,
+    Rejection,
     Report,
 )
 from worker.engine.output_processor import OutputProcessor
@@ -77,10 +81,6 @@ class AsyncEngineOptions:
     request_timeout_s: float | None = 600.0  # a request running longer is aborted
     idle_wait_s: float = 0.05  # an idle engine loop's heartbeat interval
     heartbeat_timeout_s: float = 30.0  # older heartbeat: unhealthy
-    canary_interval_s: float = 10.0
-    canary_timeout_s: float = 30.0
-    canary_max_age_s: float = 35.0  # no token generated for longer: not ready
-    warmup_timeout_s: float = 600.0
     retry_after_s: int = 1
 
 
@@ -114,7 +114,7 @@ class AsyncLLMEngine:
         self.max_model_len = 0
         self.kv_capacity_tokens = 0
         self._groups: dict[str, RequestGroup] = {}  # unfinished request id -> its group
-        self._internal: set[RequestGroup] = set()  # canaries: kept out of the metrics
+        self._internal: set[RequestGroup] = set()  # the server's canaries: out of the metrics
         self._timers: dict[RequestGroup, asyncio.TimerHandle] = {}
         self._ids = count()
         self._adds: dict[int, _Add] = {}  # sent, not answered yet
@@ -122,15 +122,12 @@ class AsyncLLMEngine:
         self._heartbeat = time.monotonic()
         self._error: BaseException | None = None
         self._stopping = False
-        self._canary_task: asyncio.Task | None = None
-        self._canary_prompt: list[int] = [0]
         self.stats = NO_STATS  # the engine's latest, from its reports
         self.slowest_pass = PassTiming()  # the engine loop's slowest pass so far, and why
         self.most_pass_cpu_s = 0.0
         self.faults = Faults()  # TEST ONLY: worker/server/faults.py
-        self.warmed_up = False
         # Any token out of the real engine proves it works: a canary's, or real traffic's.
-        self.last_generation_ok: float | None = None
+        self.last_token_at: float | None = None  # time.monotonic() of the latest
 
     # ----- lifecycle (event loop) -----
 
@@ -145,24 +142,12 @@ class AsyncLLMEngine:
             tokenizer_for, Path(ready.model_folder), self.config.load_format
         )
         self.processor = OutputProcessor(self.tokenizer, ready.eos_token_ids)
-        if self.tokenizer is not None:
-            self._canary_prompt = self.tokenizer.encode("ping")
         # The tokenizer and the libraries live as long as the process: keep them out of the
         # collector's full passes, which would otherwise scan them all while streams wait.
         gc.collect()
         gc.freeze()
 
-    async def start(self) -> None:
-        """Warm up with a real generation, then canary periodically."""
-        await self._canary(max_tokens=8, timeout_s=self.options.warmup_timeout_s)
-        if self.last_generation_ok is None:
-            raise EngineDeadError(f"warm-up generation failed: {self._error or 'timed out'}")
-        self.warmed_up = True
-        self._canary_task = asyncio.create_task(self._canary_forever(), name="canary")
-
     async def stop(self) -> None:
-        if self._canary_task:
-            self._canary_task.cancel()
         self._stopping = True
         await self._process.stop()
         self._fail_all(EngineDeadError("the engine was stopped"))
@@ -191,23 +176,6 @@ class AsyncLLMEngine:
         fresh = self.heartbeat_age() < self.options.heartbeat_timeout_s
         return alive and fresh and self._error is None
 
-    def generation_age(self) -> float | None:
-        """Seconds since the engine last produced a token (canary or traffic)."""
-        if self.last_generation_ok is None:
-            return None
-        return time.monotonic() - self.last_generation_ok
-
-    def not_ready_reasons(self) -> list[str]:
-        reasons = []
-        if not self.is_healthy():
-            reasons.append("engine loop is not healthy")
-        if not self.warmed_up:
-            reasons.append("warming up")
-        age = self.generation_age()
-        if age is None or age > self.options.canary_max_age_s:
-            reasons.append("no token generated recently (canary or traffic)")
-        return reasons
-
     # ----- requests (event loop) -----
 
     async def generate(
@@ -218,9 +186,10 @@ class AsyncLLMEngine:
         timeout_s: float | None = None,
         internal: bool = False,
     ) -> RequestGroup:
-        """Queue one request per prompt; returns once the engine has taken them.
+        """Queue one request per prompt; returns once the engine has taken them. `internal`:
+        the server's own (canaries), neither admitted nor observed as client requests.
 
-        Raises EngineDeadError, QueueFullError, or ValueError (too many sequences, or the
+        Raises EngineDeadError, QueueFullError, or InvalidRequest (too many sequences, or the
         engine's own checks: a bad prompt).
         """
         if self._error is not None or self._stopping or self.processor is None:
@@ -259,9 +228,10 @@ class AsyncLLMEngine:
         limit = min(self.options.max_seqs_per_request, self.options.max_waiting_seqs)
         if num_seqs > limit:
             field = "best_of" if params.selects_best else "n"
-            raise ValueError(
-                f"{field}: {num_prompts} prompt(s) x {field}={params.num_seqs} = {num_seqs} "
-                f"sequences; this server takes at most {limit} per request"
+            raise InvalidRequest(
+                field,
+                f"{num_prompts} prompt(s) x {field}={params.num_seqs} = {num_seqs} sequences; "
+                f"this server takes at most {limit} per request",
             )
         num_waiting = self.stats.num_waiting + self._pending_seqs
         if num_waiting + num_seqs > self.options.max_waiting_seqs:
@@ -282,15 +252,15 @@ class AsyncLLMEngine:
             self._pending_seqs -= add.pending_seqs
             add.pending_seqs = 0
 
-    def _answer(self, add_id: int, refusal: str | None) -> None:
+    def _answer(self, add_id: int, rejection: Rejection | None) -> None:
         add = self._adds.get(add_id)
         if add is None or add.done.done():
             return
-        if refusal is None:
+        if rejection is None:
             add.done.set_result(None)
             return
         self._drop(add.group)
-        add.done.set_exception(ValueError(refusal))
+        add.done.set_exception(InvalidRequest(rejection.field, rejection.reason))
 
     def _abort(self, group: RequestGroup) -> None:
         """End the group's unfinished requests here at once, and in the engine next pass."""
@@ -332,8 +302,8 @@ class AsyncLLMEngine:
             self._taken(add_id, num_seqs)
         for add_id in message.added:
             self._answer(add_id, None)
-        for add_id, reason in message.rejected:
-            self._answer(add_id, reason)
+        for rejection in message.rejected:
+            self._answer(rejection.add_id, rejection)
         if message.outputs:
             self._deliver(message.outputs)
 
@@ -352,7 +322,7 @@ class AsyncLLMEngine:
         if stopped:
             self._process.send(FinishSeqs(stopped))
         if outputs:
-            self.last_generation_ok = time.monotonic()
+            self.last_token_at = time.monotonic()
         for output in outputs:
             self._route(output)
 
@@ -390,26 +360,3 @@ class AsyncLLMEngine:
         for group in {*self._groups.values()}:
             self._drop(group)
             group.fail(error)
-
-    # ----- canary (event loop) -----
-
-    async def _canary(self, max_tokens: int, timeout_s: float) -> None:
-        params = SamplingParams(max_tokens=max_tokens, temperature=0.0, ignore_eos=True)
-        try:
-            async with asyncio.timeout(timeout_s):
-                group = await self.generate([self._canary_prompt], params, internal=True)
-                try:
-                    async for _ in group:
-                        pass
-                finally:  # a stuck canary must not keep its batch slot and KV blocks
-                    group.abort()
-        except (TimeoutError, EngineDeadError, ValueError) as e:
-            log.error("canary generation failed: %r", e)
-
-    async def _canary_forever(self) -> None:
-        """Under traffic, real tokens keep readiness fresh; an idle engine gets a canary."""
-        while self._error is None:
-            await asyncio.sleep(self.options.canary_interval_s)
-            age = self.generation_age()
-            if age is None or age >= self.options.canary_interval_s:
-                await self._canary(max_tokens=1, timeout_s=self.options.canary_timeout_s)

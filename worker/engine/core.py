@@ -21,6 +21,7 @@ import torch
 
 from worker.engine.block_manager import BlockManager
 from worker.engine.config import EngineConfig
+from worker.engine.errors import InvalidRequest, check_context_length
 from worker.engine.grammar import Grammars
 from worker.engine.kv_cache_sizing import num_kv_blocks
 from worker.engine.loop_timing import Laps
@@ -127,7 +128,7 @@ class EngineCore:
         self._check_prompt(prompt_token_ids, params)
         request_id = request_id or uuid.uuid4().hex
         if request_id in self.requests:
-            raise ValueError(f"request id {request_id!r} is already in use")
+            raise InvalidRequest("request_id", f"{request_id!r} is already in use")
         # A prompt to score must be computed here: no blocks from other requests' prompts.
         private = not self.config.enable_prefix_caching or params.prompt_logprobs is not None
         request = Request(
@@ -154,29 +155,24 @@ class EngineCore:
 
     def _check_prompt(self, prompt_token_ids: list[int], params: SamplingParams) -> None:
         if params.stop and self.tokenizer is None:
-            raise ValueError("stop: stop strings need a tokenizer; this model has none")
+            raise InvalidRequest("stop", "stop strings need a tokenizer; this model has none")
         if params.structured_output is not None:
             if self.grammars is None:
-                raise ValueError("structured_output: needs a tokenizer; this model has none")
+                raise InvalidRequest("structured_output", "needs a tokenizer; this model has none")
             self.grammars.matcher(params.structured_output)  # compiles it, or says why not
         if not prompt_token_ids:
-            raise ValueError("prompt: must contain at least one token")
+            raise InvalidRequest("prompt", "must contain at least one token")
         vocab = self.model.shape.vocab_size
         if any(not 0 <= t < vocab for t in prompt_token_ids):
-            raise ValueError(f"prompt: token ids must be in [0, {vocab})")
+            raise InvalidRequest("prompt", f"token ids must be in [0, {vocab})")
         if any(t >= vocab for t in params.logit_bias):
-            raise ValueError(f"logit_bias: token ids must be in [0, {vocab})")
+            raise InvalidRequest("logit_bias", f"token ids must be in [0, {vocab})")
+        check_context_length(len(prompt_token_ids), params.max_tokens, self.max_model_len)
         total = len(prompt_token_ids) + params.max_tokens
-        if total > self.max_model_len:
-            raise ValueError(
-                f"max_tokens: prompt ({len(prompt_token_ids)} tokens) + max_tokens "
-                f"({params.max_tokens}) = {total} exceeds the context window of "
-                f"{self.max_model_len} tokens"
-            )
         if total > self.kv_capacity_tokens:
-            raise ValueError(
-                f"max_tokens: {total} tokens do not fit the KV cache "
-                f"({self.kv_capacity_tokens} tokens)"
+            raise InvalidRequest(
+                "max_tokens",
+                f"{total} tokens do not fit the KV cache ({self.kv_capacity_tokens} tokens)",
             )
 
     def abort_request(self, request_id: str) -> None:

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from worker.engine.errors import InvalidRequest
 from worker.engine.loop_timing import GcClock, PassMeter, PassTiming
 from worker.engine.messages import (
     AbortRequests,
@@ -28,6 +29,7 @@ from worker.engine.messages import (
     Faults,
     FinishSeqs,
     FromCore,
+    Rejection,
     Report,
     Shutdown,
     ToCore,
@@ -55,7 +57,7 @@ class _Answers:
 
     taken: dict[int, int] = field(default_factory=dict)  # add id -> sequences in the engine now
     added: list[int] = field(default_factory=list)
-    rejected: list[tuple[int, str]] = field(default_factory=list)
+    rejected: list[Rejection] = field(default_factory=list)
 
 
 class CoreLoop:
@@ -150,11 +152,11 @@ class CoreLoop:
             answers = self._answers  # read after each yield: the pass may have changed
             try:
                 self.core.add_request(prompt, add.params, request_id)
-            except ValueError as e:  # the engine's own checks: a bad request, nothing kept
+            except InvalidRequest as e:  # the engine's own checks: nothing of the add is kept
                 for done in added:
                     self.core.abort_request(done)
                 answers.taken.pop(add.add_id, None)
-                answers.rejected.append((add.add_id, str(e)))
+                answers.rejected.append(Rejection(add.add_id, e.field, e.reason))
                 return
             added.append(request_id)
             answers.taken[add.add_id] = answers.taken.get(add.add_id, 0) + add.params.num_seqs

@@ -16,6 +16,7 @@ import llguidance
 import llguidance.hf
 import torch
 
+from worker.engine.errors import InvalidRequest
 from worker.engine.sampling_params import StructuredOutput
 
 if TYPE_CHECKING:
@@ -59,16 +60,23 @@ class Grammars:
         self._compiled: OrderedDict[StructuredOutput, llguidance.LLMatcher] = OrderedDict()
 
     def matcher(self, structured: StructuredOutput) -> llguidance.LLMatcher:
-        """A fresh matcher; ValueError naming the problem if the schema does not compile."""
+        """A fresh matcher; InvalidRequest naming the problem if the schema does not compile."""
         compiled = self._compiled.pop(structured, None)
         if compiled is None:
-            compiled = llguidance.LLMatcher(self.tokenizer, _grammar(structured))
-            if compiled.is_error():
-                raise ValueError(f"structured_output: {compiled.get_error()}")
+            compiled = self._compile(structured)
         self._compiled[structured] = compiled
         while len(self._compiled) > CACHED_GRAMMARS:
             self._compiled.popitem(last=False)
         return compiled.deep_copy()
+
+    def _compile(self, structured: StructuredOutput) -> llguidance.LLMatcher:
+        try:
+            compiled = llguidance.LLMatcher(self.tokenizer, _grammar(structured))
+        except ValueError as e:  # a schema llguidance cannot even read
+            raise InvalidRequest("structured_output", str(e)) from e
+        if compiled.is_error():
+            raise InvalidRequest("structured_output", compiled.get_error())
+        return compiled
 
     def masks(self, matchers: list[llguidance.LLMatcher]) -> torch.Tensor:
         """[len(matchers), ceil(vocab / 32)] int32 in pinned memory: bit j of word w set when

@@ -52,6 +52,14 @@ class CoreOutput(msgspec.Struct, array_like=True, omit_defaults=True):
     prompt_logprobs: list[TokenLogprob | None] | None = None
 
 
+class Rejection(msgspec.Struct, array_like=True):
+    """The engine refused an add (nothing of it is kept): its InvalidRequest's field and reason."""
+
+    add_id: int
+    field: str
+    reason: str
+
+
 class Ready(msgspec.Struct, tag=True):
     """The model is loaded; what the front end needs to know about it."""
 
@@ -73,7 +81,7 @@ class Report(msgspec.Struct, tag=True, omit_defaults=True):
     outputs: list[CoreOutput] = []
     taken: list[tuple[int, int]] = []  # (add id, sequences the stats count now)
     added: list[int] = []  # adds whose requests are all in the engine
-    rejected: list[tuple[int, str]] = []  # (add id, the engine's reason)
+    rejected: list[Rejection] = []
     slowest_pass: PassTiming | None = None  # when a pass was the slowest so far
     most_pass_cpu_s: float = 0.0
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, fields
 
+from worker.engine.errors import InvalidRequest
+
 MAX_STOP_STRINGS = 16
 MAX_LOGPROBS = 20
 MAX_LOGIT_BIAS = 300  # biased tokens per request, as OpenAI caps it
@@ -21,13 +23,9 @@ class StructuredOutput:
     json_schema: str | None = None
 
 
-class SamplingParamsError(ValueError):
-    """A sampling parameter is out of range; `field` names which one."""
-
-    def __init__(self, field_name: str, message: str) -> None:
-        super().__init__(f"{field_name}: {message}")
-        self.field = field_name
-        self.reason = message
+class SamplingParamsError(InvalidRequest):
+    """A sampling parameter is out of range. An InvalidRequest like any other refusal; its own
+    type lets `pagoda generate` name the flag at fault."""
 
 
 @dataclass

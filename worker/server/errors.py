@@ -1,12 +1,15 @@
-"""OpenAI-style errors: one exception type, one body shape."""
+"""OpenAI-style errors: one exception type, one body shape; the engine's refusals and
+pydantic's findings turned into it."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import pydantic
 from aiohttp import web
+
+from worker.engine.errors import InvalidRequest
 
 INVALID_REQUEST = "invalid_request_error"
 
@@ -62,6 +65,13 @@ def field_path(loc: Sequence[str | int]) -> str | None:
         elif not _is_union_tag(part):
             path += f".{part}" if path else part
     return path or None
+
+
+def from_invalid_request(error: InvalidRequest, param_names: Mapping[str, str]) -> APIError:
+    """The engine's refusal as a 400 naming the API's field: `param_names` maps the engine's
+    field names to the endpoint's (chat's max_tokens may be max_completion_tokens)."""
+    param = param_names.get(error.field, error.field)
+    return APIError(400, f"{param}: {error.reason}", param=param)
 
 
 def from_validation_error(error: pydantic.ValidationError) -> APIError:

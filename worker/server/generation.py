@@ -22,12 +22,13 @@ import msgspec
 from aiohttp import web
 
 from worker.engine.async_engine import EngineDeadError, QueueFullError
+from worker.engine.errors import InvalidRequest
 from worker.engine.outputs import CompletionOutput, FinishReason, RequestOutput, most_likely
 from worker.engine.request_group import CUT_TIMEOUT, RequestGroup
 from worker.engine.sampling_params import SamplingParams
 from worker.server.access_log import LOG_FIELDS, REQUEST_ID, REQUEST_ID_HEADER
 from worker.server.deadlines import write_within
-from worker.server.errors import APIError
+from worker.server.errors import APIError, from_invalid_request
 from worker.server.responses import Format, usage
 from worker.server.state import LoadedModel, WorkerState
 
@@ -46,7 +47,7 @@ class Generation:
     include_usage: bool
     continuous_usage: bool  # usage so far in every streamed chunk
     audit_prompt: str  # what the audit log records as the prompt
-    param_names: dict[str, str]  # engine field -> API field, for the engine's own errors
+    param_names: dict[str, str]  # engine field -> API field, for the engine's refusals
 
 
 async def respond(request: web.Request, state: WorkerState, gen: Generation) -> web.StreamResponse:
@@ -96,10 +97,8 @@ async def _submit(model: LoadedModel, gen: Generation) -> RequestGroup:
         ) from e
     except EngineDeadError as e:
         raise APIError(503, str(e), error_type="service_unavailable") from e
-    except ValueError as e:  # the engine's own checks: "field: reason"
-        field, _, reason = str(e).partition(": ")
-        param = gen.param_names.get(field, field) if reason else None
-        raise APIError(400, f"{param}: {reason}" if param else str(e), param=param) from e
+    except InvalidRequest as e:
+        raise from_invalid_request(e, gen.param_names) from e
 
 
 class Answer:

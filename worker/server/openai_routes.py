@@ -20,7 +20,12 @@ from worker.server.prompts import (
 )
 from worker.server.protocol import ChatCompletionRequest, CompletionRequest
 from worker.server.responses import ChatFormat, CompletionFormat, Echo
-from worker.server.sampling import chat_max_tokens_param, chat_sampling, completion_sampling
+from worker.server.sampling import (
+    chat_max_tokens_param,
+    chat_param_names,
+    chat_sampling,
+    completion_sampling,
+)
 from worker.server.state import STATE, LoadedModel
 from worker.server.tools import chat_output
 
@@ -109,7 +114,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
             include_usage=body.include_usage,
             continuous_usage=body.continuous_usage,
             audit_prompt=audit_prompt,
-            param_names={"prompt": "messages", "max_tokens": max_tokens_param},
+            param_names=chat_param_names(body),
         ),
     )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from worker.engine.errors import ContextLengthExceeded, check_context_length
 from worker.server.errors import APIError
 from worker.server.protocol import ChatMessage
 
@@ -147,14 +148,16 @@ def chat_prompt(
 def check_context(
     prompt_len: int, max_tokens: int, max_model_len: int, prompt_param: str, max_tokens_param: str
 ) -> None:
-    if prompt_len + max_tokens <= max_model_len:
-        return
-    param = prompt_param if prompt_len >= max_model_len else max_tokens_param
-    raise APIError(
-        400,
-        f"This model's maximum context length is {max_model_len} tokens. However, you requested "
-        f"{prompt_len + max_tokens} tokens ({prompt_len} in the prompt, {max_tokens} for the "
-        f"completion). Please reduce the prompt or {max_tokens_param}.",
-        param=param,
-        code="context_length_exceeded",
-    )
+    """The engine's context-window check, refused in OpenAI's words before the engine sees it."""
+    try:
+        check_context_length(prompt_len, max_tokens, max_model_len)
+    except ContextLengthExceeded as e:
+        param = prompt_param if prompt_len >= max_model_len else max_tokens_param
+        raise APIError(
+            400,
+            f"This model's maximum context length is {max_model_len} tokens. However, you "
+            f"requested {prompt_len + max_tokens} tokens ({prompt_len} in the prompt, "
+            f"{max_tokens} for the completion). Please reduce the prompt or {max_tokens_param}.",
+            param=param,
+            code="context_length_exceeded",
+        ) from e

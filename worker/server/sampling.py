@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from worker.engine.sampling_params import SamplingParams, SamplingParamsError, StructuredOutput
-from worker.server.errors import APIError
+from worker.engine.errors import InvalidRequest
+from worker.engine.sampling_params import SamplingParams, StructuredOutput
+from worker.server.errors import APIError, from_invalid_request
 from worker.server.protocol import ChatCompletionRequest, CompletionRequest, SamplingFields
 from worker.server.structured import response_format_output
 
@@ -66,9 +67,8 @@ def _build(
             logit_bias=_logit_bias(request),
             structured_output=structured_output,
         )
-    except SamplingParamsError as e:
-        param = names.get(e.field, e.field)
-        raise APIError(400, f"{param}: {e.reason}", param=param) from e
+    except InvalidRequest as e:
+        raise from_invalid_request(e, names) from e
 
 
 def completion_sampling(request: CompletionRequest, max_tokens: int) -> SamplingParams:
@@ -97,9 +97,18 @@ def chat_sampling(
     if request.top_logprobs is not None and not request.logprobs:
         raise APIError(400, "top_logprobs requires logprobs to be true", param="top_logprobs")
     logprobs = _or(request.top_logprobs, 0) if request.logprobs else None
-    names = {"logprobs": "top_logprobs", "max_tokens": chat_max_tokens_param(request)}
+    names = chat_param_names(request)
     return _build(request, max_tokens, logprobs, names, structured_output=structured_output)
 
 
 def chat_max_tokens_param(request: ChatCompletionRequest) -> str:
     return "max_tokens" if request.max_completion_tokens is None else "max_completion_tokens"
+
+
+def chat_param_names(request: ChatCompletionRequest) -> dict[str, str]:
+    """The engine's field names -> chat's, for the engine's refusals."""
+    return {
+        "prompt": "messages",
+        "logprobs": "top_logprobs",
+        "max_tokens": chat_max_tokens_param(request),
+    }

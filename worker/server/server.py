@@ -2,7 +2,7 @@
 
 It binds before loading so that probes get answers from the start (503 "loading" until the
 model is loaded and warm); the model loads in the engine's own process while the event loop
-answers.
+answers. Readiness (readiness.py) warms the engine up, then keeps proving it works.
 
 The drain ends when every generation has finished, at the drain deadline, or at a second
 SIGTERM/SIGINT. Generations still running then are cut: each stream gets an error event and
@@ -27,6 +27,7 @@ from worker.server.app import build_app
 from worker.server.audit import AuditLog
 from worker.server.auth import KeyChecker
 from worker.server.metrics import ServerMetrics
+from worker.server.readiness import Readiness, ReadinessSettings
 from worker.server.state import LoadedModel, WorkerState
 
 log = logging.getLogger("pagoda.server")
@@ -52,6 +53,7 @@ class ServerSettings:
     stream_coalesce: bool = False
     audit_log: bool = False
     engine: AsyncEngineOptions = field(default_factory=AsyncEngineOptions)
+    readiness: ReadinessSettings = field(default_factory=ReadinessSettings)  # warm-up, canary
     test_faults: bool = field(default_factory=faults.enabled)  # PAGODA_TEST_FAULTS=1: tests only
 
 
@@ -68,6 +70,7 @@ class Server:
         )
         self._runner: web.AppRunner | None = None
         self._engine: AsyncLLMEngine | None = None  # from the start of its load
+        self._readiness: Readiness | None = None  # once the engine is loaded
         self._hurry = asyncio.Event()  # a second signal: stop draining now
         self.url = ""
 
@@ -96,8 +99,9 @@ class Server:
         engine.observer = metrics
         progress(f"warming up (engine pid {engine.engine_pid}, {engine.max_model_len}-token "
                  f"context, KV cache {engine.kv_capacity_tokens} tokens)")  # fmt: skip
-        model = LoadedModel(engine, name, metrics)
-        await engine.start()
+        readiness = self._readiness = Readiness(engine, self.settings.readiness)
+        model = LoadedModel(engine, name, metrics, readiness)
+        await readiness.warm_up()
         self.state.serve(model)
         return model
 
@@ -137,6 +141,8 @@ class Server:
     async def stop(self) -> None:
         if self._runner:
             await self._runner.cleanup()
+        if self._readiness:
+            self._readiness.stop()
         if self._engine:
             await self._engine.stop()
         if self.state.model:

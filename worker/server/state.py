@@ -24,6 +24,7 @@ from worker.server.auth import KeyChecker
 from worker.server.errors import APIError
 from worker.server.metrics import ServerMetrics, WorkerGauges
 from worker.server.prompts import max_prompt_chars
+from worker.server.readiness import Readiness
 from worker.server.token_text import TokenText
 from worker.server.tool_parsers import parser_for
 
@@ -39,10 +40,17 @@ class Phase(StrEnum):
 class LoadedModel:
     """The engine and everything that needs it loaded."""
 
-    def __init__(self, engine: AsyncLLMEngine, served_name: str, metrics: ServerMetrics) -> None:
+    def __init__(
+        self,
+        engine: AsyncLLMEngine,
+        served_name: str,
+        metrics: ServerMetrics,
+        readiness: Readiness,
+    ) -> None:
         self.engine = engine
         self.name = served_name
         self.metrics = metrics
+        self.readiness = readiness
         self.tokenizer = engine.tokenizer
         self.max_model_len: int = engine.max_model_len
         self.created = int(time.time())
@@ -108,20 +116,21 @@ class WorkerState:
     def not_ready_reasons(self) -> list[str]:
         if self.model is None:
             return ["the model is loading"]
-        reasons = self.model.engine.not_ready_reasons()
+        reasons = self.model.readiness.not_ready_reasons()
         if self.phase is Phase.DRAINING:
             reasons.append("draining")
         return reasons
 
     def gauges(self) -> WorkerGauges:
         """Read at scrape time; /metrics answers only once a model is served."""
-        engine = self.loaded().engine
+        model = self.loaded()
+        engine = model.engine
         return WorkerGauges(
             stats=engine.stats,
             heartbeat_age_s=engine.heartbeat_age(),
             slowest_pass=engine.slowest_pass,
             most_pass_cpu_s=engine.most_pass_cpu_s,
-            generation_age_s=engine.generation_age(),
+            generation_age_s=model.readiness.generation_age(),
             ready=not self.not_ready_reasons(),
         )
 
