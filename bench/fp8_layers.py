@@ -18,10 +18,13 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.extend(  # the checkout's packages, uninstalled
+    str(Path(__file__).resolve().parents[1] / root)
+    for root in ("", "worker", "gateway", "operator")
+)
 
-from worker.kernels.fp8 import Tiles, quantize_rows, weight_only_matmul
-from worker.layers.fp8_linear import WEIGHT_ONLY_MAX_ROWS, Fp8Linear, quantize_weight
+from pagoda_worker.kernels.fp8 import Tiles, quantize_rows, weight_only_matmul
+from pagoda_worker.layers.fp8_linear import WEIGHT_ONLY_MAX_ROWS, Fp8Linear, quantize_weight
 
 LAYERS = {  # name: (in_features K, out_features N)
     "qkv": (4096, 6144),

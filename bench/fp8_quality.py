@@ -18,16 +18,19 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.extend(  # the checkout's packages, uninstalled
+    str(Path(__file__).resolve().parents[1] / root)
+    for root in ("", "worker", "gateway", "operator")
+)
 
-from worker.engine.config import EngineConfig
-from worker.engine.llm_engine import LLMEngine
-from worker.engine.sampling_params import SamplingParams
-from worker.layers.attention import AttentionMetadata
-from worker.layers.backends import select_attention_backend
-from worker.layers.fp8_linear import FP8
-from worker.models.loader import load_model
-from worker.models.source import DEFAULT_MODEL
+from pagoda_worker.engine.config import EngineConfig
+from pagoda_worker.engine.llm_engine import LLMEngine
+from pagoda_worker.engine.sampling_params import SamplingParams
+from pagoda_worker.layers.attention import AttentionMetadata
+from pagoda_worker.layers.backends import select_attention_backend
+from pagoda_worker.layers.fp8_linear import FP8
+from pagoda_worker.models.loader import load_model
+from pagoda_worker.models.source import DEFAULT_MODEL
 
 BLOCK_SIZE = 16
 VARIANTS = {  # name: (weights quantization, KV cache in FP8)

@@ -55,9 +55,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ is no package
 import served_vs_offline as served
-
-from gateway.proxy import BACKEND_HEADER
-from worker.models.source import DEFAULT_MODEL
+from pagoda_gateway.proxy import BACKEND_HEADER
+from pagoda_worker.models.source import DEFAULT_MODEL
 
 serving = served.serving
 ROUTINGS = ("prefix", "round-robin")

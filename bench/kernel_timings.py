@@ -14,11 +14,14 @@ import torch
 import triton
 from torch.nn import functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.extend(  # the checkout's packages, uninstalled
+    str(Path(__file__).resolve().parents[1] / root)
+    for root in ("", "worker", "gateway", "operator")
+)
 
-from worker.kernels.activation import silu_and_mul
-from worker.kernels.norm import rms_norm
-from worker.kernels.paged_attention import (
+from pagoda_worker.kernels.activation import silu_and_mul
+from pagoda_worker.kernels.norm import rms_norm
+from pagoda_worker.kernels.paged_attention import (
     decode_num_splits,
     paged_decode_attention,
     paged_prefill_attention,

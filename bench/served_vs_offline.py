@@ -60,10 +60,10 @@ def load_sibling(name: str) -> ModuleType:
 
 
 serving = load_sibling("serving")
-throughput = load_sibling("throughput")  # puts the repo root on sys.path
+throughput = load_sibling("throughput")  # puts the checkout's packages on sys.path
 
-from worker.engine.llm_engine import LLMEngine  # noqa: E402
-from worker.engine.sampling_params import SamplingParams  # noqa: E402
+from pagoda_worker.engine.llm_engine import LLMEngine  # noqa: E402
+from pagoda_worker.engine.sampling_params import SamplingParams  # noqa: E402
 
 PRESETS = {name: throughput.PRESETS[name] for name in ("anchor-a", "stories")}
 DECODE_BATCH_SHARE = 0.9  # decode steps this close to the largest batch count as "at batch B"
@@ -232,7 +232,8 @@ def serve_command(model_dir: Path, dtype: str, engine_args: dict, port: int) -> 
 def start_server(command: list[str], checkout: Path, log_path: Path) -> subprocess.Popen:
     # `-m` puts the working directory first on sys.path: it must be the checkout too.
     # The checkout first; what the caller's PYTHONPATH adds (carried wheels) after it.
-    path = os.pathsep.join(filter(None, [str(checkout), os.environ.get("PYTHONPATH")]))
+    roots = [checkout / root for root in ("", "worker", "gateway", "operator")]  # either layout
+    path = os.pathsep.join(filter(None, [*map(str, roots), os.environ.get("PYTHONPATH")]))
     env = os.environ | {"PYTHONPATH": path, "PYTHONUNBUFFERED": "1"}
     with log_path.open("wb") as log:  # a file, not a pipe: nobody has to read it for it to run
         return subprocess.Popen(

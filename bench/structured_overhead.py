@@ -20,15 +20,17 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.extend(  # the checkout's packages, uninstalled
+    str(Path(__file__).resolve().parents[1] / root)
+    for root in ("", "worker", "gateway", "operator")
+)
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from pagoda_worker.engine.config import EngineConfig
+from pagoda_worker.engine.llm_engine import LLMEngine
+from pagoda_worker.engine.sampling_params import SamplingParams, StructuredOutput
+from pagoda_worker.models.source import DEFAULT_MODEL
 from throughput import parse_settings, sync
-
-from worker.engine.config import EngineConfig
-from worker.engine.llm_engine import LLMEngine
-from worker.engine.sampling_params import SamplingParams, StructuredOutput
-from worker.models.source import DEFAULT_MODEL
 
 ENDLESS_ARRAY = {"type": "array", "items": {"type": "integer"}, "minItems": 10000}
 

@@ -30,12 +30,12 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+sys.path.extend(str(REPO / root) for root in ("", "worker", "gateway", "operator"))
 
-from worker.engine.config import EngineConfig  # noqa: E402
-from worker.engine.llm_engine import LLMEngine  # noqa: E402
-from worker.engine.sampling_params import SamplingParams  # noqa: E402
-from worker.models.source import DEFAULT_MODEL  # noqa: E402
+from pagoda_worker.engine.config import EngineConfig  # noqa: E402
+from pagoda_worker.engine.llm_engine import LLMEngine  # noqa: E402
+from pagoda_worker.engine.sampling_params import SamplingParams  # noqa: E402
+from pagoda_worker.models.source import DEFAULT_MODEL  # noqa: E402
 
 # Architectures by name, for random-weight runs of a real model's shape.
 SHAPES = {

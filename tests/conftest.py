@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from worker.models.source import DEFAULT_MODEL
+from pagoda_worker.models.source import DEFAULT_MODEL
 
 # The test models are tiny: one thread per process beats thread pools fighting over two cores.
 torch.set_num_threads(1)

@@ -7,12 +7,12 @@ import re
 from dataclasses import fields
 
 import pytest
+from pagoda_worker.engine.async_engine import AsyncEngineOptions
+from pagoda_worker.engine.config import EngineConfig, describe_default
+from pagoda_worker.server.server import ServerSettings
 
 from pagoda.cli import build_parser, main
 from pagoda.commands.serve import engine_config
-from worker.engine.async_engine import AsyncEngineOptions
-from worker.engine.config import EngineConfig, describe_default
-from worker.server.server import ServerSettings
 
 
 def help_text(command: str, capsys) -> str:

@@ -15,8 +15,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
-from worker.models.source import DEFAULT_MODEL
+from pagoda_worker.models.source import DEFAULT_MODEL
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -49,14 +48,14 @@ def wheel(tmp_path_factory) -> Path:
 
 def test_the_wheel_holds_the_model(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
-    assert {f"worker/default_model/stories260K/{name}" for name in SHIPPED} <= names
+    assert {f"pagoda_worker/default_model/stories260K/{name}" for name in SHIPPED} <= names
 
 
 def test_the_unpacked_wheel_generates_with_no_model_given(wheel, tmp_path):
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
     script = (
-        "import sys, worker; from pagoda.cli import main; print(worker.__file__); "
+        "import sys, pagoda_worker; from pagoda.cli import main; print(pagoda_worker.__file__); "
         "sys.exit(main(['generate', '--prompt', 'Once upon a time', '--max-tokens', '12']))"
     )
     result = subprocess.run(

@@ -30,7 +30,7 @@ MODEL_DIR = REPO / "worker" / "default_model" / "stories260K"
 PORT = 8000
 # Two workers side by side (a rollout, a warm fallback) on this 2-core node: half a core each.
 SMALL = {"gpus": 0, "cpu": "500m", "memory": "2Gi"}
-# Lets a test tell a worker to misbehave (worker/server: POST /debug/faults); nothing else does.
+# Lets a test tell a worker to misbehave (POST /debug/faults); nothing else does.
 TEST_FAULTS = {"name": "PAGODA_TEST_FAULTS", "value": "1"}
 
 
@@ -135,7 +135,7 @@ def call(url: str, body: dict | None = None, timeout: float = 10) -> tuple[int, 
 
 
 def set_faults(url: str, **faults: object) -> dict:
-    """Turn test faults of one worker on or off (worker/server's POST /debug/faults)."""
+    """Turn test faults of one worker on or off (its POST /debug/faults)."""
     status, answer = call(f"{url}/debug/faults", faults)
     assert status == 200, f"POST /debug/faults: {status} {answer}"
     return answer

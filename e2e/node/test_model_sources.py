@@ -49,7 +49,9 @@ def model_server(cluster: LocalCluster, namespace: str) -> tuple[str, str, str]:
     (files / "stories260K.tar").chmod(0o644)
     cluster.kubectl("create", "configmap", "fake-hub", f"-n={namespace}", f"--from-file={FAKE_HUB}")
     image = "docker.io/library/pagoda-worker:0.1.0"
-    package_model = "/opt/pagoda/lib/python3.11/site-packages/worker/default_model/stories260K"
+    package_model = (
+        "/opt/pagoda/lib/python3.11/site-packages/pagoda_worker/default_model/stories260K"
+    )
     containers = [
         {
             "name": "files",

@@ -12,8 +12,8 @@ from pathlib import Path
 
 
 def add_parser(subparsers, help_text: str) -> None:
-    from gateway.proxy import ProxySettings
-    from gateway.server import GatewaySettings
+    from pagoda_gateway.proxy import ProxySettings
+    from pagoda_gateway.server import GatewaySettings
 
     defaults, proxy = GatewaySettings(), ProxySettings()
     parser = subparsers.add_parser(
@@ -99,9 +99,10 @@ def add_parser(subparsers, help_text: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gateway.proxy import ProxySettings
-    from gateway.server import Gateway, GatewaySettings, serve_until_signalled
-    from gateway.tenants import TenantsFileError
+    from pagoda_gateway.proxy import ProxySettings
+    from pagoda_gateway.server import Gateway, GatewaySettings, serve_until_signalled
+    from pagoda_gateway.tenants import TenantsFileError
+
     from pagoda.logs import configure_logging
 
     started = time.monotonic()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from worker.engine.config import add_engine_args, engine_config_from_args
+from pagoda_worker.engine.config import add_engine_args, engine_config_from_args
 
 
 def add_parser(subparsers, help_text: str) -> None:
@@ -28,9 +28,9 @@ def add_parser(subparsers, help_text: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     # Imported here so that `pagoda --help` stays fast.
-    from worker.engine.llm import LLM
-    from worker.engine.sampling_params import SamplingParams, SamplingParamsError
-    from worker.models.loader import ModelLoadError
+    from pagoda_worker.engine.llm import LLM
+    from pagoda_worker.engine.sampling_params import SamplingParams, SamplingParamsError
+    from pagoda_worker.models.loader import ModelLoadError
 
     try:
         params = SamplingParams(

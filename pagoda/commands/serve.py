@@ -16,14 +16,15 @@ import time
 from dataclasses import fields
 from pathlib import Path
 
-from pagoda.logs import configure_logging
-from worker.engine.config import (
+from pagoda_worker.engine.config import (
     EngineConfig,
     add_engine_args,
     format_bytes,
     parse_bytes,
     with_default,
 )
+
+from pagoda.logs import configure_logging
 
 ENGINE_FIELDS = [f.name for f in fields(EngineConfig)]
 
@@ -34,8 +35,8 @@ class UsageError(Exception):
 
 def add_parser(subparsers, help_text: str) -> None:
     # Defaults shown in --help are read from the dataclasses that the code itself uses.
-    from worker.engine.async_engine import AsyncEngineOptions
-    from worker.server.server import ServerSettings
+    from pagoda_worker.engine.async_engine import AsyncEngineOptions
+    from pagoda_worker.server.server import ServerSettings
 
     server_defaults, engine_defaults = ServerSettings(), AsyncEngineOptions()
     parser = subparsers.add_parser(
@@ -146,12 +147,12 @@ def engine_config(args: argparse.Namespace) -> EngineConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    from worker.engine.async_engine import AsyncEngineOptions, EngineDeadError
-    from worker.engine.core_client import EngineStartError
-    from worker.models.loader import ModelLoadError
-    from worker.server.auth import APIKeyError, load_api_keys
-    from worker.server.readiness import ReadinessSettings
-    from worker.server.server import Server, ServerSettings, serve_until_signalled
+    from pagoda_worker.engine.async_engine import AsyncEngineOptions, EngineDeadError
+    from pagoda_worker.engine.core_client import EngineStartError
+    from pagoda_worker.models.loader import ModelLoadError
+    from pagoda_worker.server.auth import APIKeyError, load_api_keys
+    from pagoda_worker.server.readiness import ReadinessSettings
+    from pagoda_worker.server.server import Server, ServerSettings, serve_until_signalled
 
     started = time.monotonic()
 

@@ -12,10 +12,10 @@ import os
 import time
 from pathlib import Path
 
-from worker.engine.config import EngineConfig
-from worker.engine.errors import InvalidRequest
-from worker.engine.messages import CoreOutput, EngineStats, SeqDelta
-from worker.engine.outputs import FinishReason
+from pagoda_worker.engine.config import EngineConfig
+from pagoda_worker.engine.errors import InvalidRequest
+from pagoda_worker.engine.messages import CoreOutput, EngineStats, SeqDelta
+from pagoda_worker.engine.outputs import FinishReason
 
 GATE_VARIABLE = "PAGODA_TEST_GATE"  # GatedCore: a file path; add_request([0]) waits for it
 

@@ -7,12 +7,12 @@ import asyncio
 import contextlib
 
 import pytest
+from pagoda_worker.engine.async_engine import AsyncEngineOptions, AsyncLLMEngine
+from pagoda_worker.engine.config import EngineConfig
+from pagoda_worker.engine.errors import InvalidRequest
+from pagoda_worker.engine.sampling_params import SamplingParams
 
 from tests.engine.scripted_cores import GATE_VARIABLE
-from worker.engine.async_engine import AsyncEngineOptions, AsyncLLMEngine
-from worker.engine.config import EngineConfig
-from worker.engine.errors import InvalidRequest
-from worker.engine.sampling_params import SamplingParams
 
 pytestmark = pytest.mark.timeout(60)
 

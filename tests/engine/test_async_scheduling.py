@@ -4,13 +4,12 @@ output — whatever the sampling, stops, aborts and preemptions."""
 from __future__ import annotations
 
 import pytest
-
-from worker.engine.config import EngineConfig
-from worker.engine.llm_engine import LLMEngine
-from worker.engine.outputs import FinishReason
-from worker.engine.sampling_params import SamplingParams
-from worker.engine.sequence import UNREAD
-from worker.engine.unread_tokens import UnreadStep
+from pagoda_worker.engine.config import EngineConfig
+from pagoda_worker.engine.llm_engine import LLMEngine
+from pagoda_worker.engine.outputs import FinishReason
+from pagoda_worker.engine.sampling_params import SamplingParams
+from pagoda_worker.engine.sequence import UNREAD
+from pagoda_worker.engine.unread_tokens import UnreadStep
 
 
 def make_engine(stories_dir, async_scheduling: bool, **settings) -> LLMEngine:

@@ -6,10 +6,9 @@ from collections import Counter
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from worker.engine.block_manager import BlockManager
-from worker.engine.sampling_params import SamplingParams
-from worker.engine.sequence import Request, Sequence
+from pagoda_worker.engine.block_manager import BlockManager
+from pagoda_worker.engine.sampling_params import SamplingParams
+from pagoda_worker.engine.sequence import Request, Sequence
 
 BLOCK = 4
 

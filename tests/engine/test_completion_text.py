@@ -1,10 +1,9 @@
 import pytest
+from pagoda_worker.engine.completion_text import CompletionText
+from pagoda_worker.engine.outputs import FinishReason
+from pagoda_worker.engine.sampling_params import SamplingParams
+from pagoda_worker.models.source import DEFAULT_MODEL
 from transformers import AutoTokenizer
-
-from worker.engine.completion_text import CompletionText
-from worker.engine.outputs import FinishReason
-from worker.engine.sampling_params import SamplingParams
-from worker.models.source import DEFAULT_MODEL
 
 MODEL_DIR = DEFAULT_MODEL
 

@@ -7,11 +7,10 @@ from collections import deque
 from dataclasses import dataclass, field
 
 import pytest
-
-from worker.engine.core_loop import CoreLoop, CoreLoopOptions
-from worker.engine.errors import InvalidRequest
-from worker.engine.loop_timing import Laps
-from worker.engine.messages import (
+from pagoda_worker.engine.core_loop import CoreLoop, CoreLoopOptions
+from pagoda_worker.engine.errors import InvalidRequest
+from pagoda_worker.engine.loop_timing import Laps
+from pagoda_worker.engine.messages import (
     AbortRequests,
     AddRequests,
     CoreOutput,
@@ -28,7 +27,7 @@ from worker.engine.messages import (
     decode_from_core,
     encode,
 )
-from worker.engine.sampling_params import SamplingParams
+from pagoda_worker.engine.sampling_params import SamplingParams
 
 REFUSED_PROMPT = [666]
 

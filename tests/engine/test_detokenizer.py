@@ -1,11 +1,10 @@
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pagoda_worker.engine.detokenizer import IncrementalDetokenizer
+from pagoda_worker.models.source import DEFAULT_MODEL
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
-
-from worker.engine.detokenizer import IncrementalDetokenizer
-from worker.models.source import DEFAULT_MODEL
 
 MODEL_DIR = DEFAULT_MODEL
 UNICODE_TEXT = "Hello 😀 world 日本語 café 🎉🎉 Ω≈ç√ done"

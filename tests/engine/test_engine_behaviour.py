@@ -7,15 +7,14 @@ import sys
 
 import pytest
 import torch
+from pagoda_worker.engine.config import EngineConfig
+from pagoda_worker.engine.errors import ContextLengthExceeded, InvalidRequest
+from pagoda_worker.engine.llm import LLM
+from pagoda_worker.engine.llm_engine import LLMEngine
+from pagoda_worker.engine.outputs import FinishReason
+from pagoda_worker.engine.sampling_params import SamplingParams
+from pagoda_worker.models.loader import ModelLoadError
 from transformers import AutoModelForCausalLM
-
-from worker.engine.config import EngineConfig
-from worker.engine.errors import ContextLengthExceeded, InvalidRequest
-from worker.engine.llm import LLM
-from worker.engine.llm_engine import LLMEngine
-from worker.engine.outputs import FinishReason
-from worker.engine.sampling_params import SamplingParams
-from worker.models.loader import ModelLoadError
 
 PROMPT = "Once upon a time"
 KNOWN_GOOD = ", there was a little girl named Lily. She loved to play outside in the park."

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from pagoda_worker.engine.config import EngineConfig
+from pagoda_worker.engine.llm_engine import LLMEngine
+from pagoda_worker.layers.fp8_linear import FP8
+from pagoda_worker.models.source import ModelLoadError
 
 from tests.engine.workloads import mixed_workload, run_staggered
-from worker.engine.config import EngineConfig
-from worker.engine.llm_engine import LLMEngine
-from worker.layers.fp8_linear import FP8
-from worker.models.source import ModelLoadError
 
 # 400 blocks of 16 tokens of stories260K's bf16 K and V (2 x 5 layers x 4 heads x 8 dims x 2 bytes).
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))

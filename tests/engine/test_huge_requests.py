@@ -7,10 +7,9 @@ import time
 import tracemalloc
 
 import pytest
-
-from worker.engine.config import EngineConfig
-from worker.engine.llm_engine import LLMEngine
-from worker.engine.sampling_params import SamplingParams
+from pagoda_worker.engine.config import EngineConfig
+from pagoda_worker.engine.llm_engine import LLMEngine
+from pagoda_worker.engine.sampling_params import SamplingParams
 
 pytestmark = pytest.mark.timeout(120)
 

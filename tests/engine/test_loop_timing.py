@@ -7,11 +7,10 @@ import os
 import time
 
 import torch
-
-from worker.engine.config import EngineConfig
-from worker.engine.llm_engine import LLMEngine
-from worker.engine.loop_timing import GcClock, Laps, PassMeter
-from worker.engine.startup import cpu_threads
+from pagoda_worker.engine.config import EngineConfig
+from pagoda_worker.engine.llm_engine import LLMEngine
+from pagoda_worker.engine.loop_timing import GcClock, Laps, PassMeter
+from pagoda_worker.engine.startup import cpu_threads
 
 
 def busy(seconds: float) -> None:

@@ -7,11 +7,11 @@ import random
 
 import pytest
 import torch
+from pagoda_worker.engine.config import EngineConfig
+from pagoda_worker.engine.llm_engine import LLMEngine
+from pagoda_worker.engine.sampling_params import SamplingParams
 
 from tests.engine.workloads import hf_model
-from worker.engine.config import EngineConfig
-from worker.engine.llm_engine import LLMEngine
-from worker.engine.sampling_params import SamplingParams
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -4,15 +4,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from transformers.generation.logits_process import (
-    MinPLogitsWarper,
-    RepetitionPenaltyLogitsProcessor,
-    TemperatureLogitsWarper,
-    TopKLogitsWarper,
-    TopPLogitsWarper,
-)
-
-from worker.engine.sampler import (
+from pagoda_worker.engine.sampler import (
     Sampler,
     SamplingRow,
     apply_logit_bias,
@@ -20,7 +12,14 @@ from worker.engine.sampler import (
     filtered_probs,
     make_generator,
 )
-from worker.engine.sampling_params import SamplingParams
+from pagoda_worker.engine.sampling_params import SamplingParams
+from transformers.generation.logits_process import (
+    MinPLogitsWarper,
+    RepetitionPenaltyLogitsProcessor,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+)
 
 VOCAB = 32
 

@@ -7,9 +7,8 @@ import math
 
 import pytest
 import torch
-
-from worker.engine.sampler import Sampler, SamplingRow
-from worker.engine.sampling_params import SamplingParams, SamplingParamsError
+from pagoda_worker.engine.sampler import Sampler, SamplingRow
+from pagoda_worker.engine.sampling_params import SamplingParams, SamplingParamsError
 
 LOGITS = torch.tensor([[0.5, 3.0, 1.0, -2.0], [2.0, 0.1, 0.2, 1.9]])
 

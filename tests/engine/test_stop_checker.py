@@ -2,10 +2,9 @@ from itertools import pairwise
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from worker.engine.outputs import FinishReason
-from worker.engine.sampling_params import SamplingParams
-from worker.engine.stop_checker import StopChecker
+from pagoda_worker.engine.outputs import FinishReason
+from pagoda_worker.engine.sampling_params import SamplingParams
+from pagoda_worker.engine.stop_checker import StopChecker
 
 EOS = 2
 

@@ -7,11 +7,10 @@ import json
 
 import jsonschema
 import pytest
-
-from worker.engine.config import EngineConfig
-from worker.engine.llm_engine import LLMEngine
-from worker.engine.outputs import FinishReason
-from worker.engine.sampling_params import SamplingParams, StructuredOutput
+from pagoda_worker.engine.config import EngineConfig
+from pagoda_worker.engine.llm_engine import LLMEngine
+from pagoda_worker.engine.outputs import FinishReason
+from pagoda_worker.engine.sampling_params import SamplingParams, StructuredOutput
 
 PERSON = {
     "type": "object",

@@ -8,11 +8,10 @@ import random
 from functools import cache
 
 import torch
+from pagoda_worker.engine.config import EngineConfig
+from pagoda_worker.engine.llm_engine import LLMEngine
+from pagoda_worker.engine.sampling_params import SamplingParams
 from transformers import AutoModelForCausalLM
-
-from worker.engine.config import EngineConfig
-from worker.engine.llm_engine import LLMEngine
-from worker.engine.sampling_params import SamplingParams
 
 
 def mixed_workload(seed: int, num_requests: int = 36) -> list[tuple[list[int], int]]:

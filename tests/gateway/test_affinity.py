@@ -4,9 +4,8 @@ beginning for the ring, its block hashes for the prefix index)."""
 from __future__ import annotations
 
 from multidict import CIMultiDict
-
-from gateway.affinity import Affinity, affinity_of, prompt_text
-from gateway.prefix_index import BLOCK_CHARS, block_hashes
+from pagoda_gateway.affinity import Affinity, affinity_of, prompt_text
+from pagoda_gateway.prefix_index import BLOCK_CHARS, block_hashes
 
 NO_HEADERS = CIMultiDict()
 SYSTEM = {"role": "system", "content": "You are a terse assistant. " * 20}

@@ -8,14 +8,18 @@ import contextlib
 import json
 
 import aiohttp
+import pagoda_gateway.discovery
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-
-import gateway.discovery
-from gateway.backends import Backend, BackendPool
-from gateway.discovery import EndpointSliceDiscovery, SliceSet, StaticDiscovery, ready_backends
-from gateway.kube_api import KubeApi
+from pagoda_gateway.backends import Backend, BackendPool
+from pagoda_gateway.discovery import (
+    EndpointSliceDiscovery,
+    SliceSet,
+    StaticDiscovery,
+    ready_backends,
+)
+from pagoda_gateway.kube_api import KubeApi
 
 NAMESPACE, NAME = "serving", "llm"
 SLICES_PATH = f"/apis/discovery.k8s.io/v1/namespaces/{NAMESPACE}/endpointslices"
@@ -178,7 +182,9 @@ class Replicas:
 
 
 async def test_discovery_lists_watches_and_lists_again_when_the_watch_expires(kube, monkeypatch):
-    monkeypatch.setattr(gateway.discovery, "RETRY_S", 60)  # an expired watch lists again at once
+    monkeypatch.setattr(
+        pagoda_gateway.discovery, "RETRY_S", 60
+    )  # an expired watch lists again at once
     fake, api, token = kube
     fake.lists.append(
         (
@@ -275,7 +281,7 @@ async def test_a_watch_that_times_out_resumes_from_the_last_version_without_a_li
 
 
 async def test_a_watch_refused_with_410_lists_again_at_once(kube, monkeypatch):
-    monkeypatch.setattr(gateway.discovery, "RETRY_S", 60)
+    monkeypatch.setattr(pagoda_gateway.discovery, "RETRY_S", 60)
     fake, api, _ = kube
     fake.lists += [
         ([endpoint_slice("llm-active-x", "llm-active", {"pod-a": True})], "100"),
@@ -294,7 +300,7 @@ async def test_a_watch_refused_with_410_lists_again_at_once(kube, monkeypatch):
 
 
 async def test_a_failing_watch_is_retried(kube, monkeypatch):
-    monkeypatch.setattr(gateway.discovery, "RETRY_S", 0.01)
+    monkeypatch.setattr(pagoda_gateway.discovery, "RETRY_S", 0.01)
     fake, api, _ = kube
     fake.lists += [
         ([endpoint_slice("llm-active-x", "llm-active", {"pod-a": True})], "100"),

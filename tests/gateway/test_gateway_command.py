@@ -9,9 +9,9 @@ import subprocess
 import sys
 
 import pytest
+from pagoda_gateway.proxy import ProxySettings
+from pagoda_gateway.server import GatewaySettings
 
-from gateway.proxy import ProxySettings
-from gateway.server import GatewaySettings
 from pagoda.cli import main
 
 
@@ -41,7 +41,9 @@ def test_help_shows_the_defaults_the_gateway_uses(capsys):
 
 
 def test_the_gateway_never_imports_torch():
-    code = "import sys, pagoda.commands.gateway, gateway.server; print('torch' in sys.modules)"
+    code = (
+        "import sys, pagoda.commands.gateway, pagoda_gateway.server; print('torch' in sys.modules)"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.stdout.strip() == "False", done.stderr
 

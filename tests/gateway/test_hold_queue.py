@@ -5,9 +5,8 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-
-from gateway.backends import EJECT_S, Backend, BackendLoad, BackendPool
-from gateway.hold_queue import HoldQueue, HoldRefused
+from pagoda_gateway.backends import EJECT_S, Backend, BackendLoad, BackendPool
+from pagoda_gateway.hold_queue import HoldQueue, HoldRefused
 
 A1, A2 = Backend("active-1", "http://10.0.0.1:8000"), Backend("active-2", "http://10.0.0.2:8000")
 S1 = Backend("standby-1", "http://10.0.1.1:8000")

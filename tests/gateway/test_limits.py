@@ -4,8 +4,7 @@ x-ratelimit headers."""
 from __future__ import annotations
 
 import pytest
-
-from gateway.limits import (
+from pagoda_gateway.limits import (
     UNKNOWN_WAIT_S,
     WINDOW_S,
     LimitExceeded,
@@ -13,7 +12,7 @@ from gateway.limits import (
     TenantLimits,
     duration,
 )
-from gateway.tenants import Limits, Tenant
+from pagoda_gateway.tenants import Limits, Tenant
 
 
 class Clock:

@@ -8,12 +8,11 @@ import contextlib
 import aiohttp
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-
-from gateway.backends import Backend, BackendLoad, BackendPool
-from gateway.load_scraper import LoadScraper, parse_load
-from worker.engine.loop_timing import PassTiming
-from worker.engine.messages import EngineStats
-from worker.server.metrics import ServerMetrics, WorkerGauges, loading_metrics
+from pagoda_gateway.backends import Backend, BackendLoad, BackendPool
+from pagoda_gateway.load_scraper import LoadScraper, parse_load
+from pagoda_worker.engine.loop_timing import PassTiming
+from pagoda_worker.engine.messages import EngineStats
+from pagoda_worker.server.metrics import ServerMetrics, WorkerGauges, loading_metrics
 
 
 def worker_exposition(waiting: int, running: int, kv_usage: float) -> str:

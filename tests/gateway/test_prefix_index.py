@@ -3,7 +3,7 @@ least recently used first."""
 
 from __future__ import annotations
 
-from gateway.prefix_index import BLOCK_CHARS, MAX_BLOCKS, PrefixIndex, block_hashes
+from pagoda_gateway.prefix_index import BLOCK_CHARS, MAX_BLOCKS, PrefixIndex, block_hashes
 
 SYSTEM = "s" * (4 * BLOCK_CHARS)
 

@@ -7,10 +7,9 @@ import math
 from collections import Counter
 
 import pytest
-
-from gateway.backends import Backend, BackendLoad, BackendPool
-from gateway.prefix_index import BLOCK_CHARS, block_hashes
-from gateway.routing import BALANCE, HashRing, Router
+from pagoda_gateway.backends import Backend, BackendLoad, BackendPool
+from pagoda_gateway.prefix_index import BLOCK_CHARS, block_hashes
+from pagoda_gateway.routing import BALANCE, HashRing, Router
 
 PODS = [Backend(f"pod-{i}", f"http://10.0.0.{i}:8000") for i in range(4)]
 KEYS = [f"chat:system:you are assistant number {i}" for i in range(1000)]

@@ -6,8 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from gateway.sse import DONE, Event, error_event, is_opening
+from pagoda_gateway.sse import DONE, Event, error_event, is_opening
 
 
 def event(payload: dict) -> Event:

@@ -6,10 +6,9 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+import pagoda_gateway.tenants
 import pytest
-
-import gateway.tenants
-from gateway.tenants import Limits, TenantKeys, TenantsFileError, load_tenants_file
+from pagoda_gateway.tenants import Limits, TenantKeys, TenantsFileError, load_tenants_file
 
 DIGEST = "0" * 64
 ONE_TENANT = f"tenants:\n- name: a\n  keySha256: '{DIGEST}'\n"
@@ -93,7 +92,7 @@ def test_every_key_is_compared_whichever_matches(keys, monkeypatch):
         compared.append(b)
         return a == b
 
-    monkeypatch.setattr(gateway.tenants.hmac, "compare_digest", counting)
+    monkeypatch.setattr(pagoda_gateway.tenants.hmac, "compare_digest", counting)
     for key in ("alpha-key", "gamma-key", "no-such-key"):
         compared.clear()
         keys.tenant_for(f"Bearer {key}")

@@ -33,7 +33,7 @@ def test_the_wheel_installs_a_pagoda_script_for_the_venv_and_the_model(wheel, tm
     site = tmp_path / SITE.lstrip("/")
     assert script.read_text().startswith(f"#!{VENV}/bin/python\n")
     assert os.access(script, os.X_OK)
-    assert (site / "worker/default_model/stories260K/model.safetensors").is_file()
+    assert (site / "pagoda_worker/default_model/stories260K/model.safetensors").is_file()
 
     help_text = subprocess.run(
         [sys.executable, script, "--help"], env={**os.environ, "PYTHONPATH": str(site)},

@@ -7,10 +7,9 @@ import itertools
 import numpy as np
 import pytest
 import torch
-
-from worker.engine.model_runner import StepLayout, block_table_array, graph_batch_sizes
-from worker.layers.attention import ReferenceAttention
-from worker.layers.backends import select_attention_backend
+from pagoda_worker.engine.model_runner import StepLayout, block_table_array, graph_batch_sizes
+from pagoda_worker.layers.attention import ReferenceAttention
+from pagoda_worker.layers.backends import select_attention_backend
 
 
 def test_auto_is_the_reference_on_cpu():

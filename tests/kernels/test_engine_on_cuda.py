@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from pagoda_worker.engine.config import EngineConfig
+from pagoda_worker.engine.llm_engine import LLMEngine
+from pagoda_worker.layers.fp8_linear import FP8, Fp8Linear, fp8_supported
+from pagoda_worker.models.source import ModelLoadError
 
 from tests.engine.workloads import (
     check_against_transformers,
@@ -11,10 +15,6 @@ from tests.engine.workloads import (
     mixed_workload,
     run_staggered,
 )
-from worker.engine.config import EngineConfig
-from worker.engine.llm_engine import LLMEngine
-from worker.layers.fp8_linear import FP8, Fp8Linear, fp8_supported
-from worker.models.source import ModelLoadError
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

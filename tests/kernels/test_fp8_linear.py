@@ -9,8 +9,8 @@ from kernel_checks import INTERPRETED, relative_error
 
 pytest.importorskip("triton", reason="Triton is not installed")
 
-from worker.kernels.fp8 import MIN_SCALE, quantize_rows, weight_only_matmul
-from worker.layers.fp8_linear import (
+from pagoda_worker.kernels.fp8 import MIN_SCALE, quantize_rows, weight_only_matmul
+from pagoda_worker.layers.fp8_linear import (
     FP8,
     FP8_MAX,
     WEIGHT_ONLY_MAX_ROWS,

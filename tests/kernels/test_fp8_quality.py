@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from kernel_checks import INTERPRETED
-
-from worker.layers.fp8_linear import fp8_supported
+from pagoda_worker.layers.fp8_linear import fp8_supported
 
 pytestmark = pytest.mark.skipif(
     INTERPRETED or not torch.cuda.is_available() or not fp8_supported(torch.device("cuda")),

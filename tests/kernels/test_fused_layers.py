@@ -9,12 +9,12 @@ from transformers import LlamaConfig
 
 pytest.importorskip("triton", reason="Triton is not installed")
 
-from worker.kernels.activation import silu_and_mul
-from worker.kernels.kv_cache import write_kv_cache
-from worker.kernels.norm import rms_norm
-from worker.kernels.rotary import apply_rotary_
-from worker.layers.norm import RMSNorm
-from worker.layers.rotary import RotaryEmbedding
+from pagoda_worker.kernels.activation import silu_and_mul
+from pagoda_worker.kernels.kv_cache import write_kv_cache
+from pagoda_worker.kernels.norm import rms_norm
+from pagoda_worker.kernels.rotary import apply_rotary_
+from pagoda_worker.layers.norm import RMSNorm
+from pagoda_worker.layers.rotary import RotaryEmbedding
 
 DTYPES = [torch.bfloat16, torch.float16, torch.float32]
 

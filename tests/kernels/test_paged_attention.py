@@ -10,9 +10,9 @@ from kernel_checks import INTERPRETED, TOLERANCE, relative_error
 
 pytest.importorskip("triton", reason="Triton is not installed")
 
-from worker.kernels.paged_attention import paged_decode_attention
-from worker.layers.attention import FP8, AttentionMetadata, KVScales, ReferenceAttention
-from worker.layers.triton_attention import TritonAttention
+from pagoda_worker.kernels.paged_attention import paged_decode_attention
+from pagoda_worker.layers.attention import FP8, AttentionMetadata, KVScales, ReferenceAttention
+from pagoda_worker.layers.triton_attention import TritonAttention
 
 
 def make_step(

@@ -18,16 +18,15 @@ from fp8_checkpoint import (
     write_fp8_checkpoint,
     write_model,
 )
-from torch import nn
-
-from worker.layers.attention import KVScales
-from worker.layers.fp8_linear import Fp8Linear
-from worker.models.loader import (
+from pagoda_worker.layers.attention import KVScales
+from pagoda_worker.layers.fp8_linear import Fp8Linear
+from pagoda_worker.models.loader import (
     ModelLoadError,
     checkpoint_quantization,
     load_hf_config,
     load_model,
 )
+from torch import nn
 
 CPU = torch.device("cpu")
 BF16 = torch.bfloat16
@@ -127,7 +126,7 @@ def test_kv_cache_scales_reach_their_layers_with_an_fp8_kv_cache(tiny_models, tm
     scales = [layer.self_attn.kv_scales for layer in model.model.layers]
     assert scales == [KVScales(k=0.25, v=1.5), KVScales(k=0.5, v=2.0)]
 
-    with caplog.at_level(logging.INFO, logger="worker.models"):
+    with caplog.at_level(logging.INFO, logger="pagoda_worker.models"):
         model = load(tmp_path / "llama3", fp8_kv_cache=False)
     assert [layer.self_attn.kv_scales for layer in model.model.layers] == [KVScales()] * 2
     assert "KV-cache scales are not used" in caplog.text
@@ -156,7 +155,7 @@ def test_an_fp8_lm_head_is_refused(tiny_models, tmp_path):
 @pytest.mark.parametrize("family", FAMILIES)
 def test_online_fp8_quantizes_each_projection_per_output_channel(tiny_models, family, caplog):
     plain = load(tiny_models[family])
-    with caplog.at_level(logging.INFO, logger="worker.models"):
+    with caplog.at_level(logging.INFO, logger="pagoda_worker.models"):
         model = load(tiny_models[family], quantization="fp8")
     for projection in PROJECTIONS:
         layer, original = model.get_submodule(projection), plain.get_submodule(projection)
@@ -179,7 +178,7 @@ def test_layers_whose_sizes_do_not_fit_stay_and_are_named_once(tiny_models, tmp_
     source = tiny_models["llama3"]
     config = json.loads((source / "config.json").read_text()) | {"intermediate_size": 40}
     write_model(source, tmp_path / "odd", config, {})
-    with caplog.at_level(logging.WARNING, logger="worker.models"):
+    with caplog.at_level(logging.WARNING, logger="pagoda_worker.models"):
         model, _ = load_model(tmp_path / "odd", BF16, CPU, "dummy", quantization="fp8")
     for layer in model.model.layers:
         assert isinstance(layer.mlp.gate_up_proj, Fp8Linear)  # 64 -> 80

@@ -10,8 +10,7 @@ import sys
 
 import pytest
 from fake_hub import fake_hub
-
-from worker.models.source import DEFAULT_MODEL, ModelNotFoundError, resolve_model
+from pagoda_worker.models.source import DEFAULT_MODEL, ModelNotFoundError, resolve_model
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -53,7 +52,7 @@ def test_the_hub_id_is_the_served_name(tmp_path):
     env = os.environ | {"HF_HOME": str(tmp_path / "hf"), "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
     with fake_hub(DEFAULT_MODEL, {"acme/stories"}) as endpoint:
         shown = subprocess.run(
-            [sys.executable, "-c", "from worker.engine.llm import LLM; "
+            [sys.executable, "-c", "from pagoda_worker.engine.llm import LLM; "
              "print(LLM('acme/stories').engine.core.model_name)"],
             env=env | {"HF_ENDPOINT": endpoint}, capture_output=True, text=True, timeout=120,
         )  # fmt: skip

@@ -7,10 +7,9 @@ import json
 import shutil
 
 import pytest
-
-from worker.engine.config import EngineConfig
-from worker.engine.llm_engine import LLMEngine
-from worker.models.loader import ModelLoadError
+from pagoda_worker.engine.config import EngineConfig
+from pagoda_worker.engine.llm_engine import LLMEngine
+from pagoda_worker.models.loader import ModelLoadError
 
 
 def with_config(folder, **changes):

@@ -248,7 +248,7 @@ def test_fp8_settings_reach_engine_json_and_their_defaults_stay_out():
 
 
 def test_engine_json_is_an_engine_config_the_worker_accepts():
-    from worker.engine.config import EngineConfig
+    from pagoda_worker.engine.config import EngineConfig
 
     config = EngineConfig(**spec(engine=FP8 | {"maxModelLen": 4096}).engine.engine_json())
     assert (config.quantization, config.kv_cache_dtype) == ("fp8", "fp8")

@@ -8,6 +8,7 @@ from datetime import timedelta
 import pytest
 import yaml
 from operator_world import T0, deployment, llmd, pod
+from pagoda_gateway.tenants import TenantsFile
 from pagoda_operator.api.spec import GatewaySpec, LLMDeploymentSpec
 from pagoda_operator.crd import build_crd
 from pagoda_operator.gateway import gateway_objects
@@ -18,8 +19,6 @@ from pagoda_operator.plan import plan
 from pagoda_operator.revision import primary_config
 from pagoda_operator.workload import pod_template
 from pydantic import ValidationError
-
-from gateway.tenants import TenantsFile
 
 OWNER = Owner("team", "demo", "uid-1")
 FALLBACK = {

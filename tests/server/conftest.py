@@ -16,11 +16,10 @@ import aiohttp
 import openai
 import pytest
 from multidict import CIMultiDict
-
-from worker.engine.async_engine import AsyncEngineOptions
-from worker.engine.config import EngineConfig
-from worker.server.readiness import ReadinessSettings
-from worker.server.server import Server, ServerSettings
+from pagoda_worker.engine.async_engine import AsyncEngineOptions
+from pagoda_worker.engine.config import EngineConfig
+from pagoda_worker.server.readiness import ReadinessSettings
+from pagoda_worker.server.server import Server, ServerSettings
 
 START_TIMEOUT_S = 120
 STOP_TIMEOUT_S = 30

@@ -12,10 +12,10 @@ import threading
 
 import openai
 import pytest
+from pagoda_worker.server.audit import AuditLog, redact
+from pagoda_worker.server.auth import API_KEY_ENV, APIKeyError, KeyChecker, load_api_keys
 
 from tests.processes import wait_ready
-from worker.server.audit import AuditLog, redact
-from worker.server.auth import API_KEY_ENV, APIKeyError, KeyChecker, load_api_keys
 
 pytestmark = pytest.mark.timeout(60)
 

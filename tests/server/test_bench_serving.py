@@ -4,9 +4,9 @@ crash of the whole run."""
 from __future__ import annotations
 
 import pytest
+from pagoda_worker.engine.messages import Faults
 
 from tests.server.bench_scripts import load_bench
-from worker.engine.messages import Faults
 
 pytestmark = pytest.mark.timeout(120)
 

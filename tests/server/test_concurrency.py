@@ -6,10 +6,9 @@ import asyncio
 import random
 
 import pytest
-
-from worker.engine.llm import LLM
-from worker.engine.sampling_params import SamplingParams
-from worker.server.token_text import TokenText
+from pagoda_worker.engine.llm import LLM
+from pagoda_worker.engine.sampling_params import SamplingParams
+from pagoda_worker.server.token_text import TokenText
 
 pytestmark = pytest.mark.timeout(300)
 

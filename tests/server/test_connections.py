@@ -9,8 +9,7 @@ import threading
 import time
 
 import pytest
-
-from worker.engine.messages import Faults
+from pagoda_worker.engine.messages import Faults
 
 pytestmark = pytest.mark.timeout(60)
 

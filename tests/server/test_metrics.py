@@ -5,9 +5,8 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from pagoda_worker.server.metrics import token_buckets
 from prometheus_client.parser import text_string_to_metric_families
-
-from worker.server.metrics import token_buckets
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import openai
 import pytest
-
-from worker.engine.llm import LLM
-from worker.engine.sampling_params import SamplingParams
-from worker.server.token_text import TokenText
+from pagoda_worker.engine.llm import LLM
+from pagoda_worker.engine.sampling_params import SamplingParams
+from pagoda_worker.server.token_text import TokenText
 
 pytestmark = pytest.mark.timeout(120)
 

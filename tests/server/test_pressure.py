@@ -11,9 +11,9 @@ import time
 
 import openai
 import pytest
+from pagoda_worker.engine.messages import Faults
 
 from tests.server.observe import LONG, scrape, wait_until_idle
-from worker.engine.messages import Faults
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import aiohttp
 import pytest
+from pagoda_worker.engine.messages import Faults
+from pagoda_worker.server.server import Server, ServerSettings
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.server.observe import poll_ready
-from worker.engine.messages import Faults
-from worker.server.server import Server, ServerSettings
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import pytest
-from transformers import AutoTokenizer
-
-from worker.server.errors import APIError
-from worker.server.prompts import (
+from pagoda_worker.server.errors import APIError
+from pagoda_worker.server.prompts import (
     chat_prompt,
     check_completion_prompt,
     check_context,
     completion_prompts,
     max_prompt_chars,
 )
-from worker.server.protocol import ChatMessage
+from pagoda_worker.server.protocol import ChatMessage
+from transformers import AutoTokenizer
 
 MESSAGES = [ChatMessage(role="system", content="Be brief."), ChatMessage(role="user", content="Hi")]
 

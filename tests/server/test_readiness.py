@@ -6,10 +6,9 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-
-from worker.engine.async_engine import AsyncLLMEngine
-from worker.engine.config import EngineConfig
-from worker.server.readiness import Readiness, ReadinessSettings
+from pagoda_worker.engine.async_engine import AsyncLLMEngine
+from pagoda_worker.engine.config import EngineConfig
+from pagoda_worker.server.readiness import Readiness, ReadinessSettings
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -7,9 +7,13 @@ import time
 
 import aiohttp
 import pytest
-
-from worker.engine.outputs import CompletionOutput, FinishReason, RequestMetrics, RequestOutput
-from worker.engine.request_group import RequestGroup
+from pagoda_worker.engine.outputs import (
+    CompletionOutput,
+    FinishReason,
+    RequestMetrics,
+    RequestOutput,
+)
+from pagoda_worker.engine.request_group import RequestGroup
 
 pytestmark = pytest.mark.timeout(120)
 

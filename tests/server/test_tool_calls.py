@@ -11,11 +11,10 @@ from typing import Annotated
 import jsonschema
 import openai
 import pytest
+from pagoda_worker.server.prompts import chat_prompt
+from pagoda_worker.server.protocol import ChatMessage
 from pydantic import BaseModel, Field
 from transformers import AutoTokenizer
-
-from worker.server.prompts import chat_prompt
-from worker.server.protocol import ChatMessage
 
 pytestmark = pytest.mark.timeout(120)
 

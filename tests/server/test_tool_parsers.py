@@ -5,8 +5,7 @@ from __future__ import annotations
 import random
 
 import pytest
-
-from worker.server.tool_parsers import (
+from pagoda_worker.server.tool_parsers import (
     ForcedCallsParser,
     HermesParser,
     Llama3JSONParser,

@@ -6,11 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pagoda_worker.server.errors import APIError
+from pagoda_worker.server.prompts import chat_prompt, check_chat_messages
+from pagoda_worker.server.protocol import ChatMessage
 from transformers import AutoTokenizer
-
-from worker.server.errors import APIError
-from worker.server.prompts import chat_prompt, check_chat_messages
-from worker.server.protocol import ChatMessage
 
 QWEN = Path(__file__).parents[3] / "shared/models/qwen3-8b-shape"
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import re
 
-from worker.engine.outputs import CompletionOutput, FinishReason
-from worker.server.responses import ChatFormat
-from worker.server.tool_parsers import HermesParser
+from pagoda_worker.engine.outputs import CompletionOutput, FinishReason
+from pagoda_worker.server.responses import ChatFormat
+from pagoda_worker.server.tool_parsers import HermesParser
 
 CALL = '<tool_call>\n{"name": "get_time", "arguments": {"zone": "CET"}}\n</tool_call>'
 CALL_ID = re.compile(r"^call_[A-Za-z0-9]{24}$")

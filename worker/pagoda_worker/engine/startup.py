@@ -1,0 +1,56 @@
+"""What the engine settles before its first step: the device, torch's CPU threads, the context
+length and the token ids that end a completion. KV-cache sizing is kv_cache_sizing.py's; FP8
+checks are precision.py's."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import GenerationConfig
+
+from pagoda_worker.models.llama import LlamaForCausalLM
+from pagoda_worker.models.loader import ModelLoadError
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ModelLoadError(f"device {name!r} was asked for, but CUDA is not available here")
+    return device
+
+
+def cpu_threads(wanted: int | None) -> int:
+    """Torch's threads on CPU: by default one core is left to the server's event loop and
+    tokenizers. Threads beyond the free cores make each step wait for a descheduled one: on a
+    busy 2-core machine two threads made the average step 15x slower than one."""
+    return wanted or max(len(os.sched_getaffinity(0)) - 1, 1)
+
+
+def max_model_len(wanted: int | None, model: LlamaForCausalLM) -> int:
+    """The context window: `wanted` (the config's max_model_len), at most the model's."""
+    limit = model.shape.max_position
+    wanted = wanted or limit
+    if wanted > limit:
+        raise ModelLoadError(
+            f"max_model_len {wanted} exceeds the model's context window of {limit} tokens"
+        )
+    return wanted
+
+
+def eos_token_ids(hf_config: Any, model_dir: Path, tokenizer: Any) -> set[int]:
+    """EOS ids from the config, the generation config (chat models add their turn-end
+    tokens there) and the tokenizer."""
+    sources = [getattr(hf_config, "eos_token_id", None)]
+    if (model_dir / "generation_config.json").is_file():
+        sources.append(GenerationConfig.from_pretrained(model_dir).eos_token_id)
+    if tokenizer is not None:
+        sources.append(tokenizer.eos_token_id)
+    ids: set[int] = set()
+    for eos in sources:
+        ids.update([eos] if isinstance(eos, int) else eos or [])
+    return ids
