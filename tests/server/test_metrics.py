@@ -152,7 +152,11 @@ async def test_metrics_explain_the_slowest_engine_loop_pass(server):
     wall = found["pagoda:engine_loop_longest_pass_seconds"].samples[0].value
     parts = found["pagoda:engine_loop_longest_pass_part_seconds"]
     by_part = {s.labels["part"]: s.value for s in parts.samples}
-    assert {"schedule", "launch", "resolve", "outputs", "gc"} <= set(by_part)
+    # The longest pass is a step (schedule .. outputs) or, on a busy machine, a pass that only
+    # handed commands over; either way its parts are named and add up to no more than its time.
+    assert "gc" in by_part and set(by_part) - {"gc"}
+    known = {"commands", "schedule", "launch", "resolve", "outputs", "hand-over", "gc"}
+    assert set(by_part) <= known
     assert wall > 0 and sum(v for k, v in by_part.items() if k != "gc") <= wall
     cpu = found["pagoda:engine_loop_longest_pass_cpu_seconds"]
     assert {s.labels["cpu"] for s in cpu.samples} == {"engine_thread", "process"}
