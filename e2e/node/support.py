@@ -26,7 +26,7 @@ from e2e.node import settings
 from e2e.operator_support import REPO, pods, ready
 
 SAMPLE = REPO / "manifests" / "samples" / "cpu-stories.yaml"
-MODEL_DIR = REPO / "worker" / "default_model" / "stories260K"
+MODEL_DIR = REPO / "worker" / "pagoda_worker" / "default_model" / "stories260K"
 PORT = 8000
 # Two workers side by side (a rollout, a warm fallback) on this 2-core node: half a core each.
 SMALL = {"gpus": 0, "cpu": "500m", "memory": "2Gi"}
