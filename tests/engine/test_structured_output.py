@@ -12,23 +12,8 @@ from pagoda_worker.engine.llm_engine import LLMEngine
 from pagoda_worker.engine.outputs import FinishReason
 from pagoda_worker.engine.sampling_params import SamplingParams, StructuredOutput
 
-PERSON = {
-    "type": "object",
-    "properties": {
-        "name": {"type": "string", "maxLength": 12},
-        "age": {"type": "integer", "minimum": 0, "maximum": 120},
-        "color": {"enum": ["red", "green", "blue"]},
-        "pets": {"type": "array", "items": {"type": "string", "maxLength": 8}, "maxItems": 3},
-        "home": {
-            "type": "object",
-            "properties": {"town": {"type": "string", "maxLength": 10}},
-            "required": ["town"],
-            "additionalProperties": False,
-        },
-    },
-    "required": ["name", "age", "color", "pets", "home"],
-    "additionalProperties": False,
-}
+from tests.schemas import PERSON
+
 PROMPT = [1, 403, 407, 261, 378, 432, 317]  # "Once upon a time, Lily" in stories260K
 
 

@@ -12,25 +12,10 @@ import openai
 import pytest
 from pydantic import BaseModel
 
+from tests.schemas import PERSON
+
 pytestmark = pytest.mark.timeout(180)
 
-PERSON = {
-    "type": "object",
-    "properties": {
-        "name": {"type": "string", "maxLength": 12},
-        "age": {"type": "integer", "minimum": 0, "maximum": 120},
-        "color": {"enum": ["red", "green", "blue"]},
-        "pets": {"type": "array", "items": {"type": "string", "maxLength": 8}, "maxItems": 3},
-        "home": {
-            "type": "object",
-            "properties": {"town": {"type": "string", "maxLength": 10}},
-            "required": ["town"],
-            "additionalProperties": False,
-        },
-    },
-    "required": ["name", "age", "color", "pets", "home"],
-    "additionalProperties": False,
-}
 NUMBERS = {"type": "array", "items": {"type": "integer", "maximum": 99}, "maxItems": 4}
 PROMPT = "Once upon a time, Lily"
 MESSAGES = [{"role": "user", "content": "Tell me about Lily."}]
