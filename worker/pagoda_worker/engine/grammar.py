@@ -82,12 +82,9 @@ class Grammars:
         """[len(matchers), ceil(vocab / 32)] int32 in pinned memory: bit j of word w set when
         token 32w + j may come next. Filled in parallel, outside the GIL."""
         words = (self.vocab_size + 31) // 32
-        bits = torch.empty((len(matchers), words), dtype=torch.int32, pin_memory=_pinned())
+        pinned = torch.cuda.is_available()  # the copy to the device need not wait
+        bits = torch.empty((len(matchers), words), dtype=torch.int32, pin_memory=pinned)
         self.executor.unsafe_compute_mask_ptr(
             [(m, row) for row, m in enumerate(matchers)], bits.data_ptr(), words * 4, len(matchers)
         )
         return bits
-
-
-def _pinned() -> bool:
-    return torch.cuda.is_available()
