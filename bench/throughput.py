@@ -5,6 +5,10 @@
     python bench/throughput.py --preset anchor-a-latency    # GPU: batch-1 decode, TTFT
     python bench/throughput.py --preset anchor-a --skip-baseline \
         --variant quantization=fp8 --variant kv_cache_dtype=fp8  # each against the plain engine
+    python bench/throughput.py --preset anchor-a --skip-baseline \
+        --variant tensor_parallel_size=2                     # 2 GPUs against 1
+    python bench/throughput.py --preset anchor-a --shape llama-3.1-70b --skip-baseline \
+        --engine-arg tensor_parallel_size=2                  # a model one GPU cannot hold
 
 Throughput: both sides get the same prompts (token ids) and produce the same number of tokens
 each (EOS ignored). The baseline runs `generate` in static, left-padded batches. Printed: total
@@ -42,6 +46,17 @@ SHAPES = {
     "llama-3.1-8b": dict(
         architectures=["LlamaForCausalLM"], model_type="llama", hidden_size=4096,
         intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
+        num_key_value_heads=8, vocab_size=128256, max_position_embeddings=131072,
+        rms_norm_eps=1e-5, tie_word_embeddings=False, bos_token_id=128000, eos_token_id=128001,
+        rope_parameters=dict(
+            rope_type="llama3", rope_theta=500000.0, factor=8.0, low_freq_factor=1.0,
+            high_freq_factor=4.0, original_max_position_embeddings=8192,
+        ),
+    ),
+    # For tensor parallelism: about 141 GB of bf16 weights, more than one H200 holds.
+    "llama-3.1-70b": dict(
+        architectures=["LlamaForCausalLM"], model_type="llama", hidden_size=8192,
+        intermediate_size=28672, num_hidden_layers=80, num_attention_heads=64,
         num_key_value_heads=8, vocab_size=128256, max_position_embeddings=131072,
         rms_norm_eps=1e-5, tie_word_embeddings=False, bos_token_id=128000, eos_token_id=128001,
         rope_parameters=dict(
@@ -148,6 +163,7 @@ def start_engine(model_dir: Path, preset: Preset, engine_args: dict) -> LLMEngin
 
 
 def free(engine: LLMEngine) -> None:
+    engine.close()  # its other tensor-parallel ranks, if any
     del engine
     gc.collect()
     if torch.cuda.is_available():

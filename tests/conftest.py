@@ -41,14 +41,16 @@ def stories_dir() -> Path:
     return STORIES
 
 
-def make_tiny_model(family: str, root: Path, shard: bool = False) -> Path:
-    """Save a random-weight model of `family` with stories260K's tokenizer; returns its folder."""
+def make_tiny_model(
+    family: str, root: Path, shard: bool = False, name: str | None = None, **sizes: int
+) -> Path:
+    """Save a random-weight model of `family` with stories260K's tokenizer; returns its folder.
+    `sizes` change the config's sizes (num_key_value_heads=1, vocab_size=515, ...)."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
     settings = dict(TINY_CONFIGS[family])
     model_type = settings.pop("model_type")
-    config = AutoConfig.for_model(
-        model_type,
+    shape = dict(
         vocab_size=512,
         hidden_size=64,
         intermediate_size=128,
@@ -56,6 +58,10 @@ def make_tiny_model(family: str, root: Path, shard: bool = False) -> Path:
         num_attention_heads=4,
         num_key_value_heads=2,
         max_position_embeddings=512,
+    )
+    config = AutoConfig.for_model(
+        model_type,
+        **(shape | sizes),
         initializer_range=0.15,  # peaked distributions: greedy choices are not float-noise ties
         bos_token_id=1,
         eos_token_id=2,
@@ -63,10 +69,10 @@ def make_tiny_model(family: str, root: Path, shard: bool = False) -> Path:
     )
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    folder = root / family
+    folder = root / (name or family)
     model.save_pretrained(folder, max_shard_size="100KB" if shard else "10GB")
-    for name in TOKENIZER_FILES:
-        shutil.copy(STORIES / name, folder / name)
+    for file in TOKENIZER_FILES:
+        shutil.copy(STORIES / file, folder / file)
     return folder
 
 

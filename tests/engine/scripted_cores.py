@@ -33,6 +33,9 @@ class WaitingCore:
         self.canaries: list[str] = []
         self.canaries_answered = 0
 
+    def close(self) -> None:
+        pass  # no other processes to stop
+
     def add_request(self, prompt, params, request_id) -> str:
         if not prompt:
             raise InvalidRequest("prompt", "must contain at least one token")

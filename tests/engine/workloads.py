@@ -61,18 +61,18 @@ def run_staggered(engine: LLMEngine, work, per_step: int = 3) -> list[list[int]]
 
 # Tight budgets force every code path: chunked prefill (token budget 16), preemption (a KV cache
 # of 24 blocks of 8 tokens for 36 requests), prefix-cache hits (shared prefixes).
-def tight_engine(model_dir) -> LLMEngine:
+def tight_engine(model_dir, **settings) -> LLMEngine:
     config = EngineConfig(
         model=str(model_dir), block_size=8, num_kv_blocks=24, max_num_batched_tokens=16,
-        max_num_seqs=12,
+        max_num_seqs=12, **settings,
     )  # fmt: skip
     return LLMEngine(config)
 
 
-def check_against_transformers(model_dir, seed: int) -> LLMEngine:
-    """Greedy outputs of mixed_workload(seed) on a tight engine equal transformers', and the
-    workload did preempt and hit the prefix cache, leaking no block."""
-    engine = tight_engine(model_dir)
+def check_against_transformers(model_dir, seed: int, **settings) -> LLMEngine:
+    """Greedy outputs of mixed_workload(seed) on a tight engine (with `settings`) equal
+    transformers', and the workload did preempt and hit the prefix cache, leaking no block."""
+    engine = tight_engine(model_dir, **settings)
     work = mixed_workload(seed)
     got = run_staggered(engine, work)
     for (prompt, max_tokens), tokens in zip(work, got, strict=True):

@@ -7,7 +7,13 @@ import itertools
 import numpy as np
 import pytest
 import torch
-from pagoda_worker.engine.model_runner import StepLayout, block_table_array, graph_batch_sizes
+from pagoda_worker.engine.model_runner import (
+    StepArrays,
+    StepLayout,
+    block_table_array,
+    graph_batch_sizes,
+    token_rows,
+)
 from pagoda_worker.layers.attention import ReferenceAttention
 from pagoda_worker.layers.backends import select_attention_backend
 
@@ -64,9 +70,29 @@ def test_step_layout_places_each_token_in_its_sequence_block_and_slot():
     assert layout.positions.tolist() == [4, 0, 1, 2]
     assert layout.slots.tolist() == [2 * 4 + 0, 5 * 4 + 0, 5 * 4 + 1, 5 * 4 + 2]
     assert (layout.num_tokens, layout.num_decodes) == (4, 1)
-    as_tensor = torch.from_numpy
-    meta = layout.attention_metadata(
-        as_tensor(layout.slots), as_tensor(layout.query_start_loc), as_tensor(layout.seq_lens),
-        as_tensor(layout.block_tables),
+
+
+def test_step_arrays_pack_every_part_aligned_and_give_it_back():
+    """What the other tensor-parallel ranks receive: the parts of one int32 array, each starting
+    16-byte aligned, and the sizes the attention metadata needs."""
+    layout = StepLayout.of(
+        query_lens=np.array([1, 3], np.int32),
+        starts=np.array([4, 0], np.int32),
+        block_tables=np.array([[7, 2], [5, 0]], np.int32),
+        block_size=4,
+    )
+    ids = np.array([11, 12, 13, 14], np.int32)
+    arrays = StepArrays.pack(
+        layout, token_rows(layout, ids, None), np.array([0, 3], np.int32),
+        prompt_rows=np.array([1, 2], np.int32),
     )  # fmt: skip
-    assert (meta.max_query_len, meta.max_seq_len, meta.num_decodes) == (3, 5, 1)
+    assert (arrays.max_query_len, arrays.max_seq_len, arrays.num_decodes) == (3, 5, 1)
+    assert (arrays.num_sampled, arrays.table_shape) == (2, (2, 2))
+    parts = arrays.views(torch.from_numpy(arrays.packed))
+    tokens, positions, slots, starts, seq_lens, unread, sources, logits, prompt, tables = parts
+    assert tokens.tolist() == [11, 12, 13, 14] and positions.tolist() == [4, 0, 1, 2]
+    assert slots.tolist() == layout.slots.tolist() and starts.tolist() == [0, 1, 4]
+    assert seq_lens.tolist() == [5, 3] and unread.numel() == sources.numel() == 0
+    assert logits.tolist() == [0, 3] and prompt.tolist() == [1, 2]
+    assert tables.tolist() == [7, 2, 5, 0]
+    assert all(part.data_ptr() % 16 == 0 for part in parts if part.numel())

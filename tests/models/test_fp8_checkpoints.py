@@ -20,6 +20,7 @@ from fp8_checkpoint import (
 )
 from pagoda_worker.layers.attention import KVScales
 from pagoda_worker.layers.fp8_linear import Fp8Linear
+from pagoda_worker.layers.vocab_parallel import ParallelLMHead
 from pagoda_worker.models.loader import (
     ModelLoadError,
     checkpoint_quantization,
@@ -106,7 +107,7 @@ def test_ignored_layers_lm_head_and_embeddings_stay_in_the_model_dtype(
         assert torch.equal(layer.weight, joined(written, projection, "weight").to(BF16))
     embeddings = written["model.embed_tokens.weight"].to(BF16)
     assert torch.equal(model.model.embed_tokens.weight, embeddings)
-    assert type(model.lm_head) is nn.Linear
+    assert model.lm_head.weight.dtype == BF16
     lm_head = written.get("lm_head.weight", written["model.embed_tokens.weight"])  # or tied
     assert torch.equal(model.lm_head.weight, lm_head.to(BF16))
 
@@ -168,7 +169,7 @@ def test_online_fp8_quantizes_each_projection_per_output_channel(tiny_models, fa
         assert (error <= weight.abs() / 16 + layer.weight_scale[:, None] * 2**-10).all()
         if original.bias is not None:
             assert torch.equal(layer.bias, original.bias)
-    assert type(model.lm_head) is nn.Linear
+    assert type(model.lm_head) is ParallelLMHead  # not quantized
     assert torch.equal(model.lm_head.weight, plain.lm_head.weight)
     assert torch.equal(model.model.embed_tokens.weight, plain.model.embed_tokens.weight)
     assert "fp8: 8 linear layers quantized to FP8" in caplog.text

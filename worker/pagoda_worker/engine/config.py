@@ -31,6 +31,7 @@ class EngineConfig:
     enforce_eager: bool = False  # no CUDA graphs
     async_scheduling: bool = True  # launch step N+1 before reading step N's tokens
     cpu_threads: int | None = None  # torch threads on CPU; None: usable cores minus one
+    tensor_parallel_size: int = 1  # processes (GPUs) one model is split across
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -48,6 +49,7 @@ class EngineConfig:
             ("gpu_memory_utilization", 0.0 < self.gpu_memory_utilization <= 1.0),
             ("num_kv_blocks", self.num_kv_blocks is None or self.num_kv_blocks >= 1),
             ("cpu_threads", self.cpu_threads is None or self.cpu_threads >= 1),
+            ("tensor_parallel_size", self.tensor_parallel_size >= 1),
         ]
         for name, ok in checks:
             if not ok:
@@ -75,6 +77,8 @@ _HELP = {
     "bookkeeping overlaps the device's work",
     "cpu_threads": "threads for the model's math on CPU (more threads than free cores make "
     "every step wait for a descheduled one)",
+    "tensor_parallel_size": "split the model across this many GPUs (one process each, NCCL; "
+    "on CPU, processes and gloo)",
     "seed": "seed for requests that bring none",
 }
 

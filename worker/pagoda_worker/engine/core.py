@@ -3,10 +3,13 @@ each step's new tokens.
 
 Only the thread that calls step() touches the model. Everything about *which* tokens run lives
 in the scheduler; this class wires loading, scheduling, running and sampling. What it settles
-before the first step is setup.py's (device, context length, EOS ids) and kv_cache_sizing.py's
-(how many KV blocks); turning a step into tensors is model_runner.py's. It ends a sequence
-at EOS, a stop token id or max_tokens; text (detokenizing, stop strings) is the front end's
-(output_processor.py), which tells the core through `finish_seq` when a stop string ended one.
+before the first step is startup.py's (device, context length, EOS ids), rank_setup.py's (the
+model, and the runner with its KV cache, the same on every tensor-parallel rank) and
+kv_cache_sizing.py's (how many KV blocks); turning a step into tensors is model_runner.py's.
+It ends a sequence at EOS, a stop token id or max_tokens; text (detokenizing, stop strings) is
+the front end's (output_processor.py), which tells the core through `finish_seq` when a stop
+string ended one. Under tensor parallelism the core is rank 0: it sends each step to the other
+ranks (followers.py).
 In the server the core runs in a process of its own (core_process.py).
 """
 
@@ -15,7 +18,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -23,12 +26,11 @@ from pagoda_worker.engine.block_manager import BlockManager
 from pagoda_worker.engine.config import EngineConfig
 from pagoda_worker.engine.errors import InvalidRequest, check_context_length
 from pagoda_worker.engine.grammar import Grammars
-from pagoda_worker.engine.kv_cache_sizing import num_kv_blocks
 from pagoda_worker.engine.loop_timing import Laps
 from pagoda_worker.engine.messages import CoreOutput, EngineStats, SeqDelta
-from pagoda_worker.engine.model_runner import ModelRunner, StepInputs
+from pagoda_worker.engine.model_runner import StepInputs
 from pagoda_worker.engine.outputs import FinishReason, TokenLogprob
-from pagoda_worker.engine.precision import check_fp8_weights, kv_cache_dtype
+from pagoda_worker.engine.rank_setup import build_runner, load_rank
 from pagoda_worker.engine.sampler import (
     Sampler,
     SamplingRow,
@@ -39,23 +41,15 @@ from pagoda_worker.engine.sampler import (
 from pagoda_worker.engine.sampling_params import SamplingParams
 from pagoda_worker.engine.scheduler import ScheduledSeq, Scheduler
 from pagoda_worker.engine.sequence import Request, Sequence
-from pagoda_worker.engine.startup import cpu_threads, eos_token_ids, max_model_len, resolve_device
+from pagoda_worker.engine.startup import eos_token_ids, rank_device
 from pagoda_worker.engine.stop_checker import StopChecker
 from pagoda_worker.engine.unread_tokens import SampledOnHost, UnreadStep
-from pagoda_worker.layers.backends import select_attention_backend
-from pagoda_worker.layers.fp8_linear import FP8
-from pagoda_worker.models.loader import (
-    checkpoint_quantization,
-    load_hf_config,
-    load_model,
-    resolve_dtype,
-)
 from pagoda_worker.models.source import resolve_model
 from pagoda_worker.models.tokenizer import tokenizer_for
+from pagoda_worker.parallel.followers import Followers
+from pagoda_worker.parallel.group import SINGLE
 
 log = logging.getLogger(__name__)
-
-PROMPT_ROWS_PER_CHUNK = 1024  # prompt tokens scored at once: bounds the vocab-wide logits
 
 
 class EngineCore:
@@ -65,38 +59,31 @@ class EngineCore:
         model_dir = source.folder
         self.model_name = source.name
         self.model_folder = model_dir
-        self.device = resolve_device(config.device)
-        if self.device.type == "cpu":
-            torch.set_num_threads(cpu_threads(config.cpu_threads))
-        hf_config = load_hf_config(model_dir)
-        self.dtype = resolve_dtype(config.dtype, hf_config)
-        from_checkpoint = checkpoint_quantization(hf_config)  # an FP8 checkpoint stays FP8
-        self.quantization = config.quantization if from_checkpoint == "none" else from_checkpoint
-        check_fp8_weights(self.quantization, self.dtype, self.device)
-        self.kv_dtype = kv_cache_dtype(config.kv_cache_dtype, self.dtype, self.device)
-        torch.manual_seed(config.seed)  # dummy weights are reproducible
-        self.model, self.hf_config = load_model(
-            model_dir, self.dtype, self.device, config.load_format,
-            self.quantization, fp8_kv_cache=self.kv_dtype == FP8,
-        )  # fmt: skip
+        self.device = rank_device(config.device, 0, config.tensor_parallel_size)
+        self.followers: Followers | None = None  # the other tensor-parallel ranks
+        tp = SINGLE
+        try:
+            if config.tensor_parallel_size > 1:
+                self.followers = Followers(replace(config, model=str(model_dir)), self.device)
+                tp = self.followers.tp
+            loaded = load_rank(config, model_dir, self.device, tp)
+            if self.followers is not None:
+                self.followers.wait_loaded()
+            self.runner = build_runner(config, loaded)
+        except BaseException:
+            self.close()
+            raise
+        self.model, self.hf_config = loaded.model, loaded.hf_config
+        self.dtype, self.quantization = loaded.dtype, loaded.quantization
+        self.max_model_len = loaded.max_model_len
         self.tokenizer = tokenizer_for(model_dir, config.load_format)
-        self.max_model_len = max_model_len(config.max_model_len, self.model)
         self.eos_token_ids = eos_token_ids(self.hf_config, model_dir, self.tokenizer)
 
-        backend = select_attention_backend(config.attention_backend, self.device)
-        num_blocks = num_kv_blocks(
-            config, self.model, backend, self.device, self.kv_dtype, self.max_model_len
-        )
+        num_blocks = self.runner.kv_caches[0].shape[1]
         self.block_manager = BlockManager(num_blocks, config.block_size)
         self.scheduler = Scheduler(
             self.block_manager, config.max_num_seqs, config.max_num_batched_tokens
         )
-        self.runner = ModelRunner(
-            self.model, backend, num_blocks, config.block_size, self.device, self.kv_dtype,
-            config.max_num_seqs, self.max_model_len,
-        )  # fmt: skip
-        if not config.enforce_eager:
-            self.runner.capture_decode_graphs()
         self.sampler = Sampler(torch.Generator(self.device).manual_seed(config.seed))
         self.grammars = None  # structured outputs need a tokenizer to map grammar to tokens
         if self.tokenizer is not None:
@@ -106,11 +93,18 @@ class EngineCore:
         self._token_stops: dict[Request, StopChecker] = {}  # EOS, stop token ids, max_tokens
         self._unread: UnreadStep | None = None  # the last step, if its tokens are unread
         log.info(
-            "engine ready: %s on %s (%s%s), KV cache %d blocks x %d tokens = %d tokens (%s)",
-            self.model_name, self.device, self.dtype,
-            ", fp8 weights" if self.quantization == "fp8" else "", num_blocks, config.block_size,
-            self.kv_capacity_tokens, self.kv_dtype,
+            "engine ready: %s on %s%s (%s%s), KV cache %d blocks x %d tokens = %d tokens (%s)",
+            self.model_name, self.device,
+            f" and {tp.size - 1} more tensor-parallel ranks" if tp.size > 1 else "",
+            self.dtype, ", fp8 weights" if self.quantization == "fp8" else "", num_blocks,
+            config.block_size, self.kv_capacity_tokens, loaded.kv_dtype,
         )  # fmt: skip
+
+    def close(self) -> None:
+        """Stop the other tensor-parallel ranks, if any (the engine takes no steps after)."""
+        if self.followers is not None:
+            self.followers.stop()
+            self.followers = None
 
     @property
     def kv_capacity_tokens(self) -> int:
@@ -261,6 +255,8 @@ class EngineCore:
         unread_rows = previous.rows if previous else {}
         unread_ids = previous.token_ids if previous else None
         inputs = self.runner.prepare(plan.scheduled, unread_rows)
+        if self.followers is not None:
+            self.followers.send(inputs.arrays)
         logits, hidden = self.runner.execute(inputs, unread_ids)
         if inputs.prompt_spans:
             self._score_prompts(inputs, hidden)
@@ -303,19 +299,20 @@ class EngineCore:
     def _score_prompts(self, inputs: StepInputs, hidden: torch.Tensor) -> None:
         """prompt_logprobs: score the prompt tokens this step computed, a chunk of rows at a
         time. Reads the scores at once: a device sync, only in steps that score prompts."""
-        spans, rows, chunk = inputs.prompt_spans, inputs.prompt_rows, PROMPT_ROWS_PER_CHUNK
-        assert rows is not None  # set with the spans
+        spans = inputs.prompt_spans
         targets = [
             t for s in spans for t in s.request.prompt_token_ids[s.first : s.first + s.count]
         ]
         target_ids = torch.tensor(targets, dtype=torch.int64).to(hidden.device)
         k = max(s.request.params.prompt_logprobs or 0 for s in spans)  # set: they score
         scored: list[tuple[int, float, list[int], list[float]]] = []
-        for at in range(0, len(targets), chunk):
-            logits = self.model.compute_logits(hidden[rows[at : at + chunk]])
-            chosen, top_ids, top_lps = token_logprobs(logits, target_ids[at : at + chunk], k)
+        at = 0
+        for logits in self.runner.prompt_logits(inputs, hidden):
+            rows = logits.shape[0]
+            chosen, top_ids, top_lps = token_logprobs(logits, target_ids[at : at + rows], k)
             columns = (chosen.tolist(), top_ids.tolist(), top_lps.tolist())
-            scored += zip(targets[at : at + chunk], *columns, strict=True)
+            scored += zip(targets[at : at + rows], *columns, strict=True)
+            at += rows
         entries = iter(scored)
         for span in spans:
             wanted = span.request.params.prompt_logprobs

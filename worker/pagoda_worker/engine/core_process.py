@@ -108,6 +108,9 @@ def run_engine_core(spec: CoreSpec) -> None:
             channel.send(LoadFailed(f"{type(e).__name__}: {e}"))
             raise SystemExit(1) from e
         channel.send(describe(core))
-        CoreLoop(core, channel, spec.loop).run()
+        try:
+            CoreLoop(core, channel, spec.loop).run()
+        finally:
+            core.close()  # the other tensor-parallel ranks stop with it
     finally:
         channel.close()

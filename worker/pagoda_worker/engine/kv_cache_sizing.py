@@ -12,7 +12,13 @@ import numpy as np
 import torch
 
 from pagoda_worker.engine.config import EngineConfig
-from pagoda_worker.engine.model_runner import DecodeGraphs, ModelRunner, StepLayout
+from pagoda_worker.engine.model_runner import (
+    DecodeGraphs,
+    ModelRunner,
+    StepArrays,
+    StepLayout,
+    token_rows,
+)
 from pagoda_worker.layers.attention import AttentionBackend
 from pagoda_worker.models.llama import LlamaForCausalLM
 from pagoda_worker.models.loader import ModelLoadError
@@ -40,9 +46,9 @@ def num_kv_blocks(
 
 
 def kv_cache_block_bytes(model: LlamaForCausalLM, block_size: int, kv_dtype: torch.dtype) -> int:
-    s = model.shape
+    s, kv_heads = model.shape, model.shards.num_kv_heads  # this rank's
     element = torch.tensor([], dtype=kv_dtype).element_size()
-    return 2 * s.num_layers * block_size * s.num_kv_heads * s.head_dim * element
+    return 2 * s.num_layers * block_size * kv_heads * s.head_dim * element
 
 
 def kv_cache_bytes(
@@ -121,19 +127,11 @@ def _step_peak_bytes(
     tables = np.arange(n * width, dtype=np.int32).reshape(n, width) % runner.kv_caches[0].shape[1]
     new = np.array(query_lens, np.int32)
     layout = StepLayout.of(new, np.array(context_lens, np.int32) - new, tables, bs)
-
-    def on_device(array: np.ndarray) -> torch.Tensor:
-        return torch.as_tensor(array, dtype=torch.int32, device=device)
-
-    meta = layout.attention_metadata(
-        on_device(layout.slots),
-        on_device(layout.query_start_loc),
-        on_device(layout.seq_lens),
-        on_device(layout.block_tables),
+    ids = np.random.randint(0, runner.model.shape.vocab_size, layout.num_tokens, np.int32)
+    arrays = StepArrays.pack(
+        layout, token_rows(layout, ids, None), np.arange(num_logits, dtype=np.int32)
     )
-    ids = torch.randint(0, runner.model.shape.vocab_size, (layout.num_tokens,), device=device)
-    hidden = runner.forward(ids, on_device(layout.positions), meta)
-    logits = runner.model.compute_logits(hidden[:num_logits]).float()
-    torch.softmax(logits, dim=-1)
+    logits, _ = runner.execute(runner.inputs_from(arrays), None)
+    torch.softmax(logits.float(), dim=-1)  # upcast as the sampler does
     torch.cuda.synchronize(device)
     return torch.cuda.max_memory_allocated(device) - before

@@ -47,6 +47,10 @@ class LLMEngine:
     def stats(self) -> EngineStats:
         return self.core.stats()
 
+    def close(self) -> None:
+        """Stop the engine's other tensor-parallel ranks, if any."""
+        self.core.close()
+
     def step(self, laps: Laps | None = None) -> list[RequestOutput]:
         outputs, stopped = self.processor.process(self.core.step(laps))
         for request_id, index in stopped:

@@ -9,7 +9,7 @@ size of a ladder: padding rows write no KV (slot -1) and attend to nothing (leng
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from itertools import chain
 
@@ -20,25 +20,96 @@ from pagoda_worker.engine.scheduler import ScheduledSeq
 from pagoda_worker.engine.sequence import UNREAD, Request, Sequence
 from pagoda_worker.layers.attention import AttentionBackend, AttentionMetadata
 from pagoda_worker.models.llama import LlamaForCausalLM
+from pagoda_worker.parallel.group import TensorParallel
 
 log = logging.getLogger(__name__)
+
+PROMPT_ROWS_PER_CHUNK = 1024  # prompt tokens scored at once: bounds the vocab-wide logits
+NOTHING = np.zeros(0, np.int32)
+
+
+def _aligned(size: int) -> int:
+    """Room for `size` int32s up to the next 16 bytes: each packed part starts aligned, as Triton
+    compiles a variant per pointer alignment."""
+    return -(-size // 4) * 4
+
+
+@dataclass
+class StepArrays:
+    """What any tensor-parallel rank needs to run a step, on the host and picklable: int32 parts
+    packed into one array (sent to the device in one copy), and the sizes around them."""
+
+    packed: np.ndarray
+    part_sizes: list[int]  # each part starts 16-byte aligned (_aligned)
+    table_shape: tuple[int, int]
+    max_query_len: int
+    max_seq_len: int
+    num_decodes: int
+    num_sampled: int
+    every_row_sampled: bool  # the logits rows are the step's first num_sampled rows
+    graph_batch: int | None  # replay the decode graph of this batch size
+
+    @classmethod
+    def pack(
+        cls,
+        layout: StepLayout,
+        token_rows: list[np.ndarray],
+        logits_indices: np.ndarray,
+        every_row_sampled: bool = False,
+        graph_batch: int | None = None,
+        unread_inputs: np.ndarray = NOTHING,
+        unread_sources: np.ndarray = NOTHING,
+        prompt_rows: np.ndarray = NOTHING,
+    ) -> StepArrays:
+        """token_rows: from `token_rows`; the other arrays as StepInputs describes them."""
+        parts = [*token_rows, unread_inputs, unread_sources, logits_indices, prompt_rows,
+                 layout.block_tables.ravel()]  # fmt: skip
+        packed = np.zeros(sum(_aligned(part.size) for part in parts), np.int32)
+        offset = 0
+        for part in parts:
+            packed[offset : offset + part.size] = part
+            offset += _aligned(part.size)
+        return cls(
+            packed=packed,
+            part_sizes=[part.size for part in parts],
+            table_shape=layout.block_tables.shape,
+            max_query_len=int(layout.query_lens.max()),
+            max_seq_len=int(layout.seq_lens.max()),
+            num_decodes=layout.num_decodes,
+            num_sampled=logits_indices.size,
+            every_row_sampled=every_row_sampled,
+            graph_batch=graph_batch,
+        )
+
+    def views(self, on_device: torch.Tensor) -> list[torch.Tensor]:
+        """Each part, as a view of the packed array on the device."""
+        views, offset = [], 0
+        for size in self.part_sizes:
+            views.append(on_device[offset : offset + size])
+            offset += _aligned(size)
+        return views
 
 
 @dataclass
 class StepInputs:
+    arrays: StepArrays  # what the tensors below were made from (sent to the other ranks)
     input_ids: torch.Tensor
     positions: torch.Tensor
     meta: AttentionMetadata
     logits_indices: torch.Tensor | None  # rows of the step whose logits are sampled; None = all
-    sampled: list[ScheduledSeq]  # in the order of the logits rows
     # Input rows whose token is unread (unread_tokens.py), and that token's row in the previous
     # step's sampled ids; None when every input token is known.
     unread_inputs: torch.Tensor | None = None
     unread_sources: torch.Tensor | None = None
-    graph_batch: int | None = None  # replay the decode graph of this batch size
     # Prompt tokens to score (prompt_logprobs): the input rows whose logits predict them.
     prompt_rows: torch.Tensor | None = None
+    # The driver's alone: the sequences behind the logits rows and the scored prompt rows.
+    sampled: list[ScheduledSeq] = field(default_factory=list)  # in the order of the logits rows
     prompt_spans: list[PromptSpan] = field(default_factory=list)  # in the order of the rows
+
+    @property
+    def graph_batch(self) -> int | None:
+        return self.arrays.graph_batch
 
 
 @dataclass
@@ -96,24 +167,6 @@ class StepLayout:
         single = self.query_lens == 1
         return len(single) if single.all() else int(single.argmin())
 
-    def attention_metadata(
-        self,
-        slot_mapping: torch.Tensor,
-        query_start_loc: torch.Tensor,
-        seq_lens: torch.Tensor,
-        block_tables: torch.Tensor,
-    ) -> AttentionMetadata:
-        """The metadata of an eager forward, from this layout's arrays on the device."""
-        return AttentionMetadata(
-            slot_mapping=slot_mapping,
-            query_start_loc=query_start_loc,
-            seq_lens=seq_lens,
-            block_tables=block_tables,
-            max_query_len=int(self.query_lens.max()),
-            max_seq_len=int(self.seq_lens.max()),
-            num_decodes=self.num_decodes,
-        )
-
 
 def graph_batch_sizes(max_num_seqs: int) -> list[int]:
     """1, 2, 4, 8, then every multiple of 16, up to max_num_seqs (always included)."""
@@ -129,6 +182,22 @@ def block_table_array(tables: list[list[int]]) -> np.ndarray:
     flat = np.fromiter(chain.from_iterable(tables), np.int32, int(lengths.sum()))
     array[np.arange(array.shape[1]) < lengths[:, None]] = flat
     return array
+
+
+def token_rows(layout: StepLayout, token_ids: np.ndarray, batch: int | None) -> list[np.ndarray]:
+    """The per-row inputs: for the eager forward as they are; for the decode graph of `batch` as
+    its [4, batch] static rows, padded (padding writes no KV, slot -1)."""
+    if batch is None:
+        return [token_ids, layout.positions, layout.slots, layout.query_start_loc,
+                layout.seq_lens]  # fmt: skip
+    pad = batch - len(layout.seq_lens)
+    rows = np.stack([
+        np.pad(token_ids, (0, pad)),
+        np.pad(layout.positions, (0, pad)),
+        np.pad(layout.slots, (0, pad), constant_values=-1),
+        np.pad(layout.seq_lens, (0, pad)),
+    ])  # fmt: skip
+    return [rows.ravel()]
 
 
 def _input_token_ids(seqs: list[Sequence], layout: StepLayout) -> np.ndarray:
@@ -150,6 +219,23 @@ def _unread_inputs(
     of_seqs = layout.seq_of_token[inputs].tolist()
     sources = np.fromiter((unread_rows[seqs[i]] for i in of_seqs), np.int32, inputs.size)
     return inputs, sources
+
+
+def _prompt_rows(seqs: list[Sequence], layout: StepLayout) -> tuple[np.ndarray, list[PromptSpan]]:
+    """Rows whose logits score the next prompt token, for requests that want prompt logprobs
+    (their first completion computes the prompt; the prefix cache is private to them)."""
+    rows: list[range] = []
+    spans: list[PromptSpan] = []
+    for i, seq in enumerate(seqs):
+        if seq.index or not seq.request.scores_prompt:
+            continue
+        start = int(layout.starts[i])
+        end = min(int(layout.seq_lens[i]), seq.num_prompt_tokens - 1)
+        if end > start:  # position q's logits predict token q + 1
+            first_row = int(layout.query_start_loc[i])
+            rows.append(range(first_row, first_row + end - start))
+            spans.append(PromptSpan(seq.request, start + 1, end - start))
+    return np.fromiter(chain.from_iterable(rows), np.int32), spans
 
 
 class HostToDevice:
@@ -246,15 +332,14 @@ class ModelRunner:
         max_model_len: int | None = None,
     ) -> None:
         self.model, self.backend = model, backend
+        self.tp: TensorParallel = model.tp
         self.block_size, self.device = block_size, device
         self.max_num_seqs = max_num_seqs
         self.max_model_len = max_model_len or model.shape.max_position
-        s = model.shape
+        s, kv_heads = model.shape, model.shards.num_kv_heads  # this rank's
+        shape = (2, num_blocks, block_size, kv_heads, s.head_dim)
         self.kv_caches = [
-            torch.zeros(
-                2, num_blocks, block_size, s.num_kv_heads, s.head_dim, dtype=kv_dtype, device=device
-            )
-            for _ in range(s.num_layers)
+            torch.zeros(shape, dtype=kv_dtype, device=device) for _ in range(s.num_layers)
         ]
         self.to_device = HostToDevice(device)
         self.graphs: DecodeGraphs | None = None
@@ -281,32 +366,45 @@ class ModelRunner:
         seqs = [item.seq for item in scheduled]
         layout = self._layout(scheduled)
         token_ids = _input_token_ids(seqs, layout)
-        prompt_rows, prompt_spans = self._prompt_rows(seqs, layout)
+        prompt_rows, prompt_spans = _prompt_rows(seqs, layout)
         unread_inputs, unread_sources = _unread_inputs(seqs, layout, token_ids, unread_rows)
         samples = np.fromiter((item.samples for item in scheduled), bool, len(scheduled))
         logits_indices = layout.query_start_loc[1:][samples] - 1
         batch = self._graph_batch(layout)
+        arrays = StepArrays.pack(
+            layout,
+            token_rows(layout, token_ids, batch),
+            logits_indices,
+            # Every row one token, and every row sampled: the logits rows are the first n rows.
+            every_row_sampled=layout.num_tokens == len(seqs) and bool(samples.all()),
+            graph_batch=batch,
+            unread_inputs=unread_inputs,
+            unread_sources=unread_sources,
+            prompt_rows=prompt_rows,
+        )
+        inputs = self.inputs_from(arrays)
+        inputs.sampled = [item for item, keep in zip(scheduled, samples.tolist(), strict=True)
+                          if keep]  # fmt: skip
+        inputs.prompt_spans = prompt_spans
+        return inputs
 
-        *rows, unread_on_device, sources_on_device, indices, tables = self._send([
-            *self._token_rows(layout, token_ids, batch),
-            unread_inputs, unread_sources, logits_indices, layout.block_tables.ravel(),
-        ])  # fmt: skip
-        tables = tables.view(layout.block_tables.shape)
-        ids, positions, meta = self._forward_inputs(layout, rows, tables, batch)
-        every_row_sampled = layout.num_tokens == len(seqs) and samples.all()
-        has_unread = unread_inputs.size > 0
+    def inputs_from(self, arrays: StepArrays) -> StepInputs:
+        """The step's tensors on this rank's device (one copy), from the driver's arrays."""
+        *rows, unread_inputs, unread_sources, indices, prompt_rows, tables = arrays.views(
+            self.to_device.send(arrays.packed)
+        )
+        tables = tables.view(arrays.table_shape)
+        ids, positions, meta = self._forward_inputs(arrays, rows, tables)
+        has_unread = unread_inputs.numel() > 0
         return StepInputs(
+            arrays=arrays,
             input_ids=ids,
             positions=positions,
             meta=meta,
-            # Every row one token, and every row sampled: the logits rows are the first n rows.
-            logits_indices=None if every_row_sampled else indices,
-            sampled=[item for item, keep in zip(scheduled, samples.tolist(), strict=True) if keep],
-            unread_inputs=unread_on_device if has_unread else None,
-            unread_sources=sources_on_device if has_unread else None,
-            graph_batch=batch,
-            prompt_rows=prompt_rows,
-            prompt_spans=prompt_spans,
+            logits_indices=None if arrays.every_row_sampled else indices,
+            unread_inputs=unread_inputs if has_unread else None,
+            unread_sources=unread_sources if has_unread else None,
+            prompt_rows=prompt_rows if prompt_rows.numel() else None,
         )
 
     def _layout(self, scheduled: list[ScheduledSeq]) -> StepLayout:
@@ -323,66 +421,27 @@ class ModelRunner:
             return None
         return self.graphs.batch_for(num_seqs)
 
-    def _token_rows(
-        self, layout: StepLayout, token_ids: np.ndarray, batch: int | None
-    ) -> list[np.ndarray]:
-        """The per-row inputs: for the eager forward as they are; for the decode graph of
-        `batch` as its [4, batch] static rows, padded (padding writes no KV, slot -1)."""
-        if batch is None:
-            return [token_ids, layout.positions, layout.slots, layout.query_start_loc,
-                    layout.seq_lens]  # fmt: skip
-        pad = batch - len(layout.seq_lens)
-        rows = np.stack([
-            np.pad(token_ids, (0, pad)),
-            np.pad(layout.positions, (0, pad)),
-            np.pad(layout.slots, (0, pad), constant_values=-1),
-            np.pad(layout.seq_lens, (0, pad)),
-        ])  # fmt: skip
-        return [rows.ravel()]
-
     def _forward_inputs(
-        self, layout: StepLayout, rows: list[torch.Tensor], tables: torch.Tensor, batch: int | None
+        self, arrays: StepArrays, rows: list[torch.Tensor], tables: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, AttentionMetadata]:
-        """The forward's token ids, positions and metadata, from `_token_rows` on the device:
+        """The forward's token ids, positions and metadata, from `token_rows` on the device:
         as they are, or loaded into the decode graph's static inputs."""
+        batch = arrays.graph_batch
         if batch is None:
             ids, positions, slots, query_start_loc, seq_lens = rows
-            meta = layout.attention_metadata(slots, query_start_loc, seq_lens, tables)
+            meta = AttentionMetadata(
+                slot_mapping=slots,
+                query_start_loc=query_start_loc,
+                seq_lens=seq_lens,
+                block_tables=tables,
+                max_query_len=arrays.max_query_len,
+                max_seq_len=arrays.max_seq_len,
+                num_decodes=arrays.num_decodes,
+            )
             return ids, positions, meta
         graphs = self._captured_graphs()
         graphs.load(batch, rows[0].view(4, batch), tables)
         return graphs.static[0, :batch], graphs.static[1, :batch], graphs.metas[batch]
-
-    def _send(self, parts: list[np.ndarray]) -> list[torch.Tensor]:
-        """The int32 parts to the device in one copy; returns a view of each."""
-        # Each part starts 16-byte aligned: Triton compiles a variant per pointer alignment.
-        padded = [-(-part.size // 4) * 4 for part in parts]
-        offsets = np.concatenate([[0], np.cumsum(padded)]).tolist()
-        packed = np.zeros(sum(padded), np.int32)
-        for part, offset in zip(parts, offsets, strict=False):
-            packed[offset : offset + part.size] = part
-        on_device = self.to_device.send(packed)
-        return [on_device[o : o + p.size] for p, o in zip(parts, offsets, strict=False)]
-
-    def _prompt_rows(
-        self, seqs: list[Sequence], layout: StepLayout
-    ) -> tuple[torch.Tensor | None, list[PromptSpan]]:
-        """Rows whose logits score the next prompt token, for requests that want prompt logprobs
-        (their first completion computes the prompt; the prefix cache is private to them)."""
-        rows: list[int] = []
-        spans: list[PromptSpan] = []
-        for i, seq in enumerate(seqs):
-            if seq.index or not seq.request.scores_prompt:
-                continue
-            start = int(layout.starts[i])
-            end = min(int(layout.seq_lens[i]), seq.num_prompt_tokens - 1)
-            if end > start:  # position q's logits predict token q + 1
-                first_row = int(layout.query_start_loc[i])
-                rows.extend(range(first_row, first_row + end - start))
-                spans.append(PromptSpan(seq.request, start + 1, end - start))
-        if not rows:
-            return None, []
-        return torch.tensor(rows, dtype=torch.int64).to(self.device), spans
 
     def forward(self, input_ids, positions, meta: AttentionMetadata) -> torch.Tensor:
         return self.model(input_ids, positions, self.kv_caches, meta, self.backend)
@@ -393,11 +452,16 @@ class ModelRunner:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits [num_sampled, vocab] for the sequences that sample this step, and the hidden
         states of every input row. unread_ids: the previous step's sampled ids, still on the
-        device, where the unread input tokens are read from."""
+        device, where the unread input tokens are read from (the driver's; the other ranks get
+        the tokens from it)."""
         if inputs.unread_inputs is not None:
-            assert unread_ids is not None, "inputs with unread tokens need the step before's ids"
-            read = unread_ids[inputs.unread_sources].to(inputs.input_ids.dtype)
-            inputs.input_ids[inputs.unread_inputs] = read
+            read = None
+            if self.tp.is_driver:
+                assert unread_ids is not None, "unread inputs need the step before's ids"
+                read = unread_ids[inputs.unread_sources].to(inputs.input_ids.dtype)
+            count, dtype = inputs.unread_inputs.numel(), inputs.input_ids.dtype
+            inputs.input_ids[inputs.unread_inputs] = self.tp.broadcast(read, count, dtype,
+                                                                       self.device)  # fmt: skip
         if inputs.graph_batch is not None:
             hidden = self._captured_graphs().replay(inputs.graph_batch)
         else:
@@ -405,5 +469,15 @@ class ModelRunner:
         if inputs.logits_indices is not None:
             sampled = hidden[inputs.logits_indices]
         else:
-            sampled = hidden[: len(inputs.sampled)]
+            sampled = hidden[: inputs.arrays.num_sampled]
         return self.model.compute_logits(sampled), hidden
+
+    @torch.inference_mode()
+    def prompt_logits(self, inputs: StepInputs, hidden: torch.Tensor) -> Iterator[torch.Tensor]:
+        """prompt_logprobs: the logits of the prompt rows, a chunk of rows at a time (they are
+        vocabulary-wide)."""
+        rows = inputs.prompt_rows
+        if rows is None:
+            return
+        for at in range(0, rows.numel(), PROMPT_ROWS_PER_CHUNK):
+            yield self.model.compute_logits(hidden[rows[at : at + PROMPT_ROWS_PER_CHUNK]])

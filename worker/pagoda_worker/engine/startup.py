@@ -24,6 +24,22 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def rank_device(name: str, rank: int, size: int) -> torch.device:
+    """The device of tensor-parallel rank `rank` of `size`: on CUDA, visible GPU number `rank`."""
+    device = resolve_device(name)
+    if size == 1 or device.type != "cuda":
+        return device
+    if device.index is not None:
+        raise ModelLoadError(
+            f"device {name!r} is one GPU, and tensor_parallel_size {size} runs on GPUs 0 to "
+            f"{size - 1}: give device cuda (or auto), and pick the GPUs with CUDA_VISIBLE_DEVICES"
+        )
+    visible = torch.cuda.device_count()
+    if visible < size:
+        raise ModelLoadError(f"tensor_parallel_size {size} needs {size} GPUs; {visible} visible")
+    return torch.device("cuda", rank)
+
+
 def cpu_threads(wanted: int | None) -> int:
     """Torch's threads on CPU: by default one core is left to the server's event loop and
     tokenizers. Threads beyond the free cores make each step wait for a descheduled one: on a

@@ -3,6 +3,9 @@
 Differences between the members are config switches: q/k/v bias (Qwen2), per-head q/k RMSNorm
 (Qwen3), tied embeddings, RoPE variants. Projections are fused (qkv, gate+up) so a layer issues
 few large matmuls; the loader concatenates the checkpoint's separate weights into them.
+
+Under tensor parallelism each rank builds the part its `Shards` say (sharding.py): the modules
+are the same, with fewer heads and channels, and one all-reduce after o_proj and down_proj.
 """
 
 from __future__ import annotations
@@ -16,6 +19,9 @@ from pagoda_worker.layers.activation import silu_and_mul
 from pagoda_worker.layers.attention import AttentionBackend, AttentionMetadata, KVScales
 from pagoda_worker.layers.norm import RMSNorm
 from pagoda_worker.layers.rotary import RotaryEmbedding
+from pagoda_worker.layers.vocab_parallel import ParallelLMHead, VocabParallelEmbedding
+from pagoda_worker.models.sharding import Shards
+from pagoda_worker.parallel.group import SINGLE, TensorParallel
 
 
 @dataclass(frozen=True)
@@ -54,14 +60,16 @@ class LlamaShape:
 
 
 class Attention(nn.Module):
-    def __init__(self, shape: LlamaShape, rotary: RotaryEmbedding) -> None:
+    def __init__(
+        self, shape: LlamaShape, rotary: RotaryEmbedding, shards: Shards, tp: TensorParallel
+    ) -> None:
         super().__init__()
         self.num_heads, self.num_kv_heads, self.head_dim = (
-            shape.num_heads,
-            shape.num_kv_heads,
+            shards.num_heads,
+            shards.num_kv_heads,
             shape.head_dim,
         )
-        q_size, kv_size = shape.num_heads * shape.head_dim, shape.num_kv_heads * shape.head_dim
+        q_size, kv_size = self.num_heads * shape.head_dim, self.num_kv_heads * shape.head_dim
         self.split = (q_size, kv_size, kv_size)
         self.qkv_proj = nn.Linear(shape.hidden_size, q_size + 2 * kv_size, bias=shape.qkv_bias)
         self.o_proj = nn.Linear(q_size, shape.hidden_size, bias=False)
@@ -70,6 +78,7 @@ class Attention(nn.Module):
         self.rotary = rotary
         self.scale = shape.head_dim**-0.5
         self.kv_scales = KVScales()  # an FP8 cache's scales, from the checkpoint when it has them
+        self.tp = tp
 
     def forward(self, positions, x, kv_cache, meta: AttentionMetadata, backend: AttentionBackend):
         q, k, v = self.qkv_proj(x).split(self.split, dim=-1)
@@ -80,24 +89,28 @@ class Attention(nn.Module):
             q, k = self.q_norm(q), self.k_norm(k)
         q, k = self.rotary(positions, q, k)
         out = backend.forward(q, k, v, kv_cache, meta, self.scale, self.kv_scales)
-        return self.o_proj(out.reshape(out.shape[0], -1))
+        return self.tp.all_reduce(self.o_proj(out.reshape(out.shape[0], -1)))
 
 
 class MLP(nn.Module):
-    def __init__(self, shape: LlamaShape) -> None:
+    def __init__(self, shape: LlamaShape, shards: Shards, tp: TensorParallel) -> None:
         super().__init__()
-        self.gate_up_proj = nn.Linear(shape.hidden_size, 2 * shape.intermediate_size, bias=False)
-        self.down_proj = nn.Linear(shape.intermediate_size, shape.hidden_size, bias=False)
+        channels = len(shards.intermediate)
+        self.gate_up_proj = nn.Linear(shape.hidden_size, 2 * channels, bias=False)
+        self.down_proj = nn.Linear(channels, shape.hidden_size, bias=False)
+        self.tp = tp
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(silu_and_mul(self.gate_up_proj(x)))
+        return self.tp.all_reduce(self.down_proj(silu_and_mul(self.gate_up_proj(x))))
 
 
 class DecoderLayer(nn.Module):
-    def __init__(self, shape: LlamaShape, rotary: RotaryEmbedding) -> None:
+    def __init__(
+        self, shape: LlamaShape, rotary: RotaryEmbedding, shards: Shards, tp: TensorParallel
+    ) -> None:
         super().__init__()
-        self.self_attn = Attention(shape, rotary)
-        self.mlp = MLP(shape)
+        self.self_attn = Attention(shape, rotary, shards, tp)
+        self.mlp = MLP(shape, shards, tp)
         self.input_layernorm = RMSNorm(shape.hidden_size, shape.rms_norm_eps)
         self.post_attention_layernorm = RMSNorm(shape.hidden_size, shape.rms_norm_eps)
 
@@ -112,10 +125,14 @@ class DecoderLayer(nn.Module):
 
 
 class LlamaModel(nn.Module):
-    def __init__(self, shape: LlamaShape, rotary: RotaryEmbedding) -> None:
+    def __init__(
+        self, shape: LlamaShape, rotary: RotaryEmbedding, shards: Shards, tp: TensorParallel
+    ) -> None:
         super().__init__()
-        self.embed_tokens = nn.Embedding(shape.vocab_size, shape.hidden_size)
-        self.layers = nn.ModuleList(DecoderLayer(shape, rotary) for _ in range(shape.num_layers))
+        self.embed_tokens = VocabParallelEmbedding(shards.vocab, shape.hidden_size, tp)
+        self.layers = nn.ModuleList(
+            DecoderLayer(shape, rotary, shards, tp) for _ in range(shape.num_layers)
+        )
         self.norm = RMSNorm(shape.hidden_size, shape.rms_norm_eps)
 
     def forward(self, input_ids, positions, kv_caches, meta, backend) -> torch.Tensor:
@@ -127,11 +144,15 @@ class LlamaModel(nn.Module):
 
 
 class LlamaForCausalLM(nn.Module):
-    def __init__(self, shape: LlamaShape, rotary: RotaryEmbedding) -> None:
+    def __init__(
+        self, shape: LlamaShape, rotary: RotaryEmbedding, tp: TensorParallel = SINGLE
+    ) -> None:
         super().__init__()
         self.shape = shape
-        self.model = LlamaModel(shape, rotary)
-        self.lm_head = nn.Linear(shape.hidden_size, shape.vocab_size, bias=False)
+        self.tp = tp
+        self.shards = Shards.of(shape, tp.rank, tp.size)
+        self.model = LlamaModel(shape, rotary, self.shards, tp)
+        self.lm_head = ParallelLMHead(self.shards.vocab, shape.vocab_size, shape.hidden_size, tp)
         if shape.tie_word_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight
 
@@ -140,4 +161,5 @@ class LlamaForCausalLM(nn.Module):
         return self.model(input_ids, positions, kv_caches, meta, backend)
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Logits over the whole vocabulary (gathered from every rank)."""
         return self.lm_head(hidden)

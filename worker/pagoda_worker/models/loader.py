@@ -25,7 +25,9 @@ from pagoda_worker.models.fp8_loading import (
     use_kv_scales,
 )
 from pagoda_worker.models.llama import LlamaForCausalLM, LlamaShape
+from pagoda_worker.models.sharding import Shards
 from pagoda_worker.models.source import ModelLoadError
+from pagoda_worker.parallel.group import SINGLE, TensorParallel
 
 log = logging.getLogger(__name__)
 
@@ -136,13 +138,14 @@ def weight_files(model_dir: Path) -> list[Path]:
     )
 
 
-def read_checkpoint(files: list[Path]) -> dict[str, torch.Tensor]:
+def read_checkpoint(files: list[Path], shards: Shards) -> dict[str, torch.Tensor]:
+    """The checkpoint's tensors, or the parts of them this tensor-parallel rank holds."""
     tensors: dict[str, torch.Tensor] = {}
     for path in files:
         try:
             with safe_open(path, framework="pt") as f:
                 for name in f.keys():  # noqa: SIM118 - safe_open is not a mapping
-                    tensors[name] = f.get_tensor(name)
+                    tensors[name] = shards.read(f, name)
         except (SafetensorError, OSError) as exc:
             raise ModelLoadError(f"{path} is not a readable safetensors file: {exc}") from exc
     return tensors
@@ -179,8 +182,10 @@ def load_model(
     load_format: str,
     quantization: str = "none",
     fp8_kv_cache: bool = False,
+    tp: TensorParallel = SINGLE,
 ):
-    """Returns (model, hf_config) with weights in `dtype` on `device`.
+    """Returns (model, hf_config) with weights in `dtype` on `device`: under tensor parallelism,
+    this rank's part of the model, read from the checkpoint's slices alone.
 
     load_format "dummy" skips the checkpoint: weights are random (seeded by the caller), for
     benchmarking a model's shape without its files. quantization "fp8" quantizes the decoder's
@@ -195,17 +200,22 @@ def load_model(
     except (AttributeError, TypeError) as exc:
         raise ModelLoadError(f"{model_dir}/config.json lacks a required field: {exc}") from exc
     shape = _within_sliding_window(shape, hf_config)
+    if scheme is not None and tp.size > 1:
+        raise ModelLoadError(
+            "FP8 checkpoints cannot be split across GPUs yet: use tensor_parallel_size 1, or the "
+            "model's bfloat16 checkpoint with quantization fp8"
+        )
     # Rotary tables are computed, not loaded: build them on the device first.
     try:
         rotary = RotaryEmbedding(hf_config, shape.head_dim, shape.max_position).to(device)
     except ValueError as exc:
         raise ModelLoadError(f"{model_dir}/config.json: {exc}") from exc
     if load_format == "dummy":
-        model = _random_model(shape, rotary, dtype, device)
+        model = _random_model(shape, rotary, dtype, device, tp)
         if quantization == "fp8" or scheme is not None:  # an FP8 model's benchmark runs FP8
             quantize_online(model, device)
     else:
-        model = _checkpoint_model(model_dir, shape, rotary, dtype, scheme, fp8_kv_cache)
+        model = _checkpoint_model(model_dir, shape, rotary, dtype, scheme, fp8_kv_cache, tp)
         if quantization == "fp8" and scheme is None:
             quantize_online(model, device)
     return model.to(device).eval(), hf_config
@@ -218,11 +228,12 @@ def _checkpoint_model(
     dtype: torch.dtype,
     scheme: Fp8Scheme | None,
     fp8_kv_cache: bool,
+    tp: TensorParallel,
 ) -> LlamaForCausalLM:
     """The model on the CPU (FP8 layers aside), with the checkpoint's weights."""
-    tensors = read_checkpoint(weight_files(model_dir))
     with torch.device("meta"):
-        model = LlamaForCausalLM(shape, rotary)
+        model = LlamaForCausalLM(shape, rotary, tp)
+    tensors = read_checkpoint(weight_files(model_dir), model.shards)
     if scheme is not None:
         use_fp8_layers(model, scheme, tensors, FUSED, model_dir)
         tensors = per_channel_scales(tensors, model_dir)
@@ -262,11 +273,13 @@ def _check_weights(
             )
 
 
-def _random_model(shape, rotary, dtype: torch.dtype, device: torch.device) -> LlamaForCausalLM:
+def _random_model(
+    shape, rotary, dtype: torch.dtype, device: torch.device, tp: TensorParallel
+) -> LlamaForCausalLM:
     default = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
     try:
         with torch.device(device):
-            return LlamaForCausalLM(shape, rotary).eval()
+            return LlamaForCausalLM(shape, rotary, tp).eval()
     finally:
         torch.set_default_dtype(default)

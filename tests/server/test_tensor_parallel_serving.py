@@ -1,0 +1,58 @@
+"""`pagoda serve --tensor-parallel-size 2` on CPU: the engine process starts its follower rank,
+serves what the unsplit engine serves, and takes the follower down with it on SIGTERM."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import openai
+import pytest
+from pagoda_worker.engine.llm import LLM
+from pagoda_worker.engine.sampling_params import SamplingParams
+
+from tests.processes import start_serve, wait_ready
+
+pytestmark = pytest.mark.timeout(120)
+
+FOLLOWER = "pagoda_worker.parallel.follower"
+
+
+def followers_running() -> list[int]:
+    """Pids of tensor-parallel followers on this machine."""
+    pids = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if FOLLOWER in (proc / "cmdline").read_bytes().decode(errors="replace"):
+                pids.append(int(proc.name))
+        except OSError:  # it exited while we looked
+            continue
+    return pids
+
+
+def test_a_split_model_serves_the_same_text_and_stops_with_the_server(stories_dir):
+    expected = (
+        LLM(str(stories_dir))
+        .generate("Once upon a time", SamplingParams(temperature=0.0, max_tokens=40))[0]
+        .outputs[0]
+        .text
+    )
+    started = start_serve(
+        "--model", str(stories_dir), "--tensor-parallel-size", "2", "--cpu-threads", "1"
+    )
+    proc = started.proc
+    try:
+        wait_ready(started.url)
+        assert followers_running(), "the engine runs a follower rank"
+        client = openai.OpenAI(base_url=started.url + "/v1", api_key="x", max_retries=0)
+        answer = client.completions.create(
+            model="stories260K", prompt="Once upon a time", max_tokens=40, temperature=0
+        )
+        assert answer.choices[0].text == expected
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+        assert followers_running() == [], "the follower outlived the server"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

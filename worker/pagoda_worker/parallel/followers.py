@@ -1,0 +1,97 @@
+"""The driver's side of tensor parallelism: start ranks 1..N-1 and send them each step.
+
+Each follower is a process of its own (`python -m pagoda_worker.parallel.follower`: a subprocess,
+so a daemonic engine process may start it too), holding one end of a socket pair. Over it the
+driver learns that the follower is about to join the group (so a follower that died starting is
+an error, not a wait), then whether it loaded its part of the model; then the driver sends each
+step's StepArrays (a few kilobytes, pickled); None tells it to stop. Tensors (the all-reduces, the
+unread tokens) go through torch.distributed instead. A follower whose driver is gone reads EOF
+and exits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import subprocess
+import sys
+import tempfile
+from multiprocessing.connection import Connection, Pipe
+from pathlib import Path
+
+import torch
+
+from pagoda_worker.engine.config import EngineConfig
+from pagoda_worker.engine.model_runner import StepArrays
+from pagoda_worker.models.source import ModelLoadError
+from pagoda_worker.parallel.group import TensorParallel, join, leave
+
+log = logging.getLogger(__name__)
+
+STOP_WAIT_S = 10.0  # for a follower to exit after it is told to, before it is killed
+JOINING = "joining"  # a follower's first word: it calls `join` next
+
+
+class Followers:
+    def __init__(self, config: EngineConfig, device: torch.device) -> None:
+        """Start ranks 1..N-1 of `config` (whose model is a folder) and join them as rank 0."""
+        size = config.tensor_parallel_size
+        self._folder = tempfile.TemporaryDirectory(prefix="pagoda-tp-")
+        store = str(Path(self._folder.name) / "store")  # the group's rendezvous
+        self.processes: list[subprocess.Popen] = []
+        self.connections: list[Connection] = []
+        for rank in range(1, size):
+            ours, theirs = Pipe()
+            spec = {"config": dataclasses.asdict(config), "rank": rank, "size": size,
+                    "store": store, "fd": theirs.fileno()}  # fmt: skip
+            command = [sys.executable, "-m", "pagoda_worker.parallel.follower", json.dumps(spec)]
+            self.processes.append(subprocess.Popen(command, pass_fds=[theirs.fileno()]))
+            theirs.close()  # the follower's end is its own now: its exit reads as EOF here
+            self.connections.append(ours)
+        try:
+            for rank in range(1, size):
+                said = self._receive(rank, "starting")
+                if said != JOINING:
+                    raise ModelLoadError(f"tensor-parallel rank {rank}: {said}")
+            self.tp: TensorParallel = join(0, size, store, device)
+        except BaseException:
+            self.stop()
+            raise
+
+    def wait_loaded(self) -> None:
+        """Returns once every follower has loaded its part; raises ModelLoadError naming the
+        first that could not."""
+        for rank in range(1, len(self.connections) + 1):
+            failure = self._receive(rank, "loading")
+            if failure is not None:
+                raise ModelLoadError(f"tensor-parallel rank {rank}: {failure}")
+
+    def _receive(self, rank: int, doing: str) -> object:
+        try:
+            return self.connections[rank - 1].recv()
+        except EOFError:
+            code = self.processes[rank - 1].wait()
+            raise ModelLoadError(
+                f"tensor-parallel rank {rank} exited ({code}) while {doing}"
+            ) from None
+
+    def send(self, arrays: StepArrays) -> None:
+        for connection in self.connections:
+            connection.send(arrays)
+
+    def stop(self) -> None:
+        for connection in self.connections:
+            with contextlib.suppress(OSError):  # it is gone already
+                connection.send(None)
+            connection.close()
+        for process in self.processes:
+            try:
+                process.wait(STOP_WAIT_S)
+            except subprocess.TimeoutExpired:
+                log.warning("tensor-parallel follower %d did not stop: killing it", process.pid)
+                process.kill()
+                process.wait()
+        leave()
+        self._folder.cleanup()
