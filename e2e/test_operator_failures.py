@@ -139,7 +139,8 @@ def test_gpu_quota_too_small_is_reported_with_numbers(cluster, namespace, operat
     }
     cluster.apply(quota, namespace=namespace)
     models_volume(cluster, namespace)
-    cluster.apply(llmdeployment("big", replicas=2, resources={"gpus": 2}), namespace=namespace)
+    big = llmdeployment("big", replicas=2, resources={"gpus": 2}, engine={"tensorParallelSize": 2})
+    cluster.apply(big, namespace=namespace)
     exceeded = wait_condition(
         cluster, namespace, "big", "QuotaExceeded", "True", "GPUQuotaExceeded"
     )
@@ -179,7 +180,10 @@ def test_gpu_quota_too_small_is_reported_with_numbers(cluster, namespace, operat
 
 def test_pods_no_node_can_hold_are_reported_unschedulable(cluster, namespace, operator):
     models_volume(cluster, namespace)
-    cluster.apply(llmdeployment("huge", replicas=1, resources={"gpus": 8}), namespace=namespace)
+    huge = llmdeployment(
+        "huge", replicas=1, resources={"gpus": 8}, engine={"tensorParallelSize": 8}
+    )
+    cluster.apply(huge, namespace=namespace)
     degraded = wait_condition(cluster, namespace, "huge", "Degraded", "True", "Unschedulable")
     [pod] = pods(cluster, namespace)
     assert pod["metadata"]["name"] in degraded["message"]
@@ -194,10 +198,16 @@ INVALID = [
         "exactly one model source must be set: pvc, hf or uri",
     ),
     ({"rollout": {"maxSurge": 0, "maxUnavailable": 0}}, "cannot both be 0"),
-    (
-        {"resources": {"gpus": 3}, "engine": {"tensorParallelSize": 2}},
-        "engine.tensorParallelSize must divide resources.gpus",
-    ),
+    # A pod's GPUs all serve its one model: tensorParallelSize 1 with 2 would idle one.
+    ({"resources": {"gpus": 2}},
+     "spec.engine.tensorParallelSize: Invalid value: engine.tensorParallelSize must equal"
+     " resources.gpus (a worker splits its model across all its GPUs)"),
+    ({"resources": {"gpus": 4}, "engine": {"tensorParallelSize": 2}},
+     "engine.tensorParallelSize must equal resources.gpus"),
+    ({"resources": {"gpus": 0}, "engine": {"tensorParallelSize": 2}},
+     "and be 1 when resources.gpus is 0"),
+    ({"fallback": {"model": {"source": {"hf": {"repo": "o/r"}}}, "resources": {"gpus": 2}}},
+     "fallback.engine.tensorParallelSize must equal fallback.resources.gpus"),
     (
         {
             "fallback": {
@@ -302,6 +312,30 @@ def test_fp8_settings_with_a_gpu_reach_the_engine_config(cluster, namespace, ope
     primary, cpu = settings["primary"], settings["fallback"]
     assert (primary["quantization"], primary["kv_cache_dtype"]) == ("fp8", "fp8")
     assert cpu["kv_cache_dtype"] == "fp8" and "quantization" not in cpu
+
+
+def test_tensor_parallelism_gets_the_pods_gpus_and_shared_memory(cluster, namespace, operator):
+    """The other side of the tensor parallelism rule: gpus 2 with tensorParallelSize 2 passes;
+    the pod asks for both GPUs, the worker is told to split its model across them, and NCCL
+    between its processes gets a /dev/shm larger than the runtime's."""
+    models_volume(cluster, namespace)
+    manifest = llmdeployment(
+        "tp", replicas=1, resources={"gpus": 2}, engine={"tensorParallelSize": 2}
+    )
+    cluster.apply(manifest, namespace=namespace)
+    settings = cluster.wait_for(
+        lambda: engine_settings(cluster, namespace, "tp"), what="the engine ConfigMap"
+    )
+    assert settings["primary"]["tensor_parallel_size"] == 2
+
+    [pod] = cluster.wait_for(lambda: pods(cluster, namespace), what="the worker pod")
+    [container] = pod["spec"]["containers"]
+    resources = container["resources"]
+    assert resources["requests"]["nvidia.com/gpu"] == resources["limits"]["nvidia.com/gpu"] == "2"
+    [mount] = [m for m in container["volumeMounts"] if m["mountPath"] == "/dev/shm"]
+    [volume] = [v for v in pod["spec"]["volumes"] if v["name"] == mount["name"]]
+    assert volume["emptyDir"] == {"medium": "Memory", "sizeLimit": "1Gi"}
+    wait_condition(cluster, namespace, "tp", "Ready", "True")
 
 
 def test_invalid_name_is_rejected(cluster, namespace, operator):

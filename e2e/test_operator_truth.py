@@ -264,10 +264,15 @@ def test_a_cold_gpu_fallback_gets_the_gpus_of_crash_looping_primaries(cluster, n
             "replicas": 1,
             "warm": False,
             "resources": {"gpus": 2, "nodeSelector": pool},
+            "engine": {"tensorParallelSize": 2},
             "promoteAfterSeconds": 2,
             "demoteAfterSeconds": 600,
         }
-        spec = {"resources": {"gpus": 2, "nodeSelector": pool}, "fallback": fallback}
+        spec = {
+            "resources": {"gpus": 2, "nodeSelector": pool},
+            "engine": {"tensorParallelSize": 2},
+            "fallback": fallback,
+        }
         cluster.apply(llmdeployment("cold", **spec), namespace=namespace)
 
         # Checked at creation, not discovered at failover time.
@@ -336,6 +341,7 @@ def test_a_fallback_no_node_could_hold_is_reported_before_a_failover(cluster, na
         "model": {"source": {"hf": {"repo": "org/small-model"}}},
         "warm": False,
         "resources": {"gpus": 8},  # the test cluster's nodes have 4
+        "engine": {"tensorParallelSize": 8},
     }
     cluster.apply(llmdeployment("toobig", replicas=1, fallback=fallback), namespace=namespace)
     wont_fit = wait_condition(

@@ -28,6 +28,10 @@ DOWNLOAD_DIR = f"{MODELS_DIR}/model"
 # server that has begun draining.
 PRESTOP_SECONDS = 5
 EXIT_SECONDS = 5  # after the drain: the server's own shutdown, before the kubelet kills it
+# Tensor parallelism runs one process per GPU, and NCCL shares buffers between them through
+# /dev/shm, which the container runtime caps at 64 MiB. 1Gi as NCCL's guide suggests for
+# containers; the tmpfs counts against the pod's memory limit only as far as it is used.
+SHM_SIZE = "1Gi"
 STARTUP_PERIOD_SECONDS = 10
 WORKER_UID = 1000
 # A container that fails with an empty /dev/termination-log gets its log's tail as its
@@ -145,6 +149,9 @@ def _volumes(owner: Owner, config: TierConfig, model: dict) -> tuple[list[dict],
     if api_key is not None:
         volumes.append(key_volume("api-key", api_key))
         mounts.append({"name": "api-key", "mountPath": API_KEY_DIR, "readOnly": True})
+    if config.engine.tensor_parallel_size > 1:
+        volumes.append({"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": SHM_SIZE}})
+        mounts.append({"name": "shm", "mountPath": "/dev/shm"})
     return volumes, mounts
 
 

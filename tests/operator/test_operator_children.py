@@ -26,6 +26,8 @@ URI_SOURCE = {"uri": "https://models.example/m.tar", "sha256": "ab" * 32}
 FP8 = {"quantization": "fp8", "kvCacheDtype": "fp8"}
 # What the apiserver fills in (CRD defaults) for a spec that leaves the FP8 settings out.
 FP8_DEFAULTS = {"quantization": "none", "kvCacheDtype": "auto"}
+# One model split across both GPUs of each pod, as the CRD requires of a pod with 2.
+TP2 = {"resources": {"gpus": 2}, "engine": {"tensorParallelSize": 2}}
 ENV = [
     {"name": "HF_ENDPOINT", "value": "http://mirror.local"},
     {"name": "HTTPS_PROXY", "valueFrom": {"secretKeyRef": {"name": "proxy", "key": "url"}}},
@@ -42,7 +44,8 @@ def worker(template: dict) -> dict:
 
 
 def test_worker_pod_follows_the_worker_contract():
-    template = pod_template(OWNER, primary_config(spec(resources={"gpus": 2, "memory": "24Gi"})))
+    config = primary_config(spec(resources={"gpus": 2, "memory": "24Gi"}, engine=TP2["engine"]))
+    template = pod_template(OWNER, config)
     container = worker(template)
     assert container["command"] == [
         "pagoda", "serve",
@@ -126,7 +129,7 @@ def test_cpu_pods_request_no_gpu():
         ({"model": {"name": "other", "source": PVC_SOURCE}}, True),
         ({"model": {"name": "stories", "source": {"hf": {"repo": "org/m"}}}}, True),
         ({"image": "pagoda-worker:0.2.0"}, True),
-        ({"resources": {"gpus": 2}}, True),
+        (TP2, True),
         ({"podAnnotations": {"a": "b"}}, True),
         ({"replicas": 5}, False),
         ({"rollout": {"maxSurge": 3}}, False),
@@ -171,6 +174,13 @@ def test_specs_without_env_checksum_or_fp8_keep_their_revision():
     assert primary_config(spec(engine=FP8_DEFAULTS)).revision == "9e5c00a681"
     assert primary_config(spec(model=uri)).revision == "31bacb9e17"
     assert fallback_config(spec(fallback=fallback)).revision == "59451c84b1"
+
+
+def test_a_spec_that_splits_its_model_got_a_new_revision_when_workers_began_to():
+    """tensorParallelSize above 1 reached no worker until tensor parallelism was built; now it
+    changes the pods, so it changes the revision too (3987bb3585 before)."""
+    split = spec(engine={"tensorParallelSize": 2}, resources={"gpus": 2})
+    assert primary_config(split).revision == "13ae83f60d"
 
 
 @pytest.mark.parametrize("source", [PVC_SOURCE, HF_SOURCE, URI_SOURCE])
@@ -247,12 +257,51 @@ def test_fp8_settings_reach_engine_json_and_their_defaults_stay_out():
     assert json.loads(cm["data"]["engine.json"]) == before | {"kv_cache_dtype": "fp8"}
 
 
+def test_tensor_parallel_size_reaches_engine_json_and_stays_out_at_1():
+    """At 1 it is left out, so a spec without it keeps the engine.json of its immutable
+    ConfigMap (and its revision, which always held the field)."""
+    before = spec().engine.engine_json()
+    assert "tensor_parallel_size" not in before
+    assert spec(engine={"tensorParallelSize": 1}).engine.engine_json() == before
+    cm = engine_config_map(OWNER, primary_config(spec(**TP2)))
+    assert json.loads(cm["data"]["engine.json"]) == before | {"tensor_parallel_size": 2}
+
+
 def test_engine_json_is_an_engine_config_the_worker_accepts():
     from pagoda_worker.engine.config import EngineConfig
 
-    config = EngineConfig(**spec(engine=FP8 | {"maxModelLen": 4096}).engine.engine_json())
+    engine = FP8 | {"maxModelLen": 4096, "tensorParallelSize": 2}
+    config = EngineConfig(**spec(engine=engine, resources=TP2["resources"]).engine.engine_json())
     assert (config.quantization, config.kv_cache_dtype) == ("fp8", "fp8")
     assert config.max_model_len == 4096
+    assert config.tensor_parallel_size == 2
+
+
+def shm(template: dict) -> tuple[list[dict], list[dict]]:
+    """The pod's /dev/shm volumes, and the worker's mounts of them."""
+    volumes = [v for v in template["spec"]["volumes"] if v["name"] == "shm"]
+    mounts = [m for m in worker(template)["volumeMounts"] if m["mountPath"] == "/dev/shm"]
+    return volumes, mounts
+
+
+@pytest.mark.parametrize("tier", ["primary", "fallback"])
+def test_a_tensor_parallel_pod_asks_for_its_gpus_and_gets_shared_memory(tier):
+    """NCCL between the pod's processes needs more /dev/shm than the runtime's 64 MiB."""
+    both = spec(**TP2, fallback={"model": {"source": HF_SOURCE}, **TP2})
+    config = primary_config(both) if tier == "primary" else fallback_config(both)
+    assert config is not None
+    template = pod_template(OWNER, config)
+    resources = worker(template)["resources"]
+    assert resources["requests"]["nvidia.com/gpu"] == resources["limits"]["nvidia.com/gpu"] == "2"
+    assert shm(template) == (
+        [{"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}}],
+        [{"name": "shm", "mountPath": "/dev/shm"}],
+    )
+
+
+@pytest.mark.parametrize("gpus", [0, 1])
+def test_pods_without_tensor_parallelism_keep_the_runtimes_shared_memory(gpus):
+    assert shm(pod_template(OWNER, primary_config(spec(resources={"gpus": gpus})))) == ([], [])
 
 
 def test_hugging_face_source_downloads_in_an_init_container():

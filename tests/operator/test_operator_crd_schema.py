@@ -74,7 +74,6 @@ def test_nested_objects_default_to_their_full_defaults():
     ("path", "fragment"),
     [
         ("", "self.metadata.name"),
-        (".spec", "tensorParallelSize"),
         (".spec", "minPrimaryReady"),
         (".spec.rollout", "self.maxSurge > 0 || self.maxUnavailable > 0"),
         (".spec.model.source", "has(self.pvc), has(self.hf), has(self.uri)"),
@@ -105,6 +104,20 @@ def test_fp8_weights_need_gpus_on_both_tiers(path, tier):
         "fieldPath": ".engine.quantization",
     }
     assert not any("kvCacheDtype" in r["rule"] for r in rules), "an FP8 KV cache runs on CPU too"
+
+
+@pytest.mark.parametrize(("path", "tier"), [(".spec", ""), (".spec.fallback", "fallback.")])
+def test_tensor_parallelism_takes_all_the_pods_gpus_on_both_tiers(path, tier):
+    """Evaluated by a real apiserver in e2e/test_operator_failures.py."""
+    rules = dict(_walk(_schema()))[path]["x-kubernetes-validations"]
+    [rule] = [r for r in rules if "tensorParallelSize" in r["rule"]]
+    assert rule == {
+        "rule": "self.engine.tensorParallelSize"
+        " == (self.resources.gpus == 0 ? 1 : self.resources.gpus)",
+        "message": f"{tier}engine.tensorParallelSize must equal {tier}resources.gpus (a worker"
+        f" splits its model across all its GPUs), and be 1 when {tier}resources.gpus is 0",
+        "fieldPath": ".engine.tensorParallelSize",
+    }
 
 
 @pytest.mark.parametrize("path", [".spec.engine", ".spec.fallback.engine"])

@@ -132,6 +132,16 @@ def fp8_weights_need_gpus(tier: str) -> dict:
     )
 
 
+def tensor_parallel_uses_all_gpus(tier: str) -> dict:
+    """The rule for a tier's engine and resources; `tier`: "" (primary) or "fallback."."""
+    return cel(
+        "self.engine.tensorParallelSize == (self.resources.gpus == 0 ? 1 : self.resources.gpus)",
+        f"{tier}engine.tensorParallelSize must equal {tier}resources.gpus (a worker splits its"
+        f" model across all its GPUs), and be 1 when {tier}resources.gpus is 0",
+        ".engine.tensorParallelSize",
+    )
+
+
 class EngineSpec(ApiModel):
     """Engine settings, passed to the worker as /etc/pagoda/engine.json. Changing any of them
     rolls the pods."""
@@ -155,9 +165,10 @@ class EngineSpec(ApiModel):
     attention_backend: Literal["auto", "reference", "triton"] = "auto"
     """Attention kernels: `auto` picks Triton on GPUs and the PyTorch reference elsewhere."""
     tensor_parallel_size: int = Field(1, ge=1, le=8)
-    """GPUs one model replica is split across; it must divide resources.gpus. Reserved: the
-    engine has no tensor parallelism yet, so the worker is not told and each pod runs the model
-    on one GPU."""
+    """GPUs one model replica is split across, Megatron-style: each layer's weights are sharded
+    across that many GPUs of one pod (so of one node), one worker process per GPU. Must equal
+    resources.gpus, since a pod asks for exactly the GPUs its engine uses; 1 on CPU
+    (resources.gpus 0)."""
     # Both left out of dumps at their defaults, so the revision hash (and the immutable engine
     # ConfigMap) of a spec without them stays the same.
     quantization: Literal["none", "fp8"] = Field("none", exclude_if=lambda v: v == "none")
@@ -186,8 +197,11 @@ class EngineSpec(ApiModel):
             "enforce_eager": self.enforce_eager,
             "attention_backend": self.attention_backend,
         }
-        # Dumped as for the revision hash, so absent at their defaults: an unchanged spec keeps
-        # the engine.json of its (immutable) ConfigMap.
+        # Settings added later are absent at their defaults, so an unchanged spec keeps the
+        # engine.json of its (immutable) ConfigMap. The FP8 ones are dumped as for the revision
+        # hash, which leaves them out; tensor_parallel_size, always in the hash, is left out here.
+        if self.tensor_parallel_size > 1:
+            settings["tensor_parallel_size"] = self.tensor_parallel_size
         fp8 = self.model_dump(include={"quantization", "kv_cache_dtype"})
         return {key: value for key, value in settings.items() if value is not None} | fp8
 
@@ -412,12 +426,7 @@ class FallbackSpec(ApiModel):
                 "fallback.demoteAfterSeconds must be at least fallback.promoteAfterSeconds, or"
                 " traffic would flap between the tiers",
             ),
-            cel(
-                "self.resources.gpus == 0 ? self.engine.tensorParallelSize == 1"
-                " : self.resources.gpus % self.engine.tensorParallelSize == 0",
-                "fallback.engine.tensorParallelSize must divide fallback.resources.gpus (and be 1"
-                " when it is 0)",
-            ),
+            tensor_parallel_uses_all_gpus("fallback."),
             fp8_weights_need_gpus("fallback."),
         )
     )
@@ -449,11 +458,7 @@ class LLMDeploymentSpec(ApiModel):
 
     model_config = ConfigDict(
         json_schema_extra=validations(
-            cel(
-                "self.resources.gpus == 0 ? self.engine.tensorParallelSize == 1"
-                " : self.resources.gpus % self.engine.tensorParallelSize == 0",
-                "engine.tensorParallelSize must divide resources.gpus (and be 1 when it is 0)",
-            ),
+            tensor_parallel_uses_all_gpus(""),
             fp8_weights_need_gpus(""),
             cel(
                 "!has(self.fallback) || self.fallback.minPrimaryReady <= self.replicas",

@@ -32,5 +32,11 @@ class TierConfig(ApiModel):
 
     @property
     def revision(self) -> str:
-        canonical = json.dumps(self.model_dump(mode="json", by_alias=True), sort_keys=True)
+        fields = self.model_dump(mode="json", by_alias=True)
+        if self.engine.tensor_parallel_size > 1:
+            # Workers were not told tensorParallelSize until they could split a model: a spec
+            # that set it renders other pods now (and its revision's ConfigMaps are immutable),
+            # so it gets a new revision.
+            fields["splitsModel"] = True
+        canonical = json.dumps(fields, sort_keys=True)
         return hashlib.sha256(canonical.encode()).hexdigest()[:10]
