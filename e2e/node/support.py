@@ -149,7 +149,11 @@ class Stream:
     chunks: list[dict] = field(default_factory=list)
     error: str | None = None  # an error event, an HTTP error body, or a connection error
     done: bool = False  # the `data: [DONE]` line arrived
+    started_at: float = 0.0  # time.time() when the client began to connect
     ended_at: float = 0.0  # time.time() when the client saw the end
+    phase: str = ""  # where it was when it ended: connect, headers or body
+    # Got no response: the kernel's open connections to the address then (tracked_connections).
+    tracked: list[str] = field(default_factory=list)
 
     @property
     def text(self) -> str:
@@ -186,7 +190,11 @@ def stream_completion(
         "stream": True,
     }
     connection = http.client.HTTPConnection(url.split("//", 1)[1], timeout=timeout)
+    result.started_at = time.time()
     try:
+        result.phase = "connect"
+        connection.connect()
+        result.phase = "headers"
         connection.request(
             "POST",
             "/v1/completions",
@@ -195,6 +203,7 @@ def stream_completion(
         )
         response = connection.getresponse()
         result.status = response.status
+        result.phase = "body"
         if response.status != 200:
             result.error = response.read().decode(errors="replace")
             return result
@@ -215,10 +224,29 @@ def stream_completion(
                     started.set()
     except (OSError, http.client.HTTPException, ValueError) as error:
         result.error = f"{type(error).__name__}: {error}"
+        if result.status == 0:
+            result.tracked = tracked_connections(connection.host, connection.port)
     finally:
         connection.close()
         result.ended_at = time.time()
     return result
+
+
+def tracked_connections(host: str, port: int) -> list[str]:
+    """Connections to host:port that conntrack holds open in this network namespace: for a
+    request that got no response, whether it reached a pod (ESTABLISHED) or not (SYN_SENT),
+    and which pod a Service's rules sent it to (the reply's `src=`)."""
+    try:
+        table = Path("/proc/net/nf_conntrack").read_text().splitlines()
+    except OSError:
+        return []
+    return [
+        " ".join(line.split()[5:])  # from the state on: the family and timeouts say nothing
+        for line in table
+        if f" dst={host} " in line
+        and f" dport={port} " in line
+        and (" SYN_SENT " in line or " ESTABLISHED " in line)
+    ]
 
 
 class Traffic:

@@ -117,7 +117,12 @@ def test_a_rolling_update_drains_the_old_pod_and_fails_no_request(
     assert stream.ended_at > deleted + PRESTOP_SECONDS, "the stream ended before SIGTERM"
     assert exited == 0
     assert traffic.results, "traffic ran during the rollout"
-    assert not traffic.failures(), traffic.failures()[:3]
+    new_ips = [pod["status"]["podIP"] for pod in ready_pods(cluster, namespace)]
+    timeline = (
+        f"old pod {old['status']['podIP']} deleted at {deleted:.1f}, its stream ended at "
+        f"{stream.ended_at:.1f}; ready now: {new_ips}"
+    )
+    assert not traffic.failures(), f"{timeline}: {traffic.failures()[:3]}"
     wait_condition(cluster, namespace, name, "UpToDate", "True", timeout=60)
 
 
