@@ -53,17 +53,6 @@ SHAPES = {
             high_freq_factor=4.0, original_max_position_embeddings=8192,
         ),
     ),
-    # For tensor parallelism: about 141 GB of bf16 weights, more than one H200 holds.
-    "llama-3.1-70b": dict(
-        architectures=["LlamaForCausalLM"], model_type="llama", hidden_size=8192,
-        intermediate_size=28672, num_hidden_layers=80, num_attention_heads=64,
-        num_key_value_heads=8, vocab_size=128256, max_position_embeddings=131072,
-        rms_norm_eps=1e-5, tie_word_embeddings=False, bos_token_id=128000, eos_token_id=128001,
-        rope_parameters=dict(
-            rope_type="llama3", rope_theta=500000.0, factor=8.0, low_freq_factor=1.0,
-            high_freq_factor=4.0, original_max_position_embeddings=8192,
-        ),
-    ),
     "llama-3.2-1b": dict(
         architectures=["LlamaForCausalLM"], model_type="llama", hidden_size=2048,
         intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
@@ -75,6 +64,10 @@ SHAPES = {
         ),
     ),
 }  # fmt: skip
+# For tensor parallelism: about 141 GB of bf16 weights, more than one H200 holds.
+SHAPES["llama-3.1-70b"] = SHAPES["llama-3.1-8b"] | dict(
+    hidden_size=8192, intermediate_size=28672, num_hidden_layers=80, num_attention_heads=64
+)
 
 
 @dataclass
