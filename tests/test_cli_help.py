@@ -31,9 +31,12 @@ def shown_default(text: str, flag: str) -> str:
 @pytest.mark.parametrize("command", ["serve", "generate"])
 def test_every_engine_flag_shows_the_engine_default(command, capsys):
     text = help_text(command, capsys)
-    expected = {"kv_cache_bytes": "256MiB", "max_model_len": "the model's",
-                "num_kv_blocks": "from the budget",
-                "cpu_threads": "usable cores minus one, at least 1"}  # fmt: skip
+    expected = {
+        "kv_cache_bytes": "256MiB",
+        "max_model_len": "the model's",
+        "num_kv_blocks": "from the budget",
+        "cpu_threads": "usable cores minus one, shared by the ranks, at least 1",
+    }
     for f in fields(EngineConfig):
         if f.name != "model":
             flag = "--" + f.name.replace("_", "-")

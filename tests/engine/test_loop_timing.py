@@ -91,3 +91,5 @@ def test_an_engine_on_cpu_leaves_a_core_to_the_server(stories_dir):
         torch.set_num_threads(before)
     assert cpu_threads(None) == max(len(os.sched_getaffinity(0)) - 1, 1)
     assert cpu_threads(3) == 3
+    assert cpu_threads(None, ranks=64) == 1  # tensor-parallel ranks share the free cores
+    assert cpu_threads(3, ranks=2) == 3

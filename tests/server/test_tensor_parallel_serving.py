@@ -3,7 +3,9 @@ serves what the unsplit engine serves, and takes the follower down with it on SI
 
 from __future__ import annotations
 
+import os
 import signal
+import time
 from pathlib import Path
 
 import openai
@@ -11,7 +13,7 @@ import pytest
 from pagoda_worker.engine.llm import LLM
 from pagoda_worker.engine.sampling_params import SamplingParams
 
-from tests.processes import start_serve, wait_ready
+from tests.processes import get, start_serve, wait_ready
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -56,3 +58,27 @@ def test_a_split_model_serves_the_same_text_and_stops_with_the_server(stories_di
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_a_dead_follower_fails_health_and_is_named_in_the_log(stories_dir):
+    """The kubelet restarts a pod whose /health fails: a lost rank must not leave a worker that
+    looks alive and answers nothing."""
+    started = start_serve(
+        "--model", str(stories_dir), "--tensor-parallel-size", "2", "--cpu-threads", "1"
+    )
+    try:
+        wait_ready(started.url)
+        [follower] = followers_running()
+        os.kill(follower, signal.SIGKILL)
+        client = openai.OpenAI(base_url=started.url + "/v1", api_key="x", max_retries=0)
+        with pytest.raises(openai.APIStatusError) as failed:
+            client.completions.create(model="stories260K", prompt="Once", max_tokens=5)
+        assert failed.value.status_code == 503
+        assert get(started.url + "/health")[0] == 503
+        named = f"tensor-parallel rank 1 (pid {follower}) exited (-9)"
+        deadline = time.monotonic() + 10  # the log is read as it comes
+        while named not in "".join(started.log):
+            assert time.monotonic() < deadline, "".join(started.log[-20:])
+            time.sleep(0.05)
+    finally:
+        started.stop()

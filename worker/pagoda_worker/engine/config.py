@@ -150,7 +150,7 @@ def _shown_default(f: Field) -> object:
 _DEFAULT_TEXT = {
     "max_model_len": "the model's",
     "num_kv_blocks": "from the budget",
-    "cpu_threads": "usable cores minus one, at least 1",
+    "cpu_threads": "usable cores minus one, shared by the ranks, at least 1",
 }
 
 

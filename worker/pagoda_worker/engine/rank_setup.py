@@ -46,7 +46,7 @@ def load_rank(config: EngineConfig, model_dir: Path, device: torch.device,
               tp: TensorParallel) -> LoadedRank:  # fmt: skip
     """This rank's part of the model on `device`, and the settings that follow from it."""
     if device.type == "cpu":
-        torch.set_num_threads(cpu_threads(config.cpu_threads))
+        torch.set_num_threads(cpu_threads(config.cpu_threads, tp.size))
     hf_config = load_hf_config(model_dir)
     dtype = resolve_dtype(config.dtype, hf_config)
     from_checkpoint = checkpoint_quantization(hf_config)  # an FP8 checkpoint stays FP8

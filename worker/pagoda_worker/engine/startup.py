@@ -40,11 +40,12 @@ def rank_device(name: str, rank: int, size: int) -> torch.device:
     return torch.device("cuda", rank)
 
 
-def cpu_threads(wanted: int | None) -> int:
-    """Torch's threads on CPU: by default one core is left to the server's event loop and
-    tokenizers. Threads beyond the free cores make each step wait for a descheduled one: on a
-    busy 2-core machine two threads made the average step 15x slower than one."""
-    return wanted or max(len(os.sched_getaffinity(0)) - 1, 1)
+def cpu_threads(wanted: int | None, ranks: int = 1) -> int:
+    """Torch's threads on CPU, in each of `ranks` tensor-parallel processes: by default one core
+    is left to the server's event loop and tokenizers, and the rest are shared between the ranks.
+    Threads beyond the free cores make each step wait for a descheduled one: on a busy 2-core
+    machine two threads made the average step 15x slower than one."""
+    return wanted or max((len(os.sched_getaffinity(0)) - 1) // ranks, 1)
 
 
 def max_model_len(wanted: int | None, model: LlamaForCausalLM) -> int:

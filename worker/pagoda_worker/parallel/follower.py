@@ -29,7 +29,7 @@ def follow(runner: ModelRunner, driver: Connection) -> None:
     """Run the driver's steps until it sends None or closes its end."""
     while True:
         try:
-            arrays = driver.recv()
+            arrays = driver.recv()  # the driver's send_bytes of a pickle: recv unpickles it
         except EOFError:
             log.warning("the driver is gone: stopping")
             return

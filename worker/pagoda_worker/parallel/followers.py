@@ -4,9 +4,9 @@ Each follower is a process of its own (`python -m pagoda_worker.parallel.followe
 so a daemonic engine process may start it too), holding one end of a socket pair. Over it the
 driver learns that the follower is about to join the group (so a follower that died starting is
 an error, not a wait), then whether it loaded its part of the model; then the driver sends each
-step's StepArrays (a few kilobytes, pickled); None tells it to stop. Tensors (the all-reduces, the
-unread tokens) go through torch.distributed instead. A follower whose driver is gone reads EOF
-and exits.
+step's StepArrays (a few kilobytes, pickled once for all); None tells it to stop. Tensors (the
+all-reduces, the unread tokens) go through torch.distributed instead. A follower whose driver is
+gone reads EOF and exits.
 """
 
 from __future__ import annotations
@@ -15,9 +15,11 @@ import contextlib
 import dataclasses
 import json
 import logging
+import pickle
 import subprocess
 import sys
 import tempfile
+import threading
 from multiprocessing.connection import Connection, Pipe
 from pathlib import Path
 
@@ -42,14 +44,17 @@ class Followers:
         store = str(Path(self._folder.name) / "store")  # the group's rendezvous
         self.processes: list[subprocess.Popen] = []
         self.connections: list[Connection] = []
+        self._stopping = False
         for rank in range(1, size):
             ours, theirs = Pipe()
             spec = {"config": dataclasses.asdict(config), "rank": rank, "size": size,
                     "store": store, "fd": theirs.fileno()}  # fmt: skip
             command = [sys.executable, "-m", "pagoda_worker.parallel.follower", json.dumps(spec)]
-            self.processes.append(subprocess.Popen(command, pass_fds=[theirs.fileno()]))
+            process = subprocess.Popen(command, pass_fds=[theirs.fileno()])
             theirs.close()  # the follower's end is its own now: its exit reads as EOF here
+            self.processes.append(process)
             self.connections.append(ours)
+            threading.Thread(target=self._watch, args=(rank, process), daemon=True).start()
         try:
             for rank in range(1, size):
                 said = self._receive(rank, "starting")
@@ -77,11 +82,21 @@ class Followers:
                 f"tensor-parallel rank {rank} exited ({code}) while {doing}"
             ) from None
 
+    def _watch(self, rank: int, process: subprocess.Popen) -> None:
+        """Say which rank died, when one does: the engine's own error (a collective that failed,
+        or one that waits) does not."""
+        code = process.wait()
+        if not self._stopping:
+            log.error("tensor-parallel rank %d (pid %d) exited (%s): the engine cannot go on "
+                      "without it", rank, process.pid, code)  # fmt: skip
+
     def send(self, arrays: StepArrays) -> None:
+        message = pickle.dumps(arrays, protocol=pickle.HIGHEST_PROTOCOL)  # once for all ranks
         for connection in self.connections:
-            connection.send(arrays)
+            connection.send_bytes(message)
 
     def stop(self) -> None:
+        self._stopping = True
         for connection in self.connections:
             with contextlib.suppress(OSError):  # it is gone already
                 connection.send(None)
