@@ -43,8 +43,8 @@ def run(args: argparse.Namespace) -> int:
             ignore_eos=args.ignore_eos,
         )
         config = engine_config_from_args(args)
-        llm = LLM(**vars(config))
-        [output] = llm.generate(args.prompt, params)
+        with LLM(**vars(config)) as llm:
+            [output] = llm.generate(args.prompt, params)
     except SamplingParamsError as exc:
         print(f"pagoda generate: --{exc.field.replace('_', '-')} {exc.reason}", file=sys.stderr)
         return 2

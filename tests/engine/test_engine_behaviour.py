@@ -40,13 +40,15 @@ def test_greedy_known_good_text(llm):
     assert out.outputs[0].finish_reason is FinishReason.LENGTH
 
 
-def test_cli_generate_prints_transformers_continuation(stories_dir):
+@pytest.mark.parametrize("ranks", ["1", "2"])
+def test_cli_generate_prints_transformers_continuation(stories_dir, ranks):
     result = subprocess.run(
         [sys.executable, "-m", "pagoda.cli", "generate", "--model", str(stories_dir), "--prompt",
-         PROMPT, "--max-tokens", "30", "--temperature", "0"],
+         PROMPT, "--max-tokens", "30", "--temperature", "0", "--tensor-parallel-size", ranks],
         capture_output=True, text=True, timeout=120, check=True,
     )  # fmt: skip
     assert result.stdout.startswith(PROMPT + KNOWN_GOOD)
+    assert "WARNING" not in result.stderr  # with 2 ranks: the follower was stopped, not left
 
 
 def test_cli_generate_names_the_problem(tmp_path):
