@@ -16,6 +16,7 @@ from pagoda_worker.parallel.group import TensorParallel
 
 from tests.conftest import make_tiny_model
 from tests.engine.workloads import check_against_transformers
+from tests.models.fp8_checkpoint import write_fp8_checkpoint
 
 TP2 = {"tensor_parallel_size": 2, "cpu_threads": 1}
 CPU = torch.device("cpu")
@@ -70,35 +71,55 @@ def test_prompt_logprobs_match_the_unsplit_engine(stories_dir):
         assert list(ours.top) == list(theirs.top)
 
 
+# The bf16 checkpoint, and FP8 ones (compressed-tensors): weight scales per output channel, or
+# one per tensor with static input scales.
+CHECKPOINTS = {
+    "bf16": None,
+    "fp8 per channel": {"weights": "channel"},
+    "fp8 per tensor": {"weights": "tensor", "static_input": True},
+}
+
+
+@pytest.mark.parametrize("checkpoint", CHECKPOINTS)
 @pytest.mark.parametrize("rank", [0, 1])
-def test_a_rank_loads_exactly_its_slices(odd_models, rank):
-    """Rank r of 2 holds rows/columns r of each split weight, the shared KV head and the
-    zero-padded vocabulary rows; nothing else."""
-    folder = odd_models["shared-kv"]
-    whole, _ = load_model(folder, torch.float32, CPU, "safetensors")
-    part, _ = load_model(folder, torch.float32, CPU, "safetensors",
-                         tp=TensorParallel(rank, 2))  # fmt: skip
-    weights = dict(whole.named_parameters())
-    head_dim, q, kv = 16, 4 * 16, 1 * 16  # 4 query heads, 1 KV head of 16 dims; hidden 64
+def test_a_rank_loads_exactly_its_slices(odd_models, tmp_path, checkpoint, rank):
+    """Rank r of 2 holds rows/columns r of each split weight (and of its bias and FP8 scales),
+    the shared KV head and the zero-padded vocabulary rows; nothing else."""
+    folder, dtype = odd_models["shared-kv"], torch.float32
+    if CHECKPOINTS[checkpoint] is not None:
+        folder, dtype = tmp_path / "fp8", torch.bfloat16
+        write_fp8_checkpoint(odd_models["shared-kv"], folder, **CHECKPOINTS[checkpoint])
+    whole, _ = load_model(folder, dtype, CPU, "safetensors")
+    part, _ = load_model(folder, dtype, CPU, "safetensors", tp=TensorParallel(rank, 2))
+    full = dict(whole.named_parameters())
     for name, tensor in part.named_parameters():
-        full = weights[name]
-        if name.endswith("qkv_proj.weight"):
-            mine = slice(rank * q // 2, (rank + 1) * q // 2)
-            expected = torch.cat([full[:q][mine], full[q : q + kv], full[q + kv :]])
-        elif name.endswith("o_proj.weight"):
-            expected = full[:, rank * q // 2 : (rank + 1) * q // 2]
-        elif name.endswith("gate_up_proj.weight"):
-            gate, up = full.chunk(2)
-            expected = torch.cat([gate.chunk(2)[rank], up.chunk(2)[rank]])
-        elif name.endswith("down_proj.weight"):
-            expected = full.chunk(2, dim=1)[rank]
-        elif name in ("model.embed_tokens.weight", "lm_head.weight"):
-            rows = full[rank * 258 : (rank + 1) * 258]
-            expected = torch.cat([rows, rows.new_zeros(258 - len(rows), rows.shape[1])])
-        else:  # norms: every rank holds them whole
-            expected = full
-        assert torch.equal(tensor, expected), name
-    assert head_dim * part.shards.num_kv_heads == kv
+        expected = rank_part(name, full[name], rank)
+        assert tensor.dtype == expected.dtype and tensor.shape == expected.shape, name
+        as_bytes = [t.reshape(-1).view(torch.uint8) for t in (tensor, expected)]  # FP8 included
+        assert torch.equal(*as_bytes), name
+    assert part.shards.num_kv_heads == 1
+
+
+def rank_part(name: str, full: torch.Tensor, rank: int) -> torch.Tensor:
+    """What rank `rank` of 2 should hold of the shared-kv model's parameter `name`: 4 query
+    heads and 1 KV head of 16 dims, hidden 64, intermediate 128, 515 rows of vocabulary."""
+    q, kv, vocab_part = 4 * 16, 16, 258
+    module, _, leaf = name.rpartition(".")
+    module = module.rpartition(".")[2]
+    if module == "qkv_proj" and leaf != "input_scale":  # weight, bias or per-row scale
+        mine = slice(rank * q // 2, (rank + 1) * q // 2)
+        return torch.cat([full[:q][mine], full[q : q + kv], full[q + kv :]])
+    if module == "gate_up_proj" and leaf != "input_scale":
+        gate, up = full.chunk(2)
+        return torch.cat([gate.chunk(2)[rank], up.chunk(2)[rank]])
+    if module == "o_proj" and leaf == "weight":
+        return full[:, rank * q // 2 : (rank + 1) * q // 2]
+    if module == "down_proj" and leaf == "weight":
+        return full.chunk(2, dim=1)[rank]
+    if module in ("embed_tokens", "lm_head"):
+        rows = full[rank * vocab_part : (rank + 1) * vocab_part]
+        return torch.cat([rows, rows.new_zeros(vocab_part - len(rows), rows.shape[1])])
+    return full  # norms, row-parallel layers' scales, input scales: every rank holds them whole
 
 
 def test_a_split_the_model_does_not_allow_is_refused(stories_dir):

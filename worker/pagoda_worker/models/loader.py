@@ -200,11 +200,6 @@ def load_model(
     except (AttributeError, TypeError) as exc:
         raise ModelLoadError(f"{model_dir}/config.json lacks a required field: {exc}") from exc
     shape = _within_sliding_window(shape, hf_config)
-    if scheme is not None and tp.size > 1:
-        raise ModelLoadError(
-            "FP8 checkpoints cannot be split across GPUs yet: use tensor_parallel_size 1, or the "
-            "model's bfloat16 checkpoint with quantization fp8"
-        )
     # Rotary tables are computed, not loaded: build them on the device first.
     try:
         rotary = RotaryEmbedding(hf_config, shape.head_dim, shape.max_position).to(device)

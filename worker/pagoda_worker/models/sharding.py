@@ -1,13 +1,14 @@
 """What one rank holds of a tensor-parallel model, Megatron-style.
 
-q/k/v and gate/up are split by output rows (column-parallel), o_proj and down_proj by input
-columns (row-parallel: each rank's product is a partial sum, all-reduced), the embedding and
-lm_head by vocabulary rows (padded to equal parts). Each rank keeps its query heads' KV heads;
+q/k/v and gate/up are split by output rows (column-parallel; their bias and FP8 weight scales
+too), o_proj and down_proj by input columns (row-parallel: each rank's product is a partial sum,
+all-reduced), the embedding and lm_head by vocabulary rows (padded to equal parts). Each rank keeps its query heads' KV heads;
 with fewer KV heads than ranks, ranks share one (each holds a copy). With one rank it holds all.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -95,9 +96,9 @@ class Shards:
     def read(self, checkpoint: safe_open, name: str) -> torch.Tensor:
         """This rank's part of tensor `name` of an open safetensors file, reading only it."""
         rows, columns = self.rows_and_columns(name)
-        if rows == columns == slice(None):
-            return checkpoint.get_tensor(name)
         part = checkpoint.get_slice(name)
+        if rows == columns == slice(None) or math.prod(part.get_shape()) == 1:
+            return checkpoint.get_tensor(name)  # unsplit, or one scale for the whole tensor
         tensor = part[rows] if len(part.get_shape()) == 1 else part[rows, columns]
         if _module_and_leaf(name)[0] in VOCAB_ROWS:  # the last rank's part, padded with zero rows
             tensor = torch.nn.functional.pad(tensor, (0, 0, 0, len(self.vocab) - len(tensor)))
