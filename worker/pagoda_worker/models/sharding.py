@@ -2,8 +2,9 @@
 
 q/k/v and gate/up are split by output rows (column-parallel; their bias and FP8 weight scales
 too), o_proj and down_proj by input columns (row-parallel: each rank's product is a partial sum,
-all-reduced), the embedding and lm_head by vocabulary rows (padded to equal parts). Each rank keeps its query heads' KV heads;
-with fewer KV heads than ranks, ranks share one (each holds a copy). With one rank it holds all.
+all-reduced), the embedding and lm_head by vocabulary rows (padded to equal parts). Each rank
+keeps its query heads' KV heads; with fewer KV heads than ranks, ranks share one (each holds a
+copy). With one rank it holds all.
 """
 
 from __future__ import annotations

@@ -45,9 +45,8 @@ def main(spec_json: str) -> int:
     spec = json.loads(spec_json)
     rank, size = spec["rank"], spec["size"]
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver decides when ranks stop
-    logging.basicConfig(
-        level=logging.INFO, format=f"%(asctime)s %(levelname)s rank{rank} %(name)s: %(message)s"
-    )
+    line = f"%(asctime)s %(levelname)s rank{rank} %(name)s: %(message)s"  # the engine's, ranked
+    logging.basicConfig(level=spec["log_level"], format=line)
     driver = Connection(spec["fd"])
     config = EngineConfig(**spec["config"])
     try:

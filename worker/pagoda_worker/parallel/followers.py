@@ -48,7 +48,8 @@ class Followers:
         for rank in range(1, size):
             ours, theirs = Pipe()
             spec = {"config": dataclasses.asdict(config), "rank": rank, "size": size,
-                    "store": store, "fd": theirs.fileno()}  # fmt: skip
+                    "store": store, "fd": theirs.fileno(),
+                    "log_level": logging.getLogger().getEffectiveLevel()}  # fmt: skip
             command = [sys.executable, "-m", "pagoda_worker.parallel.follower", json.dumps(spec)]
             process = subprocess.Popen(command, pass_fds=[theirs.fileno()])
             theirs.close()  # the follower's end is its own now: its exit reads as EOF here
