@@ -15,7 +15,12 @@ from pagoda_worker.models.source import ModelLoadError
 from pagoda_worker.parallel.group import TensorParallel
 
 from tests.conftest import make_tiny_model
-from tests.engine.workloads import check_against_transformers
+from tests.engine.workloads import (
+    check_against_transformers,
+    mixed_workload,
+    run_staggered,
+    tight_engine,
+)
 from tests.models.fp8_checkpoint import write_fp8_checkpoint
 
 TP2 = {"tensor_parallel_size": 2, "cpu_threads": 1}
@@ -38,6 +43,16 @@ def odd_models(tmp_path_factory):
 
 def test_stories260k_split_in_two_matches_transformers(stories_dir):
     check_against_transformers(stories_dir, seed=0, **TP2).close()
+
+
+def test_split_in_two_matches_the_unsplit_engine_step_for_step(stories_dir):
+    """The same tokens as TP=1 on another mixed batch, with async scheduling off too."""
+    work = mixed_workload(seed=3)
+    for settings in ({}, {"async_scheduling": False}):
+        unsplit = run_staggered(tight_engine(stories_dir, **settings), work)
+        engine = tight_engine(stories_dir, **settings, **TP2)
+        assert run_staggered(engine, work) == unsplit
+        engine.close()
 
 
 @pytest.mark.parametrize("family", ["qwen2", "qwen3"])  # q/k/v bias + sharded files; q/k norms
