@@ -29,8 +29,7 @@ VOCAB_ROWS = ("embed_tokens", "lm_head")
 
 @dataclass(frozen=True)
 class Shards:
-    rank: int
-    size: int
+    size: int  # ranks
     head_dim: int
     heads: range  # query heads
     kv_heads: range
@@ -56,7 +55,6 @@ class Shards:
             kv = range(shared, shared + 1)
         vocab_part = -(-shape.vocab_size // size)
         return cls(
-            rank=rank,
             size=size,
             head_dim=shape.head_dim,
             heads=_part(heads, rank, size),
@@ -97,10 +95,13 @@ class Shards:
     def read(self, checkpoint: safe_open, name: str) -> torch.Tensor:
         """This rank's part of tensor `name` of an open safetensors file, reading only it."""
         rows, columns = self.rows_and_columns(name)
+        if rows == columns == slice(None):
+            return checkpoint.get_tensor(name)
         part = checkpoint.get_slice(name)
-        if rows == columns == slice(None) or math.prod(part.get_shape()) == 1:
-            return checkpoint.get_tensor(name)  # unsplit, or one scale for the whole tensor
-        tensor = part[rows] if len(part.get_shape()) == 1 else part[rows, columns]
+        shape = part.get_shape()
+        if math.prod(shape) == 1:  # one scale for the whole tensor: every rank's
+            return checkpoint.get_tensor(name)
+        tensor = part[rows] if len(shape) == 1 else part[rows, columns]
         if _module_and_leaf(name)[0] in VOCAB_ROWS:  # the last rank's part, padded with zero rows
             tensor = torch.nn.functional.pad(tensor, (0, 0, 0, len(self.vocab) - len(tensor)))
         return tensor
