@@ -37,6 +37,7 @@ def test_defaults():
         ({"engine": {"dtype": "int4"}}, "auto"),
         ({"model": {"name": "m", "source": {"uri": "ftp://x/m.tar"}}}, "pattern"),
         # What the children's validation would reject later, rejected up front.
+        ({"resources": {"gpus": 9}}, "less than or equal to 8"),  # one engine's, one node's
         ({"resources": {"cpu": "1.2.3"}}, "pattern"),
         ({"resources": {"memory": "1..5Gi"}}, "pattern"),
         ({"resources": {"memory": "-1Gi"}}, "pattern"),

@@ -253,8 +253,9 @@ class Toleration(ApiModel):
 class ResourcesSpec(ApiModel):
     """What each worker pod asks for, and where it may run."""
 
-    gpus: int = Field(1, ge=0, le=16)
-    """GPUs (nvidia.com/gpu) per pod; 0 runs the engine on CPU."""
+    gpus: int = Field(1, ge=0, le=8)
+    """GPUs (nvidia.com/gpu) per pod, all of them used by one engine (engine.tensorParallelSize
+    equals it), so at most 8, one node's; 0 runs the engine on CPU."""
     cpu: Quantity = "2"
     """CPU request per pod (a Kubernetes quantity)."""
     memory: Quantity = "16Gi"
