@@ -109,9 +109,10 @@ def w8a8_call(x: torch.Tensor, layer: Fp8Linear) -> torch.Tensor:
 
 def tile_sweep(gen: torch.Generator) -> None:
     one_row = [
-        Tiles(1, bn, bk, w, s)
-        for bn, bk in ((4, 1024), (8, 512), (8, 1024), (16, 256), (16, 512), (32, 256), (32, 128))
+        Tiles(1, bn, bk, w, s, split)
+        for bn, bk in ((4, 1024), (8, 512), (8, 1024), (16, 256), (16, 512), (32, 256))
         for w, s in ((4, 2), (4, 4), (8, 3))
+        for split in (1, 2, 4)
     ]
     few_rows = [
         Tiles(16, bn, bk, w, s)
@@ -164,6 +165,9 @@ def main() -> int:
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}")
     gen = torch.Generator(device="cuda").manual_seed(0)
     with torch.inference_mode():
+        if "--tiles-only" in sys.argv:
+            tile_sweep(gen)
+            return 0
         if "--quantize-only" not in sys.argv:
             layer_rows(gen)
             tile_sweep(gen)
