@@ -5,9 +5,12 @@ For each layer shape and batch size M: the relative error of the FP8 layer's out
 bf16 layer's (random weights with std 0.02; activations N(0, 1) with 1% outlier channels at 20x),
 and µs per call of bf16 `torch.mm`, the weight-only FP8 kernel and FP8 `_scaled_mm` with the
 activation quantized per token, each timed as a CUDA graph of calls rotating over enough weight
-copies that the L2 cache holds none of them. Then a sweep of the weight-only kernel's tiles at M=1.
+copies that the L2 cache holds none of them. Then a sweep of the weight-only kernel's tiles at M=1,
+4 and 16, and one of the per-token quantization's blocks.
 
-    python bench/fp8_layers.py
+    python bench/fp8_layers.py                  # all of it
+    python bench/fp8_layers.py --tiles-only     # the tile sweeps
+    python bench/fp8_layers.py --quantize-only  # the quantization sweep
 """
 
 from __future__ import annotations
@@ -109,10 +112,9 @@ def w8a8_call(x: torch.Tensor, layer: Fp8Linear) -> torch.Tensor:
 
 def tile_sweep(gen: torch.Generator) -> None:
     one_row = [
-        Tiles(1, bn, bk, w, s, split)
-        for bn, bk in ((4, 1024), (8, 512), (8, 1024), (16, 256), (16, 512), (32, 256))
+        Tiles(1, bn, bk, w, s)
+        for bn, bk in ((4, 1024), (8, 512), (8, 1024), (16, 256), (16, 512), (32, 256), (32, 128))
         for w, s in ((4, 2), (4, 4), (8, 3))
-        for split in (1, 2, 4)
     ]
     few_rows = [
         Tiles(16, bn, bk, w, s)

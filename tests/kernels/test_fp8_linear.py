@@ -9,7 +9,7 @@ from kernel_checks import INTERPRETED, relative_error
 
 pytest.importorskip("triton", reason="Triton is not installed")
 
-from pagoda_worker.kernels.fp8 import MIN_SCALE, Tiles, quantize_rows, weight_only_matmul
+from pagoda_worker.kernels.fp8 import MIN_SCALE, quantize_rows, weight_only_matmul
 from pagoda_worker.layers.fp8_linear import (
     FP8,
     FP8_MAX,
@@ -75,32 +75,12 @@ def test_a_row_of_zeros_quantizes_to_zeros(device):
 @pytest.mark.parametrize("bias", [False, True])
 def test_weight_only_matmul_matches_the_dequantized_product(device, rows, bias):
     """Sizes that are no multiple of any tile: every mask is exercised."""
-    check_weight_only(device, rows, bias, tiles=None)
-
-
-@pytest.mark.parametrize("split_k", [2, 4, 8])
-@pytest.mark.parametrize("bias", [False, True])
-def test_one_row_split_over_k_adds_up_to_the_same_product(device, split_k, bias):
-    """K=200 in parts of 64 elements: uneven parts, and at 8 splits some with nothing to add."""
-    check_weight_only(device, 1, bias, Tiles(1, 8, 64, num_warps=4, num_stages=2, split_k=split_k))
-
-
-def test_split_k_is_refused_for_several_rows_and_uneven_splits(device):
-    x = activations(2, 64, seed=0, device=device)
-    weight, scale = (t.to(device) for t in quantize_weight(torch.ones(16, 64)))
-    with pytest.raises(ValueError, match="one row, in a power of two"):
-        weight_only_matmul(x, weight, scale, None, Tiles(1, 8, 64, 4, 2, split_k=2))
-    with pytest.raises(ValueError, match="one row, in a power of two"):
-        weight_only_matmul(x[:1], weight, scale, None, Tiles(1, 8, 64, 4, 2, split_k=3))
-
-
-def check_weight_only(device, rows: int, bias: bool, tiles: Tiles | None) -> None:
     gen = torch.Generator().manual_seed(rows)
     x = activations(rows, 200, seed=rows, device=device)
     weight, scale = quantize_weight(torch.randn(72, 200, generator=gen) * 0.02)
     b = (torch.randn(72, generator=gen) * 0.1).to(ACT) if bias else None
     out = weight_only_matmul(
-        x, weight.to(device), scale.to(device), None if b is None else b.to(device), tiles
+        x, weight.to(device), scale.to(device), None if b is None else b.to(device)
     )
     expected = x.cpu().double() @ (weight.double() * scale.double()[:, None]).t()
     if b is not None:

@@ -74,9 +74,8 @@ def quantize_rows(
 
 @triton.jit
 def _weight_only_kernel(
-    x_ptr, w_ptr, w_scale_ptr, bias_ptr, out_ptr, M, N, K, K_PER_SPLIT, stride_xm, stride_wn,
-    stride_om, HAS_BIAS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr,
+    x_ptr, w_ptr, w_scale_ptr, bias_ptr, out_ptr, M, N, K, stride_xm, stride_wn, stride_om,
+    HAS_BIAS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):  # fmt: skip
     cols = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     rows = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -84,15 +83,11 @@ def _weight_only_kernel(
     w_rows = w_ptr + cols[:, None].to(tl.int64) * stride_wn
     if BLOCK_M == 1:
         # One row: products summed on the CUDA cores; a tensor-core tile would be 15/16 padding.
-        # With SPLIT_K > 1, program (c, s) sums the s-th K_PER_SPLIT elements of its columns.
-        k_first = tl.program_id(2) * K_PER_SPLIT
-        k_end = tl.minimum(k_first + K_PER_SPLIT, K)
         partial = tl.zeros([BLOCK_N, BLOCK_K], tl.float32)
-        for k0 in range(k_first, k_end, BLOCK_K):
+        for k0 in range(0, K, BLOCK_K):
             ks = k0 + tl.arange(0, BLOCK_K)
-            x = tl.load(x_ptr + rows * stride_xm + ks, mask=ks < k_end, other=0.0)
-            w = tl.load(w_rows + ks[None, :], mask=col_ok[:, None] & (ks < k_end)[None, :],
-                        other=0.0)  # fmt: skip
+            x = tl.load(x_ptr + rows * stride_xm + ks, mask=ks < K, other=0.0)
+            w = tl.load(w_rows + ks[None, :], mask=col_ok[:, None] & (ks < K)[None, :], other=0.0)
             partial += w.to(tl.float32) * x.to(tl.float32)[None, :]
         acc = tl.sum(partial, 1)[None, :]
     else:
@@ -107,17 +102,6 @@ def _weight_only_kernel(
             )
             w = tl.load(w_rows + ks[None, :], mask=col_ok[:, None] & k_ok[None, :], other=0.0)
             acc = tl.dot(x, tl.trans(w.to(x.dtype)), acc)
-    if SPLIT_K > 1:  # a float32 partial sum per split; _finish_splits adds them up
-        tl.store(out_ptr + tl.program_id(2) * N + cols[None, :], acc, mask=col_ok[None, :])
-    else:
-        _finish(acc, rows, cols, row_ok, col_ok, w_scale_ptr, bias_ptr, out_ptr, stride_om,
-                HAS_BIAS)  # fmt: skip
-
-
-@triton.jit
-def _finish(acc, rows, cols, row_ok, col_ok, w_scale_ptr, bias_ptr, out_ptr, stride_om,
-            HAS_BIAS: tl.constexpr):  # fmt: skip
-    """Scale the columns, add the bias, store in the output's dtype."""
     acc *= tl.load(w_scale_ptr + cols, mask=col_ok, other=0.0)[None, :]
     if HAS_BIAS:
         acc += tl.load(bias_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
@@ -128,21 +112,6 @@ def _finish(acc, rows, cols, row_ok, col_ok, w_scale_ptr, bias_ptr, out_ptr, str
     )
 
 
-@triton.jit
-def _finish_splits_kernel(
-    partial_ptr, w_scale_ptr, bias_ptr, out_ptr, N,
-    HAS_BIAS: tl.constexpr, BLOCK_N: tl.constexpr, SPLIT_K: tl.constexpr,
-):  # fmt: skip
-    """One row's result from its SPLIT_K partial sums [SPLIT_K, N], added in a fixed order."""
-    cols = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
-    col_ok = cols < N
-    splits = tl.arange(0, SPLIT_K)
-    partial = tl.load(partial_ptr + splits[:, None] * N + cols[None, :], mask=col_ok[None, :])
-    acc = tl.sum(partial, 0)[None, :]
-    rows = tl.zeros([1], tl.int32)
-    _finish(acc, rows, cols, rows < 1, col_ok, w_scale_ptr, bias_ptr, out_ptr, 0, HAS_BIAS)
-
-
 @dataclass(frozen=True)
 class Tiles:
     block_m: int  # 1: one row on the CUDA cores; 16: up to 16 rows a tile on the tensor cores
@@ -150,13 +119,11 @@ class Tiles:
     block_k: int
     num_warps: int
     num_stages: int
-    split_k: int = 1  # one row only: programs that each sum a part of K, then a pass adds them
 
 
 # The fastest of a sweep over Llama-3.1-8B's four layer shapes on an H200 (bench/fp8_layers.py).
 ONE_ROW = Tiles(block_m=1, block_n=8, block_k=1024, num_warps=4, num_stages=2)
 FEW_ROWS = Tiles(block_m=16, block_n=32, block_k=256, num_warps=4, num_stages=3)
-FINISH_BLOCK_N = 256  # columns a program of the split-K pass adds up
 
 
 def weight_only_matmul(
@@ -173,24 +140,12 @@ def weight_only_matmul(
     if x.stride(1) != 1 or weight.stride(1) != 1:
         raise ValueError("weight_only_matmul needs rows with contiguous elements")
     tiles = tiles or (ONE_ROW if m == 1 else FEW_ROWS)
-    if tiles.split_k > 1 and (m != 1 or tiles.split_k & (tiles.split_k - 1)):
-        raise ValueError("split_k is for one row, in a power of two")
     out = torch.empty((m, n), dtype=x.dtype, device=x.device)
-    split = tiles.split_k
-    k_per_split = triton.cdiv(triton.cdiv(k, split), tiles.block_k) * tiles.block_k
-    partial = torch.empty((split, n), dtype=torch.float32, device=x.device) if split > 1 else out
-    grid = (triton.cdiv(n, tiles.block_n), triton.cdiv(m, tiles.block_m), split)
-    bias_or_any = bias if bias is not None else weight_scale  # not read without a bias
+    grid = (triton.cdiv(n, tiles.block_n), triton.cdiv(m, tiles.block_m))
     _weight_only_kernel[grid](
-        x, weight, weight_scale, bias_or_any, partial, m, n, k, k_per_split,
+        x, weight, weight_scale, bias if bias is not None else weight_scale, out, m, n, k,
         x.stride(0), weight.stride(0), out.stride(0),
         HAS_BIAS=bias is not None, BLOCK_M=tiles.block_m, BLOCK_N=tiles.block_n,
-        BLOCK_K=tiles.block_k, SPLIT_K=split, num_warps=tiles.num_warps,
-        num_stages=tiles.num_stages,
+        BLOCK_K=tiles.block_k, num_warps=tiles.num_warps, num_stages=tiles.num_stages,
     )  # fmt: skip
-    if split > 1:
-        _finish_splits_kernel[(triton.cdiv(n, FINISH_BLOCK_N),)](
-            partial, weight_scale, bias_or_any, out, n,
-            HAS_BIAS=bias is not None, BLOCK_N=FINISH_BLOCK_N, SPLIT_K=split,
-        )  # fmt: skip
     return out
