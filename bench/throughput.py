@@ -172,6 +172,12 @@ def profiler(enabled: bool):
     return torch.profiler.profile(activities=activities)
 
 
+def print_profile(prof) -> None:
+    if prof is not None:
+        for key in ("self_cuda_time_total", "self_cpu_time_total"):
+            print(prof.key_averages().table(sort_by=key, row_limit=20), file=sys.stderr)
+
+
 def record_plans(engine: LLMEngine) -> list[tuple[bool, int, int]]:
     """Wrap the scheduler to record each step's (decodes only?, sequences, tokens)."""
     plans = []
@@ -219,9 +225,7 @@ def run_engine(
             seconds.append(time.perf_counter() - began)
         sync()
     elapsed = time.perf_counter() - start
-    if prof is not None:
-        for key in ("self_cuda_time_total", "self_cpu_time_total"):
-            print(prof.key_averages().table(sort_by=key, row_limit=20), file=sys.stderr)
+    print_profile(prof)
     print_step_summary(plans, seconds)
     if torch.cuda.is_available():
         stats = torch.cuda.memory_stats()
@@ -233,21 +237,27 @@ def run_engine(
     return elapsed
 
 
-def run_latency(model_dir: Path, preset: Preset, prompts, engine_args: dict) -> dict[str, float]:
+def run_latency(
+    model_dir: Path, preset: Preset, prompts, engine_args: dict, profile: bool = False
+) -> dict[str, float]:
     """Median over the prompts of: ms per output token after the first (batch-1 decode), and the
-    time to first token of a fresh ttft_input_len-token prompt."""
+    time to first token of a fresh ttft_input_len-token prompt. A profile covers the first
+    prompt's decode."""
     engine = start_engine(model_dir, preset, engine_args)
     rng = random.Random(1)
     vocab = engine.core.model.shape.vocab_size
     decode_ms, ttft_ms = [], []
-    for prompt in prompts:
+    for i, prompt in enumerate(prompts):
         params = SamplingParams(temperature=0.0, max_tokens=preset.output_len, ignore_eos=True)
         engine.add_request(prompt, params)
         first = None  # when the first token reached the host
-        while engine.has_unfinished_requests():
-            if engine.step() and first is None:
-                first = time.perf_counter()
+        with profiler(profile and i == 0) as prof:
+            while engine.has_unfinished_requests():
+                if engine.step() and first is None:
+                    first = time.perf_counter()
+            sync()
         decode_ms.append((time.perf_counter() - first) * 1e3 / (preset.output_len - 1))
+        print_profile(prof)
 
         long_prompt = [rng.randrange(10, vocab - 10) for _ in range(preset.ttft_input_len)]
         start = time.perf_counter()
@@ -302,7 +312,8 @@ def main() -> int:
     parser.add_argument("--skip-baseline", action="store_true")
     parser.add_argument(
         "--profile", action="store_true",
-        help="print the engine run's top CPU and CUDA ops (timings include the profiler)",
+        help="print the plain engine's top CPU and CUDA ops: the whole run, or with a latency "
+        "preset the first prompt's decode (timings include the profiler)",
     )  # fmt: skip
     parser.add_argument(
         "--engine-arg",
@@ -338,7 +349,9 @@ def main() -> int:
 
         if preset.latency:
             for variant in [{}, *variants]:
-                results = run_latency(model_dir, preset, prompts, engine_args | variant)
+                results = run_latency(
+                    model_dir, preset, prompts, engine_args | variant, args.profile and not variant
+                )
                 for name, value in results.items():
                     print(f"pagoda engine{describe(variant)} {name}: {value:.2f}  "
                           f"({preset.input_len[0]}-token prompt, {preset.output_len} outputs; "
