@@ -52,6 +52,9 @@ class WaitingCore:
     def finish_seq(self, request_id: str, index: int) -> None:
         pass
 
+    def check_ranks(self) -> None:
+        pass  # one rank
+
     def has_unfinished_requests(self) -> bool:
         return bool(self.canaries)
 

@@ -54,6 +54,9 @@ class FakeCore:
     def finish_seq(self, request_id: str, index: int) -> None:
         self.events.append(f"finish {request_id}/{index}")
 
+    def check_ranks(self) -> None:
+        pass  # one rank
+
     def has_unfinished_requests(self) -> bool:
         return bool(self.requests)
 

@@ -5,6 +5,8 @@ does not split evenly, and fewer KV heads than ranks. Each rank reads only its s
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import torch
 from pagoda_worker.engine.config import EngineConfig
@@ -12,6 +14,7 @@ from pagoda_worker.engine.llm_engine import LLMEngine
 from pagoda_worker.engine.sampling_params import SamplingParams
 from pagoda_worker.models.loader import load_model
 from pagoda_worker.models.source import ModelLoadError
+from pagoda_worker.parallel.followers import RankLost
 from pagoda_worker.parallel.group import TensorParallel
 
 from tests.conftest import make_tiny_model
@@ -141,3 +144,28 @@ def test_a_split_the_model_does_not_allow_is_refused(stories_dir):
     refusal = r"tensor_parallel_size 3 .* divide the model's 8 attention heads"
     with pytest.raises(ModelLoadError, match=refusal):
         LLMEngine(EngineConfig(model=str(stories_dir), tensor_parallel_size=3, cpu_threads=1))
+
+
+def test_a_dead_rank_is_named_before_any_step_waits_for_it(stories_dir):
+    """Noticed while idle; the next step raises before it sends the follower anything, so under
+    NCCL no collective waits for the dead rank."""
+    engine = LLMEngine(EngineConfig(model=str(stories_dir), **TP2))
+    followers = engine.core.followers
+    assert followers is not None
+    [process] = followers.processes
+    try:
+        engine.core.check_ranks()  # all there
+        process.kill()
+        process.wait()
+        named = rf"tensor-parallel rank 1 \(pid {process.pid}\) exited \(-9\)"
+        deadline = time.monotonic() + 10  # the watcher thread sees the exit at once
+        while followers.lost is None:
+            assert time.monotonic() < deadline, "the dead rank went unnoticed"
+            time.sleep(0.01)
+        with pytest.raises(RankLost, match=named):
+            engine.core.check_ranks()
+        engine.add_request([1, 2, 3], SamplingParams(max_tokens=2))
+        with pytest.raises(RankLost, match=named):
+            engine.step()
+    finally:
+        engine.close()

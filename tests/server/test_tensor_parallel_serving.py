@@ -1,8 +1,10 @@
 """`pagoda serve --tensor-parallel-size 2` on CPU: the engine process starts its follower rank,
-serves what the unsplit engine serves, and takes the follower down with it on SIGTERM."""
+serves what the unsplit engine serves, takes the follower down with it on SIGTERM, and fails
+/health as soon as the follower dies."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import time
@@ -14,6 +16,7 @@ from pagoda_worker.engine.llm import LLM
 from pagoda_worker.engine.sampling_params import SamplingParams
 
 from tests.processes import get, start_serve, wait_ready
+from tests.server.observe import poll_ready
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -82,3 +85,19 @@ def test_a_dead_follower_fails_health_and_is_named_in_the_log(stories_dir):
             time.sleep(0.05)
     finally:
         started.stop()
+
+
+async def test_a_dead_follower_fails_health_while_idle_before_any_canary(make_server):
+    """No request and no canary comes (one every 600 s): the loop itself notices the lost
+    rank, and /health says which one."""
+    server = make_server(
+        {"tensor_parallel_size": 2, "cpu_threads": 1}, readiness={"canary_interval_s": 600}
+    )
+    await poll_ready(server, 200)
+    [follower] = followers_running()
+    os.kill(follower, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while (reply := await server.fetch("GET", "/health")).status != 503:
+        assert time.monotonic() < deadline, "/health stayed up without a rank"
+        await asyncio.sleep(0.05)
+    assert f"tensor-parallel rank 1 (pid {follower}) exited (-9)" in reply.json()["error"]

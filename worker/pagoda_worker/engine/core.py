@@ -100,6 +100,11 @@ class EngineCore:
             config.block_size, self.kv_capacity_tokens, loaded.kv_dtype,
         )  # fmt: skip
 
+    def check_ranks(self) -> None:
+        """Raises RankLost once another tensor-parallel rank has died, even while idle."""
+        if self.followers is not None:
+            self.followers.check()
+
     def close(self) -> None:
         """Stop the other tensor-parallel ranks, if any (the engine takes no steps after)."""
         if self.followers is not None:

@@ -92,6 +92,7 @@ class CoreLoop:
             self.passes.gc_clock.uninstall()
 
     def run_pass(self) -> None:
+        self.core.check_ranks()  # a lost rank fails the engine now, not at the next request
         wedged = self.faults.wedged
         busy = not wedged and (self._queue or self._work or self.core.has_unfinished_requests())
         self._receive(0.0 if busy else self.options.idle_wait_s)

@@ -7,6 +7,10 @@ an error, not a wait), then whether it loaded its part of the model; then the dr
 step's StepArrays (a few kilobytes, pickled once for all); None tells it to stop. Tensors (the
 all-reduces, the unread tokens) go through torch.distributed instead. A follower whose driver is
 gone reads EOF and exits.
+
+A follower that dies while serving is noticed by a watcher thread at once, whatever the driver is
+doing: `check` raises RankLost from then on, and `send` checks first, so no step starts a
+collective that would wait for the dead rank (under NCCL, until COLLECTIVE_TIMEOUT).
 """
 
 from __future__ import annotations
@@ -36,6 +40,10 @@ STOP_WAIT_S = 10.0  # for a follower to exit after it is told to, before it is k
 JOINING = "joining"  # a follower's first word: it calls `join` next
 
 
+class RankLost(RuntimeError):
+    """Another tensor-parallel rank died: the engine cannot go on without its part."""
+
+
 class Followers:
     def __init__(self, config: EngineConfig, device: torch.device) -> None:
         """Start ranks 1..N-1 of `config` (whose model is a folder) and join them as rank 0."""
@@ -45,6 +53,7 @@ class Followers:
         self.processes: list[subprocess.Popen] = []
         self.connections: list[Connection] = []
         self._stopping = False
+        self.lost: str | None = None  # which rank died, once one has
         for rank in range(1, size):
             ours, theirs = Pipe()
             spec = {"config": dataclasses.asdict(config), "rank": rank, "size": size,
@@ -88,10 +97,16 @@ class Followers:
         or one that waits) does not."""
         code = process.wait()
         if not self._stopping:
-            log.error("tensor-parallel rank %d (pid %d) exited (%s): the engine cannot go on "
-                      "without it", rank, process.pid, code)  # fmt: skip
+            self.lost = f"tensor-parallel rank {rank} (pid {process.pid}) exited ({code})"
+            log.error("%s: the engine cannot go on without it", self.lost)
+
+    def check(self) -> None:
+        """Raises RankLost once a follower has died."""
+        if self.lost is not None:
+            raise RankLost(self.lost)
 
     def send(self, arrays: StepArrays) -> None:
+        self.check()
         message = pickle.dumps(arrays, protocol=pickle.HIGHEST_PROTOCOL)  # once for all ranks
         for connection in self.connections:
             connection.send_bytes(message)
