@@ -183,14 +183,23 @@ def wait_condition(
     value: str,
     reason: str | None = None,
     timeout: float = 60,
+    message: str = "",
 ) -> dict:
+    """Wait until condition `kind` has status `value` (and `reason`, and a message containing
+    `message`, when given)."""
+
     def check():
         found = condition(cluster, namespace, name, kind)
-        if found.get("status") == value and reason in (None, found.get("reason")):
+        if (
+            found.get("status") == value
+            and reason in (None, found.get("reason"))
+            and message in found.get("message", "")
+        ):
             return found
         return None
 
-    return cluster.wait_for(check, timeout, f"{name} {kind}={value} {reason or ''}")
+    wanted = f"{name} {kind}={value} {reason or ''} {message}"
+    return cluster.wait_for(check, timeout, wanted)
 
 
 def events(cluster: LocalCluster, namespace: str, name: str) -> list[dict]:

@@ -93,16 +93,10 @@ def test_the_sample_serves_through_a_gateway_with_least_privilege(
     cluster.kubectl("apply", f"-n={namespace}", "-f", str(SAMPLE))
     name = "stories-gateway"
     # GatewayReady turns True with the first ready pod: wait for the second one.
-    cluster.wait_for(
-        lambda: (
-            "2/2 gateway pods ready"
-            in wait_condition(cluster, namespace, name, "GatewayReady", "True", "Serving")[
-                "message"
-            ]
-        ),
-        timeout=60,
-        what="GatewayReady with 2/2 gateway pods ready",
-    )
+    wait_condition(
+        cluster, namespace, name, "GatewayReady", "True", "Serving",
+        message="2/2 gateway pods ready",
+    )  # fmt: skip
     ready = wait_condition(cluster, namespace, name, "Ready", "True")
     assert ready["message"].endswith("through 2 ready gateway pods")
     assert status(cluster, namespace, name)["gatewayReadyReplicas"] == 2
