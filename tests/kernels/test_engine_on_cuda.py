@@ -94,3 +94,25 @@ def test_fp8_weights_and_kv_cache_with_cuda_graphs(stories_dir):
 def test_fp8_weights_need_a_16_bit_model(stories_dir):
     with pytest.raises(ModelLoadError, match="add --dtype bfloat16"):
         LLMEngine(EngineConfig(model=str(stories_dir), quantization="fp8"))  # float32 weights
+
+
+needs_pdl = pytest.mark.skipif(
+    not torch.cuda.is_available() or torch.cuda.get_device_capability() < (9, 0),
+    reason="programmatic dependent launch needs a Hopper or later GPU",
+)
+
+
+@needs_pdl
+def test_programmatic_dependent_launch_changes_no_token(stories_dir, monkeypatch):
+    """Kernels that start before the previous one ends (kernels/pdl.py) must wait for its
+    writes: a missing wait shows as different tokens from the same engine without PDL."""
+    settings = dict(model=str(stories_dir), dtype="bfloat16", num_kv_blocks=64, max_num_seqs=32)
+    work = mixed_workload(seed=5, num_requests=24)
+    outputs = []
+    for pdl in ("1", "0"):
+        monkeypatch.setenv("PAGODA_PDL", pdl)
+        engine = LLMEngine(EngineConfig(**settings, quantization="fp8", kv_cache_dtype="fp8"))
+        assert engine.core.runner.graphs is not None
+        outputs.append(run_staggered(engine, work))
+        del engine
+    assert outputs[0] == outputs[1]

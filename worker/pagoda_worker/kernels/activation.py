@@ -6,12 +6,15 @@ import torch
 import triton
 import triton.language as tl
 
+from pagoda_worker.kernels.pdl import enter, pdl_args
+
 BLOCK = 1024
 
 
 @triton.jit
 def _silu_and_mul_kernel(x_ptr, out_ptr, stride_x, stride_out, N: tl.constexpr,
-                         BLOCK: tl.constexpr):  # fmt: skip
+                         BLOCK: tl.constexpr, PDL: tl.constexpr):  # fmt: skip
+    enter(PDL)
     row = tl.program_id(0).to(tl.int64)
     cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     mask = cols < N
@@ -33,6 +36,6 @@ def silu_and_mul(x: torch.Tensor) -> torch.Tensor:
     out = torch.empty(rows, n, dtype=x.dtype, device=x.device)
     if rows:
         _silu_and_mul_kernel[(rows, triton.cdiv(n, BLOCK))](
-            x, out, x.stride(0), out.stride(0), N=n, BLOCK=BLOCK, num_warps=4
+            x, out, x.stride(0), out.stride(0), N=n, BLOCK=BLOCK, num_warps=4, **pdl_args(x.device)
         )
     return out

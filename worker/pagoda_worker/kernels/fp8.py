@@ -15,6 +15,8 @@ import torch
 import triton
 import triton.language as tl
 
+from pagoda_worker.kernels.pdl import enter, pdl_args
+
 FP8 = torch.float8_e4m3fn
 FP8_MAX = 448.0  # torch.finfo(torch.float8_e4m3fn).max
 # A row of zeros would get scale 0 and divide by it: the scale never goes below this.
@@ -24,8 +26,9 @@ MIN_SCALE = 1.0 / (FP8_MAX * 512.0)
 @triton.jit
 def _quantize_rows_kernel(
     x_ptr, q_ptr, scale_ptr, static_scale_ptr, K, stride_x, stride_q,
-    STATIC: tl.constexpr, BLOCK_K: tl.constexpr,
+    STATIC: tl.constexpr, BLOCK_K: tl.constexpr, PDL: tl.constexpr,
 ):  # fmt: skip
+    enter(PDL)
     row = tl.program_id(0).to(tl.int64)
     x_row = x_ptr + row * stride_x
     if STATIC:
@@ -68,6 +71,7 @@ def quantize_rows(
         _quantize_rows_kernel[(num_rows,)](
             x, q, scales, static_scale if static else scales, k, x.stride(0), q.stride(0),
             STATIC=static, BLOCK_K=min(block_k, triton.next_power_of_2(k)), num_warps=num_warps,
+            **pdl_args(x.device),
         )  # fmt: skip
     return q, scales
 
@@ -76,6 +80,7 @@ def quantize_rows(
 def _weight_only_kernel(
     x_ptr, w_ptr, w_scale_ptr, bias_ptr, out_ptr, M, N, K, stride_xm, stride_wn, stride_om,
     HAS_BIAS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    PDL: tl.constexpr,
 ):  # fmt: skip
     cols = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     rows = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -83,14 +88,20 @@ def _weight_only_kernel(
     w_rows = w_ptr + cols[:, None].to(tl.int64) * stride_wn
     if BLOCK_M == 1:
         # One row: products summed on the CUDA cores; a tensor-core tile would be 15/16 padding.
-        partial = tl.zeros([BLOCK_N, BLOCK_K], tl.float32)
-        for k0 in range(0, K, BLOCK_K):
+        # No kernel writes the weights: the first tile loads while the previous kernel drains.
+        ks = tl.arange(0, BLOCK_K)
+        w = tl.load(w_rows + ks[None, :], mask=col_ok[:, None] & (ks < K)[None, :], other=0.0)
+        enter(PDL)
+        x = tl.load(x_ptr + rows * stride_xm + ks, mask=ks < K, other=0.0)
+        partial = w.to(tl.float32) * x.to(tl.float32)[None, :]
+        for k0 in range(BLOCK_K, K, BLOCK_K):
             ks = k0 + tl.arange(0, BLOCK_K)
             x = tl.load(x_ptr + rows * stride_xm + ks, mask=ks < K, other=0.0)
             w = tl.load(w_rows + ks[None, :], mask=col_ok[:, None] & (ks < K)[None, :], other=0.0)
             partial += w.to(tl.float32) * x.to(tl.float32)[None, :]
         acc = tl.sum(partial, 1)[None, :]
     else:
+        enter(PDL)
         acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
         for k0 in range(0, K, BLOCK_K):
             ks = k0 + tl.arange(0, BLOCK_K)
@@ -147,5 +158,6 @@ def weight_only_matmul(
         x.stride(0), weight.stride(0), out.stride(0),
         HAS_BIAS=bias is not None, BLOCK_M=tiles.block_m, BLOCK_N=tiles.block_n,
         BLOCK_K=tiles.block_k, num_warps=tiles.num_warps, num_stages=tiles.num_stages,
+        **pdl_args(x.device),
     )  # fmt: skip
     return out

@@ -6,13 +6,16 @@ import torch
 import triton
 import triton.language as tl
 
+from pagoda_worker.kernels.pdl import enter, pdl_args
+
 
 @triton.jit
 def _rms_norm_kernel(
     x_ptr, residual_ptr, weight_ptr, out_ptr, residual_out_ptr,
     stride_x, stride_residual, stride_out, stride_residual_out, eps,
-    N: tl.constexpr, BLOCK: tl.constexpr, HAS_RESIDUAL: tl.constexpr,
+    N: tl.constexpr, BLOCK: tl.constexpr, HAS_RESIDUAL: tl.constexpr, PDL: tl.constexpr,
 ):  # fmt: skip
+    enter(PDL)
     row = tl.program_id(0).to(tl.int64)
     cols = tl.arange(0, BLOCK)
     mask = cols < N
@@ -48,7 +51,7 @@ def rms_norm(
             x, residual_in, weight, out, residual_out,
             x.stride(0), residual_in.stride(0), out.stride(0), residual_out.stride(0), eps,
             N=n, BLOCK=block, HAS_RESIDUAL=residual is not None,
-            num_warps=min(16, max(1, block // 256)),
+            num_warps=min(16, max(1, block // 256)), **pdl_args(x.device),
         )  # fmt: skip
     if residual is None:
         return out.view(shape)

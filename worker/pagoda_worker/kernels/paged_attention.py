@@ -18,6 +18,8 @@ import torch
 import triton
 import triton.language as tl
 
+from pagoda_worker.kernels.pdl import enter, pdl_args
+
 LOG2E = 1.4426950408889634
 DECODE_BLOCK_N = 64
 MAX_SPLITS = 16
@@ -66,8 +68,9 @@ def _decode_kernel(
     stride_qt, stride_qh, stride_kb, stride_kt, stride_kh, stride_bt, stride_ot, stride_oh,
     BLOCK_SIZE: tl.constexpr, GROUP: tl.constexpr, GROUP_PAD: tl.constexpr,
     HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr, BLOCK_N: tl.constexpr,
-    NUM_SPLITS: tl.constexpr, PRECISION: tl.constexpr,
+    NUM_SPLITS: tl.constexpr, PRECISION: tl.constexpr, PDL: tl.constexpr,
 ):  # fmt: skip
+    enter(PDL)
     seq = tl.program_id(0)
     kv_head = tl.program_id(1)
     split = tl.program_id(2)
@@ -113,8 +116,9 @@ def _decode_kernel(
 @triton.jit
 def _combine_splits_kernel(
     part_acc_ptr, part_m_ptr, part_l_ptr, out_ptr, stride_ot, stride_oh,
-    HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr, NUM_SPLITS: tl.constexpr,
+    HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr, NUM_SPLITS: tl.constexpr, PDL: tl.constexpr,
 ):  # fmt: skip
+    enter(PDL)
     seq = tl.program_id(0)
     head = tl.program_id(1)
     base = (seq * tl.num_programs(1) + head) * NUM_SPLITS
@@ -144,8 +148,9 @@ def _prefill_kernel(
     stride_qt, stride_qh, stride_kb, stride_kt, stride_kh, stride_bt, stride_ot, stride_oh,
     BLOCK_SIZE: tl.constexpr, GROUP: tl.constexpr, GROUP_PAD: tl.constexpr,
     HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_N: tl.constexpr,
-    PRECISION: tl.constexpr,
+    PRECISION: tl.constexpr, PDL: tl.constexpr,
 ):  # fmt: skip
+    enter(PDL)
     # Rows of the tile are (query token, head of the group) pairs: BLOCK_Q tokens x GROUP_PAD.
     seq = first_seq + tl.program_id(0)
     tile = tl.program_id(1)
@@ -246,12 +251,13 @@ def paged_decode_attention(
         block_tables.stride(0), out.stride(0), out.stride(1),
         BLOCK_SIZE=k_cache.shape[1], GROUP=group, GROUP_PAD=max(16, group_pad),
         HEAD_DIM=head_dim, D_PAD=d_pad, BLOCK_N=DECODE_BLOCK_N, NUM_SPLITS=num_splits,
-        PRECISION=_precision(q.dtype), num_warps=4, num_stages=2,
+        PRECISION=_precision(q.dtype), num_warps=4, num_stages=2, **pdl_args(q.device),
     )  # fmt: skip
     if num_splits > 1:
         _combine_splits_kernel[(num_seqs, num_heads)](
             part_acc, part_m, part_l, out, out.stride(0), out.stride(1),
             HEAD_DIM=head_dim, D_PAD=d_pad, NUM_SPLITS=num_splits, num_warps=1,
+            **pdl_args(out.device),
         )  # fmt: skip
 
 
@@ -285,5 +291,5 @@ def paged_prefill_attention(
         block_tables.stride(0), out.stride(0), out.stride(1),
         BLOCK_SIZE=k_cache.shape[1], GROUP=group, GROUP_PAD=group_pad, HEAD_DIM=q.shape[2],
         D_PAD=d_pad, BLOCK_Q=block_q, BLOCK_N=block_n, PRECISION=_precision(q.dtype),
-        num_warps=8 if d_pad >= 128 else 4, num_stages=2,
+        num_warps=8 if d_pad >= 128 else 4, num_stages=2, **pdl_args(q.device),
     )  # fmt: skip
