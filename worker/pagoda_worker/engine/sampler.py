@@ -80,7 +80,7 @@ class Sampler:
         logits = apply_penalties(logits, rows, unread_ids)
         if mask is not None:
             logits = apply_token_mask(logits, mask)
-        greedy_ids = logits.argmax(dim=-1)
+        greedy_ids = argmax(logits)
         if all(p.greedy for p in params):
             token_ids = greedy_ids
         else:
@@ -105,7 +105,16 @@ class Sampler:
                 noise[i] = torch.empty_like(probs[i]).exponential_(generator=row.generator)
         # A zero draw would turn a filtered token's 0/0 into NaN, which argmax would pick.
         noise.clamp_(min=torch.finfo(noise.dtype).tiny)
-        return (probs / noise).argmax(dim=-1)
+        return argmax(probs / noise)
+
+
+def argmax(x: torch.Tensor) -> torch.Tensor:
+    """Each row's largest entry (the first of ties); on CUDA a parallel two-pass kernel."""
+    if x.is_cuda:
+        from pagoda_worker.kernels.argmax import argmax_rows  # Triton: CUDA only
+
+        return argmax_rows(x)
+    return x.argmax(dim=-1)
 
 
 def token_logprobs(
