@@ -1,4 +1,4 @@
-"""Triton RMSNorm (+ residual), rotary, SiLU-and-mul and the KV write against PyTorch."""
+"""Triton RMSNorm (+ residual), rotary with the KV write, and SiLU-and-mul against PyTorch."""
 
 from __future__ import annotations
 
@@ -10,9 +10,8 @@ from transformers import LlamaConfig
 pytest.importorskip("triton", reason="Triton is not installed")
 
 from pagoda_worker.kernels.activation import silu_and_mul
-from pagoda_worker.kernels.kv_cache import write_kv_cache
 from pagoda_worker.kernels.norm import rms_norm
-from pagoda_worker.kernels.rotary import apply_rotary_
+from pagoda_worker.kernels.rotary import rotate_and_cache
 from pagoda_worker.layers.norm import RMSNorm
 from pagoda_worker.layers.rotary import RotaryEmbedding
 
@@ -56,21 +55,50 @@ def rope_config(rope_type: str) -> LlamaConfig:
     )  # fmt: skip
 
 
+def scattered_slots(tokens: int, num_slots: int, seed: int) -> torch.Tensor:
+    return torch.randperm(num_slots, generator=torch.Generator().manual_seed(seed))[:tokens]
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("rope_type", ["default", "llama3"])
-def test_rotary_in_place(device, dtype, rope_type):
+def test_rotary_turns_q_in_place_and_k_into_the_cache(device, dtype, rope_type):
     rotary = RotaryEmbedding(rope_config(rope_type), head_dim=80, max_position=1024)
     tokens = 37
     qkv = rand(device, dtype, tokens, (6 + 2 * 2) * 80, seed=4)
-    q = qkv[:, : 6 * 80].view(tokens, 6, 80)
-    k = qkv[:, 6 * 80 : 8 * 80].view(tokens, 2, 80)
+    q, k, v = (t.view(tokens, -1, 80) for t in qkv.split([6 * 80, 2 * 80, 2 * 80], dim=-1))
     positions = torch.randint(0, 1024, (tokens,), generator=torch.Generator().manual_seed(5))
     expected_q, expected_k = rotary(positions, q.cpu(), k.cpu())
-    v_before = qkv[:, 8 * 80 :].clone()
-    apply_rotary_(q, k, rotary.cos.to(device), rotary.sin.to(device), positions.to(device))
+    kv_before = qkv[:, 6 * 80 :].clone()
+    cache = torch.zeros(2, 16, 4, 2, 80, dtype=dtype, device=device)
+    slots = scattered_slots(tokens, 64, seed=6)
+    rotate_and_cache(
+        q, k, v, positions.to(device), rotary.cos.to(device), rotary.sin.to(device),
+        cache[0], cache[1], slots.to(device, torch.int32),
+    )  # fmt: skip
     assert relative_error(q.cpu(), expected_q) < TOLERANCE[dtype]
-    assert relative_error(k.cpu(), expected_k) < TOLERANCE[dtype]
-    assert torch.equal(qkv[:, 8 * 80 :], v_before), "v must stay untouched"
+    cached_k, cached_v = (c.view(-1, 2, 80)[slots].cpu() for c in cache.cpu())
+    assert relative_error(cached_k, expected_k) < TOLERANCE[dtype]
+    assert torch.equal(cached_v, v.cpu())
+    assert torch.equal(qkv[:, 6 * 80 :], kv_before), "k and v themselves stay as they were"
+
+
+def test_padding_tokens_write_nothing(device):
+    """Slot -1 marks a CUDA-graph padding row: its K/V go nowhere. Position 0 rotates by
+    nothing, so the written rows are k and v exactly."""
+    rotary = RotaryEmbedding(rope_config("default"), head_dim=24, max_position=8)
+    cache = rand(device, torch.bfloat16, 2, 6, 4, 3, 24, seed=7)
+    q, k, v = (rand(device, torch.bfloat16, 5, 3, 24, seed=s) for s in (8, 9, 10))
+    slots = torch.tensor([23, 0, -1, 5, 4], dtype=torch.int32, device=device)
+    expected = cache.clone()
+    for i, slot in enumerate(slots.tolist()):
+        if slot >= 0:
+            expected[0].view(-1, 3, 24)[slot] = k[i]
+            expected[1].view(-1, 3, 24)[slot] = v[i]
+    positions = torch.zeros(5, dtype=torch.int64, device=device)
+    rotate_and_cache(
+        q, k, v, positions, rotary.cos.to(device), rotary.sin.to(device), cache[0], cache[1], slots
+    )
+    assert torch.equal(cache, expected)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
@@ -81,19 +109,3 @@ def test_silu_and_mul(device, dtype, rows, width):
     expected = torch.nn.functional.silu(gate) * up
     out = silu_and_mul(x)
     assert relative_error(out.cpu(), expected) < TOLERANCE[dtype]
-
-
-def test_write_kv_cache_skips_padding(device):
-    cache = rand(device, torch.bfloat16, 2, 6, 4, 3, 24, seed=7)
-    k, v = (
-        rand(device, torch.bfloat16, 5, 3, 24, seed=8),
-        rand(device, torch.bfloat16, 5, 3, 24, seed=9),
-    )
-    slots = torch.tensor([23, 0, -1, 5, 4], dtype=torch.int32, device=device)
-    expected = cache.clone()
-    for i, slot in enumerate(slots.tolist()):
-        if slot >= 0:
-            expected[0].view(-1, 3, 24)[slot] = k[i]
-            expected[1].view(-1, 3, 24)[slot] = v[i]
-    write_kv_cache(k, v, cache[0], cache[1], slots)
-    assert torch.equal(cache, expected)

@@ -7,11 +7,13 @@ import random
 import pytest
 import torch
 from kernel_checks import INTERPRETED, TOLERANCE, relative_error
+from transformers import LlamaConfig
 
 pytest.importorskip("triton", reason="Triton is not installed")
 
 from pagoda_worker.kernels.paged_attention import paged_decode_attention
 from pagoda_worker.layers.attention import FP8, AttentionMetadata, KVScales, ReferenceAttention
+from pagoda_worker.layers.rotary import RotaryEmbedding
 from pagoda_worker.layers.triton_attention import TritonAttention
 
 
@@ -71,6 +73,20 @@ def make_step(
     return q, k, v, cache, meta
 
 
+def at_position_zero(q: torch.Tensor) -> tuple[torch.Tensor, RotaryEmbedding]:
+    """Backends rotate q and k first. At position 0 that is exactly the identity, so caches can
+    be compared bit for bit (test_fused_layers.py checks the rotation itself)."""
+    config = LlamaConfig(rope_parameters={"rope_type": "default", "rope_theta": 10000.0})
+    rotary = RotaryEmbedding(config, head_dim=q.shape[2], max_position=1).to(q.device)
+    return torch.zeros(q.shape[0], dtype=torch.int32, device=q.device), rotary
+
+
+def triton_forward(q, k, v, cache, meta, scale, kv_scales: KVScales) -> torch.Tensor:
+    positions, rotary = at_position_zero(q)
+    backend = TritonAttention(num_sms(q.device))
+    return backend.forward(q, k, v, positions, cache, meta, rotary, scale, kv_scales)
+
+
 def reference(q, k, v, cache, meta, scale, kv_scales: KVScales | None = None):
     """The reference backend in float64 on the CPU (an FP8 cache stays FP8)."""
     cpu = AttentionMetadata(**{
@@ -78,15 +94,12 @@ def reference(q, k, v, cache, meta, scale, kv_scales: KVScales | None = None):
         for name, value in vars(meta).items()
     })  # fmt: skip
     cache64 = cache.cpu() if cache.dtype == FP8 else cache.cpu().double()
+    q64 = q.cpu().double()
+    positions, rotary = at_position_zero(q64)
     out = ReferenceAttention().forward(
-        q.cpu().double(),
-        k.cpu().double(),
-        v.cpu().double(),
-        cache64,
-        cpu,
-        scale,
+        q64, k.cpu().double(), v.cpu().double(), positions, cache64, cpu, rotary, scale,
         kv_scales or KVScales(),
-    )
+    )  # fmt: skip
     return out, cache64
 
 
@@ -119,8 +132,7 @@ def test_backend_matches_reference(device, step, block_size, heads, dtype):
     )
     scale = heads[2] ** -0.5
     expected, expected_cache = reference(q, k, v, cache, meta, scale)
-    backend = TritonAttention(num_sms(device))
-    out = backend.forward(q, k, v, cache, meta, scale, KVScales())
+    out = triton_forward(q, k, v, cache, meta, scale, KVScales())
     assert torch.equal(cache.cpu().double(), expected_cache), "the KV-cache write differs"
     assert relative_error(out.cpu(), expected) < TOLERANCE[dtype]
 
@@ -149,7 +161,7 @@ def test_padding_rows_write_nothing_and_read_nothing(device):
     meta.slot_mapping[1] = -1
     meta.seq_lens[1] = 0
     before = cache.clone()
-    out = TritonAttention(num_sms(device)).forward(q, k, v, cache, meta, 0.25, KVScales())
+    out = triton_forward(q, k, v, cache, meta, 0.25, KVScales())
     changed = (cache != before).any(dim=(0, 3, 4)).nonzero().tolist()
     table = meta.block_tables[0].tolist()
     assert changed == [[table[2], 1]], "only the real token's slot (position 9) is written"
@@ -167,7 +179,7 @@ def test_fp8_cache_matches_reference(device, step):
     cache = (cache.float() * 4).to(FP8)  # a random cached prefix, already quantized
     kv_scales, scale = KVScales(k=0.5, v=2.0), 128**-0.5
     expected, expected_cache = reference(q, k, v, cache, meta, scale, kv_scales)
-    out = TritonAttention(num_sms(device)).forward(q, k, v, cache, meta, scale, kv_scales)
+    out = triton_forward(q, k, v, cache, meta, scale, kv_scales)
     assert torch.equal(cache.cpu().view(torch.uint8), expected_cache.view(torch.uint8))
     assert relative_error(out.cpu(), expected) < TOLERANCE[dtype]
     bf16_out, _ = reference(q, k, v, cache.float().to(dtype), meta, scale)

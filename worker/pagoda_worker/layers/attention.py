@@ -12,6 +12,8 @@ from typing import Protocol
 
 import torch
 
+from pagoda_worker.layers.rotary import RotaryEmbedding
+
 
 @dataclass(frozen=True)
 class KVScales:
@@ -38,7 +40,8 @@ class AttentionMetadata:
 
 
 class AttentionBackend(Protocol):
-    """Writes this step's K/V into the layer's cache, then attends causally over the context."""
+    """Rotates q and k to their positions, writes this step's K/V into the layer's cache, then
+    attends causally over the context."""
 
     graph_safe: bool  # launches depend only on host metadata: a decode step can be graph-captured
 
@@ -47,8 +50,10 @@ class AttentionBackend(Protocol):
         q: torch.Tensor,  # [T, Hq, D]
         k: torch.Tensor,  # [T, Hkv, D]
         v: torch.Tensor,  # [T, Hkv, D]
+        positions: torch.Tensor,  # [T]
         kv_cache: torch.Tensor,  # [2, num_blocks, block_size, Hkv, D]
         meta: AttentionMetadata,
+        rotary: RotaryEmbedding,
         scale: float,
         kv_scales: KVScales,
     ) -> torch.Tensor:  # [T, Hq, D]
@@ -84,8 +89,10 @@ class ReferenceAttention:
     graph_safe = False  # sizes its work from device values
 
     def forward(
-        self, q, k, v, kv_cache, meta: AttentionMetadata, scale: float, kv_scales: KVScales
-    ) -> torch.Tensor:
+        self, q, k, v, positions, kv_cache, meta: AttentionMetadata, rotary: RotaryEmbedding,
+        scale: float, kv_scales: KVScales,
+    ) -> torch.Tensor:  # fmt: skip
+        q, k = rotary(positions, q, k)
         write_kv(k, v, kv_cache, meta.slot_mapping, kv_scales)
         num_seqs, block_size = meta.num_seqs, kv_cache.shape[2]
         num_heads, head_dim = q.shape[1], q.shape[2]

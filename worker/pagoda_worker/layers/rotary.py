@@ -37,12 +37,8 @@ class RotaryEmbedding(nn.Module):
         self.register_buffer("sin", emb.sin() * scaling, persistent=False)
 
     def forward(self, positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor):
-        """q: [T, Hq, D], k: [T, Hkv, D], positions: [T]. On CUDA, q and k are rotated in place."""
-        if q.is_cuda:
-            from pagoda_worker.kernels.rotary import apply_rotary_
-
-            apply_rotary_(q, k, self.cos, self.sin, positions)
-            return q, k
+        """q: [T, Hq, D], k: [T, Hkv, D], positions: [T]. The definition; the Triton backend
+        fuses the same math with its KV-cache write (kernels/rotary.py)."""
         cos = self.cos[positions].to(q.dtype).unsqueeze(1)
         sin = self.sin[positions].to(q.dtype).unsqueeze(1)
         return q * cos + _rotate_half(q) * sin, k * cos + _rotate_half(k) * sin

@@ -1,16 +1,18 @@
-"""The CUDA attention backend: the Triton paged kernels, with a fused KV-cache write."""
+"""The CUDA attention backend: the Triton paged kernels, after one launch that applies the
+rotary embedding and writes the step's K/V into the cache."""
 
 from __future__ import annotations
 
 import torch
 
-from pagoda_worker.kernels.kv_cache import write_kv_cache
 from pagoda_worker.kernels.paged_attention import (
     decode_num_splits,
     paged_decode_attention,
     paged_prefill_attention,
 )
+from pagoda_worker.kernels.rotary import rotate_and_cache
 from pagoda_worker.layers.attention import AttentionMetadata, KVScales
+from pagoda_worker.layers.rotary import RotaryEmbedding
 
 
 class TritonAttention:
@@ -24,10 +26,14 @@ class TritonAttention:
         self.num_sms = num_sms  # decode splits long contexts until the SMs are busy
 
     def forward(
-        self, q, k, v, kv_cache, meta: AttentionMetadata, scale: float, kv_scales: KVScales
-    ) -> torch.Tensor:
+        self, q, k, v, positions, kv_cache, meta: AttentionMetadata, rotary: RotaryEmbedding,
+        scale: float, kv_scales: KVScales,
+    ) -> torch.Tensor:  # fmt: skip
         k_cache, v_cache = kv_cache[0], kv_cache[1]
-        write_kv_cache(k, v, k_cache, v_cache, meta.slot_mapping, kv_scales.k, kv_scales.v)
+        rotate_and_cache(
+            q, k, v, positions, rotary.cos, rotary.sin, k_cache, v_cache, meta.slot_mapping,
+            kv_scales.k, kv_scales.v,
+        )  # fmt: skip
         out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
         decodes = meta.num_decodes
         if decodes:

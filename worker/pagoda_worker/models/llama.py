@@ -87,8 +87,9 @@ class Attention(nn.Module):
         v = v.view(-1, self.num_kv_heads, self.head_dim)
         if self.q_norm is not None and self.k_norm is not None:  # both or neither (qk_norm)
             q, k = self.q_norm(q), self.k_norm(k)
-        q, k = self.rotary(positions, q, k)
-        out = backend.forward(q, k, v, kv_cache, meta, self.scale, self.kv_scales)
+        out = backend.forward(
+            q, k, v, positions, kv_cache, meta, self.rotary, self.scale, self.kv_scales
+        )
         return self.tp.all_reduce(self.o_proj(out.reshape(out.shape[0], -1)))
 
 
