@@ -1,12 +1,12 @@
 """Programmatic dependent launch (Hopper and later): a kernel starts while the one before it in
 the stream drains, and waits (`enter`) before it touches memory that kernel may still use.
 
-A Llama-3.1-8B decode step is ~330 kernels (bench/NOTES.md); most are tiny, and each pays its
-launch and ramp-up before doing work. With PDL the next kernel's programs are already resident
-when the previous one ends, and the FP8 matmul loads its first weight tile (no kernel writes
-weights) before the wait. Every program of a PDL kernel calls `enter`, so "the previous kernel
-finished" stays transitive down the stream. PAGODA_PDL=0 turns it off (an escape hatch, and the
-A/B switch in bench/NOTES.md).
+A Llama-3.1-8B decode step is ~330 kernels (counted from the profile in bench/NOTES.md); most are
+tiny, and each pays its launch and ramp-up before doing work. With PDL the next kernel's programs
+are already resident when the previous one ends, and the FP8 matmul loads its first weight tile (no
+kernel writes weights) before the wait. Every program of a PDL kernel calls `enter`, so "the
+previous kernel finished" stays transitive down the stream. PAGODA_PDL=0 turns it off (an escape
+hatch, and the A/B switch in bench/NOTES.md).
 """
 
 from __future__ import annotations
